@@ -1,0 +1,58 @@
+/** argv -> command. Pure; reports usage errors as UsageError. */
+import { parseArgs } from 'node:util';
+import { UsageError } from '../errors.js';
+
+export const COMMANDS = ['run', 'check', 'print-config', 'demo', 'start'] as const;
+export type Command = (typeof COMMANDS)[number] | 'help' | 'version';
+
+export interface ParsedArgs {
+  readonly command: Command;
+  readonly configFile: string | undefined;
+}
+
+export const HELP = `keepalive-sidecar: a sidecar proxy that drops dead upstream connections the moment the kernel knows.
+
+Usage: keepalive-sidecar [command] [--config FILE]
+
+Commands:
+  run            serve the configured routes (the default)
+  check          validate the configuration and socket options, then exit
+  print-config   print the effective configuration as JSON
+  demo           start a built-in upstream and a route to it, and print what to try
+  start          "run" when a configuration is given, else "demo" (what npm start does)
+
+Options:
+  -c, --config FILE   JSON or YAML configuration file (or SIDECAR_CONFIG)
+  -h, --help          this help
+  -v, --version       print the version
+
+Single route without a file:
+  SIDECAR_UPSTREAM=host:port SIDECAR_LISTEN=[host:]port SIDECAR_MODE=tcp keepalive-sidecar run
+
+Exit codes: 0 ok, 1 runtime failure, 2 usage, 3 invalid configuration, 4 socket options unsupported.
+`;
+
+export function parseCliArgs(argv: readonly string[]): ParsedArgs {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: [...argv],
+      allowPositionals: true,
+      strict: true,
+      options: {
+        config: { type: 'string', short: 'c' },
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean', short: 'v' },
+      },
+    });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const { values, positionals } = parsed;
+  if (values.help === true) return { command: 'help', configFile: undefined };
+  if (values.version === true) return { command: 'version', configFile: undefined };
+  if (positionals.length > 1) throw new UsageError(`unexpected arguments: ${positionals.slice(1).join(' ')}`);
+  const command = positionals[0] ?? 'run';
+  if (!(COMMANDS as readonly string[]).includes(command)) throw new UsageError(`unknown command "${command}" (try --help)`);
+  return { command: command as Command, configFile: values.config };
+}

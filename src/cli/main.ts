@@ -1,0 +1,136 @@
+/**
+ * CLI entry: argv -> command -> exit code. The only place (with bin.ts) that installs signal handlers or
+ * decides the process's exit code.
+ */
+import type { AddressInfo } from 'node:net';
+import type { Config } from '../config/index.js';
+import { loadConfig } from '../config/index.js';
+import { startDemoUpstream } from '../demo/upstream.js';
+import { ConfigError, SockoptUnsupportedError, UsageError } from '../errors.js';
+import { createLogger } from '../log/index.js';
+import { startSidecar } from '../sidecar.js';
+import { selfCheckSockopts } from '../sockopts/index.js';
+import { VERSION } from '../version.js';
+import { HELP, parseCliArgs } from './args.js';
+import { EXIT } from './exit-codes.js';
+
+export interface CliIo {
+  readonly env: Readonly<Record<string, string | undefined>>;
+  readonly out: (text: string) => void;
+  readonly err: (text: string) => void;
+}
+
+/** Runs one command; resolves with the exit code (for `run`/`demo`, once the sidecar has stopped). */
+export async function cliMain(argv: readonly string[], io: CliIo): Promise<number> {
+  try {
+    const args = parseCliArgs(argv);
+    switch (args.command) {
+      case 'help':
+        io.out(HELP);
+        return EXIT.ok;
+      case 'version':
+        io.out(`${VERSION}\n`);
+        return EXIT.ok;
+      case 'check': {
+        const config = loadConfig({ env: io.env, configFile: args.configFile });
+        await selfCheckSockopts(config.routes.map((r) => ({ name: `routes.${r.name}.keepalive`, keepalive: r.keepalive })));
+        io.out(`configuration OK: ${config.routes.length} route(s): ${config.routes.map((r) => `${r.name} (${r.mode} ${r.listen.host}:${r.listen.port} -> ${r.upstream.host}:${r.upstream.port})`).join(', ')}\n`);
+        return EXIT.ok;
+      }
+      case 'print-config':
+        io.out(`${JSON.stringify(loadConfig({ env: io.env, configFile: args.configFile }), null, 2)}\n`);
+        return EXIT.ok;
+      case 'run':
+        return await serve(loadConfig({ env: io.env, configFile: args.configFile }), io);
+      case 'start': {
+        const hasConfig = args.configFile !== undefined || Boolean(io.env.SIDECAR_CONFIG) || Boolean(io.env.SIDECAR_UPSTREAM);
+        return hasConfig ? await serve(loadConfig({ env: io.env, configFile: args.configFile }), io) : await demo(args.configFile, io);
+      }
+      case 'demo':
+        return await demo(args.configFile, io);
+    }
+  } catch (err) {
+    return report(err, io);
+  }
+}
+
+function report(err: unknown, io: CliIo): number {
+  if (err instanceof UsageError) {
+    io.err(`keepalive-sidecar: ${err.message}\n`);
+    return EXIT.usage;
+  }
+  if (err instanceof ConfigError) {
+    io.err(`keepalive-sidecar: ${err.message}\n`);
+    return EXIT.config;
+  }
+  if (err instanceof SockoptUnsupportedError) {
+    io.err(`keepalive-sidecar: ${err.message}\n(the sidecar would not detect dead peers as configured, so it refuses to start)\n`);
+    return EXIT.sockopt;
+  }
+  const e = err as NodeJS.ErrnoException;
+  io.err(`keepalive-sidecar: ${e.code === 'EADDRINUSE' ? `address already in use: ${(e as { address?: string }).address ?? ''}:${(e as { port?: number }).port ?? ''}` : e.message ?? String(err)}\n`);
+  return EXIT.runtime;
+}
+
+/** Serves until SIGTERM or SIGINT, then drains. */
+async function serve(config: Config, io: CliIo, onStarted?: (admin: AddressInfo | undefined, routes: ReadonlyArray<{ name: string; address: AddressInfo }>) => void): Promise<number> {
+  const logger = createLogger(config.log.level);
+  const sidecar = await startSidecar(config, { logger });
+  onStarted?.(sidecar.admin, sidecar.routes);
+  await new Promise<void>((resolve) => {
+    const onSignal = (signal: NodeJS.Signals): void => {
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+      logger.info({ signal, drainTimeoutMs: config.shutdown.drainTimeoutMs }, 'shutting down: draining connections');
+      resolve();
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+  const outcome = await sidecar.stop();
+  logger.info({ outcome }, 'stopped');
+  await new Promise<void>((resolve) => logger.flush(() => resolve()));
+  void io;
+  return EXIT.ok;
+}
+
+/** Port the demo route listens on when free (a fixed port so the printed commands work as typed). */
+const DEMO_PORT = 15000;
+
+async function demo(configFile: string | undefined, io: CliIo): Promise<number> {
+  const upstream = await startDemoUpstream();
+  const up = upstream.address() as AddressInfo;
+  const base = loadConfig({ env: io.env, configFile, allowNoRoutes: true });
+  const port = Number(io.env.SIDECAR_DEMO_PORT ?? DEMO_PORT);
+  const config: Config = {
+    ...base,
+    routes: [
+      {
+        ...loadConfig({ env: { SIDECAR_UPSTREAM: `127.0.0.1:${up.port}`, SIDECAR_LISTEN: `127.0.0.1:${port}`, SIDECAR_ROUTE_NAME: 'demo' } }).routes[0]!,
+      },
+    ],
+  };
+  try {
+    return await serve(config, io, (admin, routes) => {
+      const r = routes[0];
+      const lines = [
+        '',
+        'keepalive-sidecar demo is running.',
+        `  route "demo" (tcp): 127.0.0.1:${r?.address.port} -> built-in echo upstream 127.0.0.1:${up.port}`,
+        '  Try it (type a line, it comes back; Ctrl-D to end):',
+        `    node -e "const s=require('net').connect(${r?.address.port},'127.0.0.1');process.stdin.pipe(s).pipe(process.stdout)"`,
+        ...(admin !== undefined
+          ? [
+              `  Metrics:      curl -s http://${admin.address}:${admin.port}/metrics | grep keepalive_sidecar_upstream`,
+              `  Connections:  curl -s http://${admin.address}:${admin.port}/debug/connections`,
+            ]
+          : []),
+        '  Stop with Ctrl-C.',
+        '',
+      ];
+      io.err(`${lines.join('\n')}\n`);
+    });
+  } finally {
+    upstream.close();
+  }
+}

@@ -1,0 +1,233 @@
+/**
+ * The only configuration schema (convict). Top-level keys can be set from the environment (SIDECAR_*);
+ * routes come from a file, or from the single-route shortcut SIDECAR_UPSTREAM / SIDECAR_LISTEN / SIDECAR_MODE.
+ */
+import convict from 'convict';
+
+let formatsAdded = false;
+
+/** Registers our custom formats once (convict keeps them globally). */
+export function addFormats(): void {
+  if (formatsAdded) return;
+  formatsAdded = true;
+  convict.addFormat({
+    name: 'required-string',
+    validate(v: unknown) {
+      if (typeof v !== 'string' || v.length === 0) throw new Error('is required (a non-empty string)');
+    },
+  });
+  convict.addFormat({
+    name: 'route-name',
+    validate(v: unknown) {
+      if (typeof v !== 'string' || !/^[a-z][a-z0-9_-]{0,62}$/.test(v)) {
+        throw new Error('is required: lower-case letters, digits, "_" or "-", starting with a letter (it becomes a metric label)');
+      }
+    },
+  });
+  convict.addFormat({
+    name: 'listen-port',
+    validate(v: unknown) {
+      if (!Number.isInteger(v) || (v as number) < 0 || (v as number) > 65535) {
+        throw new Error('is required: an integer port 0-65535 (0 = pick a free port)');
+      }
+    },
+    coerce: (v: unknown) => (typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v),
+  });
+  convict.addFormat({
+    name: 'upstream-port',
+    validate(v: unknown) {
+      if (!Number.isInteger(v) || (v as number) < 1 || (v as number) > 65535) {
+        throw new Error('is required: an integer port 1-65535');
+      }
+    },
+    coerce: (v: unknown) => (typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v),
+  });
+  convict.addFormat({
+    name: 'whole-seconds-ms',
+    validate(v: unknown) {
+      // The kernel takes TCP_KEEPIDLE/TCP_KEEPINTVL in whole seconds (tcp(7)); 1500 would silently become 1 s.
+      if (!Number.isInteger(v) || (v as number) < 1000 || (v as number) % 1000 !== 0 || (v as number) > 32767000) {
+        throw new Error('must be a whole number of seconds in milliseconds, 1000-32767000 (the kernel counts in seconds)');
+      }
+    },
+  });
+  convict.addFormat({
+    name: 'probes',
+    validate(v: unknown) {
+      if (!Number.isInteger(v) || (v as number) < 1 || (v as number) > 127) throw new Error('must be an integer 1-127 (TCP_KEEPCNT)');
+    },
+  });
+  convict.addFormat({
+    name: 'user-timeout-ms',
+    validate(v: unknown) {
+      if (v === null) return; // null = the mode's default
+      if (!Number.isInteger(v) || (v as number) < 0 || (v as number) > 2147483647) {
+        throw new Error('must be an integer >= 0 (0 disables TCP_USER_TIMEOUT)');
+      }
+    },
+  });
+  convict.addFormat({
+    name: 'positive-int',
+    validate(v: unknown) {
+      if (!Number.isInteger(v) || (v as number) < 1) throw new Error('must be an integer >= 1');
+    },
+    coerce: (v: unknown) => (typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v),
+  });
+  convict.addFormat({
+    name: 'early-retry-ms',
+    validate(v: unknown) {
+      if (!Number.isInteger(v) || (v as number) < 250) {
+        throw new Error('must be an integer >= 250 (below that a healthy peer\'s delayed ACK could look like a dead one)');
+      }
+    },
+  });
+}
+
+/** Top-level keys. `routes` is validated item by item with routeSchema. */
+export const topSchema = {
+  config: {
+    doc: 'Path to a JSON or YAML configuration file.',
+    format: String,
+    default: '',
+    env: 'SIDECAR_CONFIG',
+  },
+  admin: {
+    enabled: {
+      doc: 'Serve /live, /ready, /metrics and /debug/* on the admin listener.',
+      format: Boolean,
+      default: true,
+      env: 'SIDECAR_ADMIN_ENABLED',
+    },
+    host: {
+      doc: 'Admin listener address (use the pod IP or 0.0.0.0 to let Prometheus scrape from outside the pod).',
+      format: 'required-string',
+      default: '127.0.0.1',
+      env: 'SIDECAR_ADMIN_HOST',
+    },
+    port: {
+      doc: 'Admin listener port (0 = pick a free port).',
+      format: 'listen-port',
+      default: 9901,
+      env: 'SIDECAR_ADMIN_PORT',
+    },
+  },
+  log: {
+    level: {
+      doc: 'Log level (pino).',
+      format: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'],
+      default: 'info',
+      env: 'SIDECAR_LOG_LEVEL',
+    },
+  },
+  shutdown: {
+    drainTimeoutMs: {
+      doc: 'On SIGTERM/SIGINT: how long open connections may finish before they are reset with local_shutdown.',
+      format: 'nat',
+      default: 15000,
+      env: 'SIDECAR_DRAIN_TIMEOUT_MS',
+    },
+  },
+  routes: {
+    doc: 'Routes: each listens on a local port and forwards to one upstream. See routeSchema.',
+    format: Array,
+    default: [] as unknown[],
+  },
+};
+
+/** One route. Keys carry units. Defaults are the production defaults. */
+export const routeSchema = {
+  name: {
+    doc: 'Route name; used as the `route` label in metrics and logs.',
+    format: 'route-name',
+    default: null as unknown as string,
+  },
+  mode: {
+    doc: '"tcp": byte pipe for any protocol; "http": HTTP/1.1 reverse proxy with a keep-alive pool and retries.',
+    format: ['tcp', 'http'],
+    default: 'tcp',
+  },
+  listen: {
+    host: { doc: 'Local address to listen on.', format: 'required-string', default: '127.0.0.1' },
+    port: { doc: 'Local port to listen on (0 = pick a free port).', format: 'listen-port', default: null as unknown as number },
+  },
+  upstream: {
+    host: { doc: 'Upstream host name or address.', format: 'required-string', default: null as unknown as string },
+    port: { doc: 'Upstream port.', format: 'upstream-port', default: null as unknown as number },
+  },
+  keepalive: {
+    idleMs: {
+      doc: 'TCP_KEEPIDLE: idle time before the first keepalive probe (whole seconds, >= 1000).',
+      format: 'whole-seconds-ms',
+      default: 3000,
+    },
+    intervalMs: {
+      doc: 'TCP_KEEPINTVL: time between keepalive probes (whole seconds, >= 1000).',
+      format: 'whole-seconds-ms',
+      default: 1000,
+    },
+    probes: {
+      doc: 'TCP_KEEPCNT: unanswered probes before the connection is declared dead (ignored by Linux once TCP_USER_TIMEOUT is set).',
+      format: 'probes',
+      default: 3,
+    },
+    userTimeoutMs: {
+      doc: 'TCP_USER_TIMEOUT: how long written data may stay unacknowledged (and, with keepalive, how long a silent peer is tolerated) before the kernel kills the connection. null = mode default (tcp 5000, http 10000); 0 = off.',
+      format: 'user-timeout-ms',
+      default: null as unknown as number,
+    },
+  },
+  connectTimeoutMs: { doc: 'Upstream connect timeout.', format: 'positive-int', default: 3000 },
+  maxConnections: {
+    doc: 'Most upstream connections this route may hold (tcp: also the most downstream connections).',
+    format: 'positive-int',
+    default: 1024,
+  },
+  warmSpares: {
+    doc: 'tcp: connected upstream spares kept ready (with keepalive) so a new downstream does not wait for a connect.',
+    format: 'nat',
+    default: 0,
+  },
+  maxAgeMs: {
+    doc: 'Idle pooled connections (tcp spares, http keep-alive) older than this (+/-10% jitter) are retired with max_age.',
+    format: 'positive-int',
+    default: 300000,
+  },
+  http: {
+    maxIdle: { doc: 'http: most idle keep-alive connections kept.', format: 'nat', default: 256 },
+    idleTimeoutMs: {
+      doc: 'http: idle keep-alive connections are retired after this (lowered to the upstream Keep-Alive: timeout hint minus 1 s).',
+      format: 'positive-int',
+      default: 60000,
+    },
+    maxPending: { doc: 'http: requests that may wait for a connection; more get 503 at once.', format: 'nat', default: 1024 },
+    responseTimeoutMs: {
+      doc: 'http: time to wait for response headers (0 = off); on expiry 504 and the connection is destroyed.',
+      format: 'nat',
+      default: 0,
+    },
+    maxHeaderBytes: { doc: 'http: largest request header section; larger gets 431.', format: 'positive-int', default: 16384 },
+    siblingEviction: {
+      doc: 'http: when one connection to an upstream address dies of a dead-peer reason, retire the other idle ones to it.',
+      format: Boolean,
+      default: true,
+    },
+    retry: {
+      attempts: { doc: 'http: retries of a safe request trapped on a dead connection.', format: 'nat', default: 2 },
+      maxBodyBytes: {
+        doc: 'http: a request body is buffered for replay up to this size; larger bodies are streamed and not retried.',
+        format: 'nat',
+        default: 65536,
+      },
+      budgetPercent: { doc: 'http: retries allowed as % of requests in the last 10 s.', format: 'nat', default: 20 },
+      minPerSec: { doc: 'http: retries always allowed per second, whatever the budget.', format: 'nat', default: 10 },
+    },
+    earlyRetry: {
+      enabled: {
+        doc: 'http: retry a safe request early when TCP_INFO shows its connection got no ACK for afterMs.',
+        format: Boolean,
+        default: true,
+      },
+      afterMs: { doc: 'http: how long a written request may go unacknowledged before the early check (>= 250).', format: 'early-retry-ms', default: 300 },
+    },
+  },
+};

@@ -1,0 +1,74 @@
+/** Typed, frozen configuration. Components receive only their own slice. */
+
+export type Mode = 'tcp' | 'http';
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+
+export interface HostPort {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** Per-socket TCP keepalive and TCP_USER_TIMEOUT, as configured (milliseconds; idle and interval are whole seconds). */
+export interface KeepaliveConfig {
+  readonly idleMs: number;
+  readonly intervalMs: number;
+  readonly probes: number;
+  /** 0 disables TCP_USER_TIMEOUT (the kernel then falls back to tcp_retries2 for data in flight). */
+  readonly userTimeoutMs: number;
+}
+
+export interface RetryConfig {
+  readonly attempts: number;
+  readonly maxBodyBytes: number;
+  /** Retries allowed as a percentage of recent requests (plus minPerSec), so a dead upstream is not hammered. */
+  readonly budgetPercent: number;
+  readonly minPerSec: number;
+}
+
+export interface EarlyRetryConfig {
+  readonly enabled: boolean;
+  readonly afterMs: number;
+}
+
+export interface HttpConfig {
+  readonly maxIdle: number;
+  readonly idleTimeoutMs: number;
+  readonly maxPending: number;
+  readonly responseTimeoutMs: number;
+  readonly maxHeaderBytes: number;
+  readonly siblingEviction: boolean;
+  readonly retry: RetryConfig;
+  readonly earlyRetry: EarlyRetryConfig;
+}
+
+export interface RouteConfig {
+  readonly name: string;
+  readonly mode: Mode;
+  readonly listen: HostPort;
+  readonly upstream: HostPort;
+  readonly keepalive: KeepaliveConfig;
+  readonly connectTimeoutMs: number;
+  readonly maxConnections: number;
+  readonly warmSpares: number;
+  readonly maxAgeMs: number;
+  readonly http: HttpConfig;
+}
+
+/** The slice the upstream pool needs. */
+export type PoolConfig = Pick<
+  RouteConfig,
+  'name' | 'upstream' | 'keepalive' | 'connectTimeoutMs' | 'maxConnections' | 'warmSpares' | 'maxAgeMs'
+>;
+
+export interface AdminConfig {
+  readonly enabled: boolean;
+  readonly host: string;
+  readonly port: number;
+}
+
+export interface Config {
+  readonly admin: AdminConfig;
+  readonly log: { readonly level: LogLevel };
+  readonly shutdown: { readonly drainTimeoutMs: number };
+  readonly routes: readonly RouteConfig[];
+}

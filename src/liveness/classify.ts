@@ -1,0 +1,51 @@
+/**
+ * The only code that reads errno strings. Pure: error (or event) + a little socket context in, reason out.
+ */
+import type { AcquireFailure, CloseReason } from '../errors.js';
+
+export interface ClassifyContext {
+  /** We wrote bytes to the peer after the last bytes we received from it ("last write newer than last read"). */
+  readonly hasDataInFlight: boolean;
+  /** TCP_USER_TIMEOUT in force on the socket (0 = none). */
+  readonly userTimeoutMs: number;
+}
+
+/**
+ * Maps an error on an established connection to a close reason.
+ * ETIMEDOUT comes from the kernel in two ways (tcp(7)): keepalive probes unanswered on an idle connection,
+ * or written data unacknowledged for TCP_USER_TIMEOUT. We cannot ask the kernel which after the fact (the fd
+ * is gone by the time Node emits 'error'), so we use what we saw: data in flight + a user timeout set means
+ * user_timeout; otherwise keepalive_timeout.
+ */
+export function classifyError(err: unknown, ctx: ClassifyContext): CloseReason {
+  switch (errnoOf(err)) {
+    case 'ETIMEDOUT':
+      return ctx.hasDataInFlight && ctx.userTimeoutMs > 0 ? 'user_timeout' : 'keepalive_timeout';
+    case 'ECONNRESET':
+    case 'EPIPE':
+      return 'peer_reset';
+    default:
+      return 'other';
+  }
+}
+
+/** Maps a failed connect to an acquire failure. `timedOut` is true when our connect timer fired. */
+export function classifyConnectError(err: unknown, timedOut: boolean): AcquireFailure {
+  if (timedOut) return 'connect_timeout';
+  switch (errnoOf(err)) {
+    case 'ECONNREFUSED':
+      return 'connect_refused';
+    case 'ETIMEDOUT':
+      return 'connect_timeout';
+    default:
+      return 'connect_error';
+  }
+}
+
+/** The errno code of a Node error, or undefined. */
+export function errnoOf(err: unknown): string | undefined {
+  if (err !== null && typeof err === 'object' && 'code' in err && typeof (err as { code: unknown }).code === 'string') {
+    return (err as { code: string }).code;
+  }
+  return undefined;
+}

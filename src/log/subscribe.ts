@@ -1,0 +1,49 @@
+/**
+ * Turns pool and listener events into log lines: debug on open, one line per upstream close (route, reason,
+ * age, bytes each way, time since the last byte received), warn when a dead peer is detected. Never per chunk.
+ */
+import { DEAD_PEER_REASONS } from '../errors.js';
+import type { TcpListener } from '../listeners/index.js';
+import type { Pool } from '../pool/index.js';
+import { F } from './fields.js';
+import type { Logger } from './logger.js';
+
+export function logPoolEvents(pool: Pool, parent: Logger): void {
+  const route = pool.config.name;
+  const upstream = `${pool.config.upstream.host}:${pool.config.upstream.port}`;
+  const log = parent.child({ [F.component]: 'pool', [F.route]: route, [F.upstream]: upstream });
+  pool.on('connected', (conn, connectMs) => {
+    if (!log.isLevelEnabled('debug')) return;
+    const s = conn.socket;
+    log.debug(
+      { [F.connId]: conn.id, [F.connectMs]: Math.round(connectMs), [F.local]: `${s.localAddress}:${s.localPort}`, [F.remote]: `${s.remoteAddress}:${s.remotePort}`, [F.sockopts]: conn.sockopts },
+      'upstream connected',
+    );
+  });
+  pool.on('connectFailed', (reason, err, connectMs) => {
+    log.warn({ [F.reason]: reason, [F.connectMs]: Math.round(connectMs), [F.err]: err }, 'upstream connect failed');
+  });
+  pool.on('sockoptFailed', (conn, failure) => {
+    log.warn({ [F.connId]: conn.id, [F.option]: failure.option, [F.err]: failure.message }, 'could not set socket option');
+  });
+  pool.on('closed', (conn, info) => {
+    const fields = {
+      [F.connId]: conn.id,
+      [F.reason]: info.reason,
+      [F.ageMs]: Math.round(info.ageMs),
+      [F.sinceLastRecvMs]: Math.round(info.sinceLastRecvMs),
+      [F.bytesIn]: info.bytesRead,
+      [F.bytesOut]: info.bytesWritten,
+      ...(info.err !== undefined ? { [F.err]: info.err } : {}),
+    };
+    if (DEAD_PEER_REASONS.has(info.reason)) log.warn(fields, 'dead upstream peer detected, connection dropped');
+    else log.info(fields, 'upstream connection closed');
+  });
+}
+
+export function logListenerEvents(listener: TcpListener, parent: Logger): void {
+  const log = parent.child({ [F.component]: 'listener', [F.route]: listener.route.name });
+  listener.on('downstreamReset', (reason) => {
+    log.info({ [F.reason]: reason }, 'downstream reset');
+  });
+}

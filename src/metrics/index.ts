@@ -1,0 +1,5 @@
+// Metrics: one prom-client Registry (never the global one) and subscribers that count pool/listener events.
+// Labels only from bounded sets; never addresses, ports or errno. Owns no sockets.
+export { createRegistry, PREFIX } from './registry.js';
+export { createMetrics } from './pool-metrics.js';
+export type { SidecarMetrics } from './pool-metrics.js';

@@ -1,0 +1,142 @@
+/**
+ * Pool and listener metrics. Gauges read pool.stats() at scrape time (no paired inc/dec). Labels come only
+ * from bounded sets: route (from config), state, reason, direction, option.
+ */
+import { Counter, Gauge, Histogram } from 'prom-client';
+import type { Registry } from 'prom-client';
+import { DEAD_PEER_REASONS } from '../errors.js';
+import type { TcpListener } from '../listeners/index.js';
+import type { Pool } from '../pool/index.js';
+import { PREFIX } from './registry.js';
+
+export interface SidecarMetrics {
+  observePool(pool: Pool): void;
+  observeListener(listener: TcpListener): void;
+}
+
+export function createMetrics(registry: Registry): SidecarMetrics {
+  const registers = [registry];
+  const pools: Pool[] = [];
+  const listeners: TcpListener[] = [];
+  // Bytes of connections still open are added at scrape time; closed ones were added to `closedBytes`.
+  const closedBytes = new Map<string, { rx: number; tx: number }>();
+
+  new Gauge({
+    name: `${PREFIX}upstream_connections`,
+    help: 'Upstream connections by state, read from the pool at scrape time.',
+    labelNames: ['route', 'state'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const p of pools) {
+        const s = p.stats();
+        this.set({ route: p.config.name, state: 'connecting' }, s.connecting);
+        this.set({ route: p.config.name, state: 'idle' }, s.idle);
+        this.set({ route: p.config.name, state: 'active' }, s.leased);
+      }
+    },
+  });
+  const opened = new Counter({
+    name: `${PREFIX}upstream_connections_opened_total`,
+    help: 'Upstream connections established.',
+    labelNames: ['route'] as const,
+    registers,
+  });
+  const closed = new Counter({
+    name: `${PREFIX}upstream_connections_closed_total`,
+    help: 'Upstream connections closed, by first cause.',
+    labelNames: ['route', 'reason'] as const,
+    registers,
+  });
+  const connectDuration = new Histogram({
+    name: `${PREFIX}upstream_connect_duration_seconds`,
+    help: 'Time to establish an upstream TCP connection.',
+    labelNames: ['route'] as const,
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers,
+  });
+  const connectFailures = new Counter({
+    name: `${PREFIX}upstream_connect_failures_total`,
+    help: 'Upstream connects that failed, by reason.',
+    labelNames: ['route', 'reason'] as const,
+    registers,
+  });
+  const detection = new Histogram({
+    name: `${PREFIX}dead_peer_detection_seconds`,
+    help: 'From the last byte received on a connection to the moment it was declared dead.',
+    labelNames: ['route', 'reason'] as const,
+    buckets: [0.25, 0.5, 1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 60, 120, 300],
+    registers,
+  });
+  const sockoptFailures = new Counter({
+    name: `${PREFIX}sockopt_failures_total`,
+    help: 'Socket options that could not be set (or read back differently) on an upstream socket.',
+    labelNames: ['option'] as const,
+    registers,
+  });
+  new Gauge({
+    name: `${PREFIX}downstream_connections`,
+    help: 'Open downstream (app-side) connections.',
+    labelNames: ['route'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const l of listeners) this.set({ route: l.route.name }, l.activeCount);
+    },
+  });
+  const downstreamResets = new Counter({
+    name: `${PREFIX}downstream_resets_total`,
+    help: 'Downstream connections reset by the sidecar, by reason (upstream died, or none could be had).',
+    labelNames: ['route', 'reason'] as const,
+    registers,
+  });
+  new Counter({
+    name: `${PREFIX}bytes_total`,
+    help: 'Bytes moved on upstream connections: rx = received from upstream, tx = sent to upstream.',
+    labelNames: ['route', 'direction'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const p of pools) {
+        const done = closedBytes.get(p.config.name) ?? { rx: 0, tx: 0 };
+        let rx = done.rx;
+        let tx = done.tx;
+        for (const c of p.connections()) {
+          rx += c.socket.bytesRead;
+          tx += c.socket.bytesWritten;
+        }
+        this.inc({ route: p.config.name, direction: 'rx' }, rx);
+        this.inc({ route: p.config.name, direction: 'tx' }, tx);
+      }
+    },
+  });
+
+  return {
+    observePool(pool) {
+      pools.push(pool);
+      const route = pool.config.name;
+      closedBytes.set(route, { rx: 0, tx: 0 });
+      opened.inc({ route }, 0);
+      pool.on('connected', (_conn, connectMs) => {
+        opened.inc({ route });
+        connectDuration.observe({ route }, connectMs / 1000);
+      });
+      pool.on('connectFailed', (reason) => connectFailures.inc({ route, reason }));
+      pool.on('sockoptFailed', (_conn, f) => sockoptFailures.inc({ option: f.option }));
+      pool.on('closed', (_conn, info) => {
+        closed.inc({ route, reason: info.reason });
+        const b = closedBytes.get(route);
+        if (b !== undefined) {
+          b.rx += info.bytesRead;
+          b.tx += info.bytesWritten;
+        }
+        if (DEAD_PEER_REASONS.has(info.reason)) detection.observe({ route, reason: info.reason }, info.sinceLastRecvMs / 1000);
+      });
+    },
+    observeListener(listener) {
+      listeners.push(listener);
+      const route = listener.route.name;
+      listener.on('downstreamReset', (reason) => downstreamResets.inc({ route, reason }));
+    },
+  };
+}

@@ -1,0 +1,342 @@
+/**
+ * Owns upstream sockets for one route. A socket belongs to exactly one of: the connector (connecting set),
+ * the idle set, or one Lease (leased set); closed connections are in no set. Only `moveTo` changes sets, so
+ * stats() is derived from set sizes and cannot drift.
+ *
+ * The pool never imports metrics or logging: it emits typed events (connected, connectFailed,
+ * sockoptFailed, closed) and whoever cares subscribes.
+ */
+import { EventEmitter } from 'node:events';
+import net from 'node:net';
+import type { PoolConfig } from '../config/index.js';
+import type { AcquireFailure, CloseReason } from '../errors.js';
+import { AcquireError } from '../errors.js';
+import { classifyConnectError, classifyError } from '../liveness/index.js';
+import { applySockopts } from '../sockopts/index.js';
+import type { SockoptFailure } from '../sockopts/index.js';
+import type { Clock, Timer } from '../util/clock.js';
+import { UpstreamConn } from './conn.js';
+import { transition } from './state.js';
+import type { ConnEvent } from './state.js';
+
+/** Most bytes a warm spare may receive while idle (a server greeting) before it is dropped. */
+const MAX_IDLE_DATA_BYTES = 64 * 1024;
+/** Longest pause between attempts to refill spares after failed connects. */
+const MAX_REFILL_BACKOFF_MS = 30000;
+
+export interface CloseInfo {
+  readonly reason: CloseReason;
+  readonly ageMs: number;
+  readonly sinceLastRecvMs: number;
+  readonly bytesRead: number;
+  readonly bytesWritten: number;
+  readonly err: unknown;
+}
+
+export interface PoolEvents {
+  connected: [conn: UpstreamConn, connectMs: number];
+  connectFailed: [reason: AcquireFailure, err: unknown, connectMs: number];
+  sockoptFailed: [conn: UpstreamConn, failure: SockoptFailure];
+  closed: [conn: UpstreamConn, info: CloseInfo];
+}
+
+export interface PoolStats {
+  readonly connecting: number;
+  readonly idle: number;
+  readonly leased: number;
+  readonly total: number;
+}
+
+export interface PoolOptions {
+  /** Idle connections are retired after this long (http keep-alive); undefined = only max age. */
+  readonly idleTimeoutMs?: number | undefined;
+}
+
+export class Pool extends EventEmitter<PoolEvents> {
+  private readonly sets = {
+    connecting: new Set<UpstreamConn>(),
+    idle: new Set<UpstreamConn>(),
+    leased: new Set<UpstreamConn>(),
+  };
+  private nextId = 1;
+  private isClosing = false;
+  private refillFailures = 0;
+  private refillTimer: Timer | undefined;
+
+  constructor(
+    readonly config: PoolConfig,
+    private readonly clock: Clock,
+    private readonly options: PoolOptions = {},
+  ) {
+    super();
+  }
+
+  /** Starts keeping warm spares (if configured). */
+  start(): void {
+    this.fill();
+  }
+
+  stats(): PoolStats {
+    const { connecting, idle, leased } = this.sets;
+    return { connecting: connecting.size, idle: idle.size, leased: leased.size, total: connecting.size + idle.size + leased.size };
+  }
+
+  /** Every live connection, for /debug. */
+  *connections(): Iterable<UpstreamConn> {
+    yield* this.sets.connecting;
+    yield* this.sets.idle;
+    yield* this.sets.leased;
+  }
+
+  /**
+   * Hands out a connection: a validated idle one if any, else a new one. Rejects with AcquireError
+   * (overflow, connect_*, shutting_down).
+   */
+  async acquire(signal?: AbortSignal): Promise<Lease> {
+    for (;;) {
+      if (this.isClosing) throw new AcquireError('shutting_down', 'the sidecar is shutting down');
+      const conn = this.sets.idle.values().next().value;
+      if (conn === undefined) break;
+      this.apply(conn, { type: 'lease' });
+      // Checkout validation: yield one macrotask so a FIN or RST that already arrived is processed first.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      const s = conn.socket;
+      if (conn.state.state === 'leased' && conn.closeReason === undefined && !s.destroyed && !s.readableEnded) {
+        this.fill();
+        return new Lease(this, conn);
+      }
+      this.fail(conn, conn.closeReason ?? 'peer_closed');
+    }
+    if (this.stats().total >= this.config.maxConnections) {
+      throw new AcquireError('overflow', `route ${this.config.name}: maxConnections (${this.config.maxConnections}) reached`);
+    }
+    const conn = await this.connect(true, signal);
+    return new Lease(this, conn);
+  }
+
+  /** Destroys every connection with local_shutdown and stops refilling. Idempotent. */
+  close(): void {
+    this.isClosing = true;
+    this.refillTimer?.clear();
+    for (const conn of [...this.connections()]) this.fail(conn, 'local_shutdown', true);
+  }
+
+  /** Retires a connection: records the reason (first cause wins) and destroys the socket. */
+  fail(conn: UpstreamConn, reason: CloseReason, reset = false): void {
+    conn.recordReason(reason);
+    this.apply(conn, { type: 'fail', reason: conn.closeReason ?? reason }, reset);
+  }
+
+  /** Puts a leased connection back as idle (http keep-alive), or retires it when past its max age. */
+  release(conn: UpstreamConn): void {
+    if (conn.state.state !== 'leased') return;
+    if (this.clock.now() >= conn.maxAgeAt) {
+      this.fail(conn, 'max_age');
+      return;
+    }
+    const s = conn.socket;
+    if (conn.closeReason !== undefined || s.destroyed || s.readableEnded) {
+      this.fail(conn, conn.closeReason ?? 'peer_closed');
+      return;
+    }
+    this.apply(conn, { type: 'release' });
+  }
+
+  private connect(forLease: boolean, signal: AbortSignal | undefined): Promise<UpstreamConn> {
+    const { host, port } = this.config.upstream;
+    const startedAt = this.clock.now();
+    const socket = net.connect({ host, port, allowHalfOpen: true });
+    const conn = new UpstreamConn(this.nextId++, this.config.name, socket, startedAt, forLease);
+    this.sets.connecting.add(conn);
+    return new Promise<UpstreamConn>((resolve, reject) => {
+      let settled = false;
+      const settleFailure = (reason: AcquireFailure, err: unknown): void => {
+        if (settled) return;
+        settled = true;
+        timer.clear();
+        signal?.removeEventListener('abort', onAbort);
+        this.apply(conn, { type: 'connect_failed', reason }, true);
+        this.emit('connectFailed', reason, err, this.clock.now() - startedAt);
+        if (!forLease) this.scheduleRefill();
+        reject(new AcquireError(reason, `connect to ${host}:${port} failed: ${reason}`, { cause: err }));
+      };
+      const onAbort = (): void => settleFailure('connect_error', new Error('aborted: the downstream went away'));
+      const timer = this.clock.setTimeout(() => settleFailure('connect_timeout', undefined), this.config.connectTimeoutMs);
+      signal?.addEventListener('abort', onAbort, { once: true });
+      // Error listener in the same tick the socket is created (STYLE §9).
+      socket.on('error', (err) => {
+        if (!settled) settleFailure(classifyConnectError(err, false), err);
+        else conn.recordReason(classifyError(err, { hasDataInFlight: conn.hasDataInFlight, userTimeoutMs: this.config.keepalive.userTimeoutMs }), err);
+      });
+      socket.on('end', () => this.onEnd(conn));
+      socket.on('close', () => this.onClose(conn));
+      socket.once('connect', () => {
+        if (settled) return;
+        settled = true;
+        timer.clear();
+        signal?.removeEventListener('abort', onAbort);
+        const now = this.clock.now();
+        conn.connectedAt = now;
+        conn.lastRecvAt = now;
+        conn.remoteAddress = socket.remoteAddress;
+        conn.maxAgeAt = now + this.config.maxAgeMs * (0.9 + 0.2 * Math.random());
+        const result = applySockopts(socket, this.config.keepalive);
+        conn.sockopts = result.effective;
+        for (const f of result.failures) this.emit('sockoptFailed', conn, f);
+        if (!forLease) this.refillFailures = 0;
+        this.apply(conn, { type: 'connected' });
+        this.emit('connected', conn, now - startedAt);
+        resolve(conn);
+      });
+    });
+  }
+
+  private onEnd(conn: UpstreamConn): void {
+    conn.recordReason(conn.hasLocalEnded ? 'downstream_closed' : 'peer_closed');
+    // An idle connection that got FIN is useless; a leased one is the proxy's to half-close.
+    if (conn.state.state === 'idle') this.fail(conn, 'peer_closed');
+  }
+
+  private onClose(conn: UpstreamConn): void {
+    const wasConnected = conn.connectedAt !== undefined;
+    this.apply(conn, { type: 'fail', reason: conn.closeReason ?? 'other' });
+    if (!wasConnected) return;
+    const now = this.clock.now();
+    const s = conn.socket;
+    this.emit('closed', conn, {
+      reason: conn.closeReason ?? 'other',
+      ageMs: now - (conn.connectedAt ?? now),
+      sinceLastRecvMs: now - conn.lastRecvAt,
+      bytesRead: s.bytesRead,
+      bytesWritten: s.bytesWritten,
+      err: conn.closeError,
+    });
+    this.fill();
+  }
+
+  /** Runs one transition and carries out its effects. The only place that moves a connection between sets. */
+  private apply(conn: UpstreamConn, event: ConnEvent, reset = false): void {
+    const from = conn.state;
+    const { next, effects } = transition(from, event, this.clock.now());
+    if (next !== from) this.moveTo(conn, next);
+    for (const effect of effects) {
+      switch (effect) {
+        case 'arm_idle_timers':
+          this.armIdleTimers(conn);
+          break;
+        case 'clear_idle_timers':
+          this.clearIdleTimers(conn);
+          break;
+        case 'destroy':
+          this.clearIdleTimers(conn);
+          if (reset && !conn.socket.destroyed && conn.socket.readyState === 'open') conn.socket.resetAndDestroy();
+          else conn.socket.destroy();
+          break;
+      }
+    }
+  }
+
+  private moveTo(conn: UpstreamConn, next: UpstreamConn['state']): void {
+    const prev = conn.state.state;
+    if (prev !== 'closed') this.sets[prev].delete(conn);
+    conn.state = next;
+    if (next.state !== 'closed') this.sets[next.state].add(conn);
+  }
+
+  private readonly idleDataHandlers = new WeakMap<UpstreamConn, (chunk: Buffer) => void>();
+
+  private armIdleTimers(conn: UpstreamConn): void {
+    const now = this.clock.now();
+    conn.timers.push(this.clock.setTimeout(() => this.fail(conn, 'max_age'), Math.max(0, conn.maxAgeAt - now)));
+    if (this.options.idleTimeoutMs !== undefined) {
+      conn.timers.push(this.clock.setTimeout(() => this.fail(conn, 'idle_evicted'), this.options.idleTimeoutMs));
+    }
+    // Keep reading while idle: a paused socket would not notice FIN, RST or a keepalive death (libuv only
+    // polls a socket it reads from). Bytes that arrive are kept for the next lease.
+    const onData = (chunk: Buffer): void => {
+      conn.noteReceived(this.clock.now());
+      conn.idleData.push(chunk);
+      conn.idleDataBytes += chunk.length;
+      if (conn.idleDataBytes > MAX_IDLE_DATA_BYTES) this.fail(conn, 'protocol_error');
+    };
+    this.idleDataHandlers.set(conn, onData);
+    conn.socket.on('data', onData);
+    conn.socket.resume();
+  }
+
+  private clearIdleTimers(conn: UpstreamConn): void {
+    for (const t of conn.timers) t.clear();
+    conn.timers.length = 0;
+    const onData = this.idleDataHandlers.get(conn);
+    if (onData !== undefined) {
+      conn.socket.removeListener('data', onData);
+      this.idleDataHandlers.delete(conn);
+      conn.socket.pause();
+    }
+  }
+
+  private fill(): void {
+    if (this.isClosing || this.config.warmSpares === 0 || this.refillTimer !== undefined) return;
+    let spares = this.sets.idle.size;
+    for (const c of this.sets.connecting) if (c.state.state === 'connecting' && !c.state.forLease) spares++;
+    while (spares < this.config.warmSpares && this.stats().total < this.config.maxConnections) {
+      this.connect(false, undefined).catch(() => {
+        // Reported through the connectFailed event; the refill backs off.
+      });
+      spares++;
+    }
+  }
+
+  private scheduleRefill(): void {
+    if (this.isClosing || this.refillTimer !== undefined) return;
+    this.refillFailures++;
+    const delay = Math.min(MAX_REFILL_BACKOFF_MS, 100 * 2 ** Math.min(this.refillFailures, 10));
+    this.refillTimer = this.clock.setTimeout(() => {
+      this.refillTimer = undefined;
+      this.fill();
+    }, delay);
+  }
+}
+
+/**
+ * A connection handed to one user. `release()` and `destroy()` are idempotent; the first call ends the lease.
+ */
+export class Lease {
+  private isEnded = false;
+  constructor(
+    private readonly pool: Pool,
+    readonly conn: UpstreamConn,
+  ) {}
+
+  get socket(): net.Socket {
+    return this.conn.socket;
+  }
+
+  /** Bytes that arrived while the connection was idle; the caller must forward them first. */
+  takeIdleData(): Buffer[] {
+    const data = this.conn.idleData;
+    this.conn.idleData = [];
+    this.conn.idleDataBytes = 0;
+    return data;
+  }
+
+  /** Half-closes towards the upstream (we send FIN) because the downstream did. */
+  end(): void {
+    this.conn.hasLocalEnded = true;
+    this.conn.socket.end();
+  }
+
+  /** Returns the connection to the idle set (keep-alive reuse). */
+  release(): void {
+    if (this.isEnded) return;
+    this.isEnded = true;
+    this.pool.release(this.conn);
+  }
+
+  /** Retires the connection with a reason; `reset` sends RST instead of FIN. */
+  destroy(reason: CloseReason, reset = false): void {
+    if (this.isEnded) return;
+    this.isEnded = true;
+    this.pool.fail(this.conn, reason, reset);
+  }
+}

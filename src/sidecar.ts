@@ -1,0 +1,118 @@
+/**
+ * Builds and starts everything for a validated Config: one pool and listener per route, metrics and log
+ * subscribers, the admin server. Used by `run`, `demo` and the integration tests; signal handling stays in
+ * main.
+ */
+import type { AddressInfo } from 'node:net';
+import type { Registry } from 'prom-client';
+import { AdminServer } from './admin/index.js';
+import type { Config } from './config/index.js';
+import { shutdown } from './lifecycle/index.js';
+import { TcpListener } from './listeners/index.js';
+import type { Logger } from './log/index.js';
+import { logListenerEvents, logPoolEvents } from './log/index.js';
+import { createMetrics, createRegistry } from './metrics/index.js';
+import { Pool } from './pool/index.js';
+import { selfCheckSockopts } from './sockopts/index.js';
+import type { Clock } from './util/clock.js';
+import { realClock } from './util/clock.js';
+import { VERSION } from './version.js';
+
+export interface RunningRoute {
+  readonly name: string;
+  readonly address: AddressInfo;
+  readonly pool: Pool;
+  readonly listener: TcpListener;
+}
+
+export interface Sidecar {
+  readonly routes: readonly RunningRoute[];
+  readonly admin: AddressInfo | undefined;
+  readonly registry: Registry;
+  /** Drains and stops; resolves 'drained' or 'forced'. Idempotent. */
+  stop(): Promise<'drained' | 'forced'>;
+}
+
+export interface StartOptions {
+  readonly logger: Logger;
+  readonly clock?: Clock;
+}
+
+/** Self-checks socket options, then binds every listener and the admin port. */
+export async function startSidecar(config: Config, opts: StartOptions): Promise<Sidecar> {
+  const clock = opts.clock ?? realClock;
+  const log = opts.logger;
+  await selfCheckSockopts(config.routes.map((r) => ({ name: `routes.${r.name}.keepalive`, keepalive: r.keepalive })));
+
+  const registry = createRegistry(VERSION);
+  const metrics = createMetrics(registry);
+  let isDraining = false;
+  const routes: RunningRoute[] = [];
+  const started: Array<{ pool: Pool; listener: TcpListener }> = [];
+  try {
+    for (const route of config.routes) {
+      if (route.mode !== 'tcp') throw new Error(`route ${route.name}: mode ${route.mode} is not implemented yet`);
+      const pool = new Pool(route, clock);
+      const listener = new TcpListener(route, pool, clock);
+      logPoolEvents(pool, log);
+      logListenerEvents(listener, log);
+      metrics.observePool(pool);
+      metrics.observeListener(listener);
+      started.push({ pool, listener });
+      const address = await listener.listen();
+      pool.start();
+      routes.push({ name: route.name, address, pool, listener });
+      log.info({ route: route.name, mode: route.mode, listen: `${address.address}:${address.port}`, upstream: `${route.upstream.host}:${route.upstream.port}` }, 'route listening');
+    }
+  } catch (err) {
+    for (const s of started) {
+      s.pool.close();
+      await s.listener.stopAccepting();
+    }
+    throw err;
+  }
+
+  let admin: AdminServer | undefined;
+  let adminAddress: AddressInfo | undefined;
+  if (config.admin.enabled) {
+    admin = new AdminServer(config.admin, {
+      registry,
+      pools: routes.map((r) => r.pool),
+      config,
+      clock,
+      isReady: () => !isDraining && routes.every((r) => r.listener.isListening),
+    });
+    try {
+      adminAddress = await admin.listen();
+    } catch (err) {
+      for (const r of routes) {
+        r.pool.close();
+        await r.listener.stopAccepting();
+      }
+      throw err;
+    }
+    log.info({ admin: `http://${adminAddress.address}:${adminAddress.port}` }, 'admin listening');
+  }
+
+  let stopping: Promise<'drained' | 'forced'> | undefined;
+  return {
+    routes,
+    admin: adminAddress,
+    registry,
+    stop() {
+      stopping ??= shutdown({
+        markNotReady: () => {
+          isDraining = true;
+        },
+        listeners: routes.map((r) => r.listener),
+        closePools: () => {
+          for (const r of routes) r.pool.close();
+        },
+        closeAdmin: () => admin?.close() ?? Promise.resolve(),
+        drainTimeoutMs: config.shutdown.drainTimeoutMs,
+        clock,
+      });
+      return stopping;
+    },
+  };
+}

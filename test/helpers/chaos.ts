@@ -1,0 +1,106 @@
+/**
+ * Silent peer death, for real: an nftables table that drops one established TCP flow (matched on its
+ * ports, both directions) while new connections keep working.
+ *
+ * Chaos tests need CAP_NET_ADMIN and `nft`. Locally without them they skip with a visible message;
+ * under CI=true they FAIL (a chaos test that cannot run must never pass silently).
+ */
+import { execFile, execFileSync } from 'node:child_process';
+import { promisify } from 'node:util';
+import type { TestContext } from 'node:test';
+
+const run = promisify(execFile);
+const liveTables = new Set<string>();
+let counter = 0;
+
+// Safety net: whatever happens to a test, its tables go when the process exits.
+process.on('exit', () => {
+  for (const t of liveTables) {
+    try {
+      execFileSync('nft', ['delete', 'table', 'inet', t], { stdio: 'ignore' });
+    } catch {
+      // Already gone.
+    }
+  }
+});
+
+let capability: Promise<string | undefined> | undefined;
+
+/** Resolves undefined when nft works here, else the reason it does not. */
+function probe(): Promise<string | undefined> {
+  capability ??= (async () => {
+    const name = `ks_probe_${process.pid}`;
+    try {
+      await run('nft', ['add', 'table', 'inet', name]);
+      await run('nft', ['delete', 'table', 'inet', name]);
+      return undefined;
+    } catch (err) {
+      return `nftables unavailable (${(err as Error).message.split('\n')[0]}); chaos tests need the nft tool and CAP_NET_ADMIN`;
+    }
+  })();
+  return capability;
+}
+
+/**
+ * Call at the start of every chaos test. Returns false (after t.skip with the reason) when it cannot run
+ * locally; throws under CI=true.
+ */
+export async function requireChaos(t: TestContext): Promise<boolean> {
+  const why = await probe();
+  if (why === undefined) return true;
+  if (process.env.CI === 'true') throw new Error(`CI=true and this chaos test cannot run: ${why}`);
+  process.stderr.write(`\n*** SKIPPING chaos test "${t.name}": ${why} ***\n`);
+  t.skip(why);
+  return false;
+}
+
+export type Hook = 'output' | 'input';
+
+export interface Blackhole {
+  readonly table: string;
+  /** Packets the rules dropped so far. */
+  dropped(): Promise<number>;
+  remove(): Promise<void>;
+}
+
+/**
+ * Drops every packet between 127.0.0.1:serverPort and the given client ports, both directions.
+ * `output`: the local stack cannot send (segments stay unsent, probes/backoff rise).
+ * `input`: packets leave and vanish as in a real network (retransmissions, unacked > 0).
+ */
+export async function blackhole(serverPort: number, clientPorts: readonly number[], hook: Hook): Promise<Blackhole> {
+  if (clientPorts.length === 0) throw new Error('blackhole: no client ports');
+  const table = `ks_${process.pid}_${++counter}`;
+  const set = `{ ${clientPorts.join(', ')} }`;
+  const ruleset = [
+    `table inet ${table} {`,
+    '  chain c {',
+    `    type filter hook ${hook} priority filter; policy accept;`,
+    `    ip daddr 127.0.0.1 tcp dport ${serverPort} tcp sport ${set} counter drop`,
+    `    ip saddr 127.0.0.1 tcp sport ${serverPort} tcp dport ${set} counter drop`,
+    '  }',
+    '}',
+    '',
+  ].join('\n');
+  liveTables.add(table);
+  await new Promise<void>((resolve, reject) => {
+    const child = execFile('nft', ['-f', '-'], (err) => (err ? reject(err) : resolve()));
+    child.stdin?.end(ruleset);
+  });
+  let removed = false;
+  return {
+    table,
+    async dropped() {
+      const { stdout } = await run('nft', ['list', 'table', 'inet', table]);
+      let n = 0;
+      for (const m of stdout.matchAll(/counter packets (\d+)/g)) n += Number(m[1]);
+      return n;
+    },
+    async remove() {
+      if (removed) return;
+      removed = true;
+      liveTables.delete(table);
+      await run('nft', ['delete', 'table', 'inet', table]).catch(() => {});
+    },
+  };
+}
