@@ -66,7 +66,7 @@ export async function startSidecar(config: Config, opts: StartOptions): Promise<
     }
   } catch (err) {
     for (const s of started) {
-      s.pool.close();
+      await s.pool.close();
       await s.listener.stopAccepting();
     }
     throw err;
@@ -86,7 +86,7 @@ export async function startSidecar(config: Config, opts: StartOptions): Promise<
       adminAddress = await admin.listen();
     } catch (err) {
       for (const r of routes) {
-        r.pool.close();
+        await r.pool.close();
         await r.listener.stopAccepting();
       }
       throw err;
@@ -105,8 +105,8 @@ export async function startSidecar(config: Config, opts: StartOptions): Promise<
           isDraining = true;
         },
         listeners: routes.map((r) => r.listener),
-        closePools: () => {
-          for (const r of routes) r.pool.close();
+        closePools: async () => {
+          await Promise.all(routes.map((r) => r.pool.close()));
         },
         closeAdmin: () => admin?.close() ?? Promise.resolve(),
         drainTimeoutMs: config.shutdown.drainTimeoutMs,

@@ -13,7 +13,7 @@ export interface Drainable {
 export interface ShutdownParts {
   readonly markNotReady: () => void;
   readonly listeners: readonly Drainable[];
-  readonly closePools: () => void;
+  readonly closePools: () => Promise<void>;
   readonly closeAdmin: () => Promise<void>;
   readonly drainTimeoutMs: number;
   readonly clock: Clock;
@@ -30,8 +30,10 @@ export async function shutdown(parts: ShutdownParts): Promise<'drained' | 'force
   const drained = Promise.all(parts.listeners.map((l) => l.whenIdle())).then(() => 'drained' as const);
   const outcome = await Promise.race([drained, expired]);
   timer?.clear();
+  // Pools first: every upstream is retired with local_shutdown, and the pipes reset their downstreams with
+  // that same reason. Then whatever downstream is left (e.g. still waiting for a connect) is reset.
+  await parts.closePools();
   if (outcome === 'forced') for (const l of parts.listeners) l.resetAll('local_shutdown');
-  parts.closePools();
   await parts.closeAdmin();
   return outcome;
 }

@@ -53,12 +53,12 @@ export class TcpListener extends EventEmitter<ListenerEvents> {
     return this.active.size;
   }
 
-  /** Stops accepting; open connections go on. Resolves when the listening socket is closed. */
-  stopAccepting(): Promise<void> {
-    return new Promise((resolve) => {
-      if (!this.server.listening) resolve();
-      else this.server.close(() => resolve());
-    });
+  /**
+   * Stops accepting; open connections go on. (server.close()'s callback waits for every open connection,
+   * so it is not awaited here: the listening socket itself is closed synchronously.)
+   */
+  async stopAccepting(): Promise<void> {
+    if (this.server.listening) this.server.close();
   }
 
   /** Resolves when no downstream connection is open any more. */

@@ -6,7 +6,7 @@
  * The pool never imports metrics or logging: it emits typed events (connected, connectFailed,
  * sockoptFailed, closed) and whoever cares subscribes.
  */
-import { EventEmitter } from 'node:events';
+import { EventEmitter, once } from 'node:events';
 import net from 'node:net';
 import type { PoolConfig } from '../config/index.js';
 import type { AcquireFailure, CloseReason } from '../errors.js';
@@ -114,11 +114,17 @@ export class Pool extends EventEmitter<PoolEvents> {
     return new Lease(this, conn);
   }
 
-  /** Destroys every connection with local_shutdown and stops refilling. Idempotent. */
-  close(): void {
+  /**
+   * Destroys every connection with local_shutdown (RST) and stops refilling. Resolves once every socket has
+   * emitted 'close' (so its close line and metrics are out). Idempotent.
+   */
+  async close(): Promise<void> {
     this.isClosing = true;
     this.refillTimer?.clear();
-    for (const conn of [...this.connections()]) this.fail(conn, 'local_shutdown', true);
+    const conns = [...this.connections()];
+    const closed = conns.map((c) => (c.socket.closed ? undefined : once(c.socket, 'close')));
+    for (const conn of conns) this.fail(conn, 'local_shutdown', true);
+    await Promise.all(closed);
   }
 
   /** Retires a connection: records the reason (first cause wins) and destroys the socket. */
