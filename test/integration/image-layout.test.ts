@@ -173,7 +173,9 @@ async function replayRuntimeStage(root: string): Promise<{ env: Record<string, s
           const words = command.split(/\s+/);
           if (words[0] === 'npm' && words[1] === 'ci') {
             // --prefer-offline: npm's own cache may answer (the image build would fetch the same tarballs).
-            await run('npm', [...words.slice(1), '--prefer-offline'], { cwd, env: { ...env, PATH: nodePath(), HOME: root }, timeout: 300_000 });
+            // No HOME: npm then finds the user's home from the password database and uses its usual
+            // configuration and cache, as the ordinary client set up on this machine.
+            await run('npm', [...words.slice(1), '--prefer-offline', '--no-audit', '--no-fund'], { cwd, env: { ...env, PATH: nodePath() }, timeout: 300_000 });
           } else if (words[0] === 'npm' && words[1] === 'cache' && words[2] === 'clean') {
             // Only trims the image layer; here it would empty the developer's npm cache.
           } else if (words[0] === 'chmod' && words.length === 3) {
