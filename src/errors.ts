@@ -108,6 +108,13 @@ export class UsageError extends SidecarError {
   }
 }
 
+/** `inject` cannot process its input (not YAML, unknown kind, port clash, ...). */
+export class InjectError extends SidecarError {
+  constructor(message: string) {
+    super('SIDECAR_ERR_INJECT', message);
+  }
+}
+
 /** Throws on a broken invariant; used at the end of exhaustive switches. */
 export function assertNever(value: never, what = 'value'): never {
   throw new Error(`unexpected ${what}: ${String(value)}`);

@@ -11,5 +11,7 @@ export const EXIT = {
   sockopt: 4,
   /** `doctor` found a problem. */
   problem: 5,
+  /** `inject` could not process its input (not YAML, unknown kind, port clash); nothing was printed to stdout. */
+  input: 6,
 } as const;
 export type ExitCode = (typeof EXIT)[keyof typeof EXIT];

@@ -6,11 +6,14 @@ import type { AddressInfo } from 'node:net';
 import type { Config } from '../config/index.js';
 import { loadConfig } from '../config/index.js';
 import { startDemoUpstream } from '../demo/upstream.js';
-import { ConfigError, SockoptUnsupportedError, UsageError } from '../errors.js';
+import { readFile } from 'node:fs/promises';
+import { ConfigError, InjectError, SockoptUnsupportedError, UsageError } from '../errors.js';
+import { injectManifests, parseRouteSpec, validateRoutes } from '../inject/index.js';
 import { createLogger } from '../log/index.js';
 import { startSidecar } from '../sidecar.js';
 import { selfCheckSockopts } from '../sockopts/index.js';
 import { VERSION } from '../version.js';
+import type { InjectArgs } from './args.js';
 import { HELP, parseCliArgs } from './args.js';
 import { EXIT } from './exit-codes.js';
 
@@ -18,6 +21,8 @@ export interface CliIo {
   readonly env: Readonly<Record<string, string | undefined>>;
   readonly out: (text: string) => void;
   readonly err: (text: string) => void;
+  /** Reads standard input to the end (inject with `-`); defaults to process.stdin. */
+  readonly readStdin?: () => Promise<string>;
 }
 
 /** Runs one command; resolves with the exit code (for `run`/`demo`, once the sidecar has stopped). */
@@ -48,6 +53,8 @@ export async function cliMain(argv: readonly string[], io: CliIo): Promise<numbe
       }
       case 'demo':
         return await demo(args.configFile, io);
+      case 'inject':
+        return await inject(args.inject as InjectArgs, io);
     }
   } catch (err) {
     return report(err, io);
@@ -63,6 +70,10 @@ function report(err: unknown, io: CliIo): number {
     io.err(`keepalive-sidecar: ${err.message}\n`);
     return EXIT.config;
   }
+  if (err instanceof InjectError) {
+    io.err(`keepalive-sidecar inject: ${err.message}\n`);
+    return EXIT.input;
+  }
   if (err instanceof SockoptUnsupportedError) {
     io.err(`keepalive-sidecar: ${err.message}\n(the sidecar would not detect dead peers as configured, so it refuses to start)\n`);
     return EXIT.sockopt;
@@ -70,6 +81,28 @@ function report(err: unknown, io: CliIo): number {
   const e = err as NodeJS.ErrnoException;
   io.err(`keepalive-sidecar: ${e.code === 'EADDRINUSE' ? `address already in use: ${(e as { address?: string }).address ?? ''}:${(e as { port?: number }).port ?? ''}` : e.message ?? String(err)}\n`);
   return EXIT.runtime;
+}
+
+/** Reads the manifests, adds the sidecar, prints the result; nothing reaches stdout unless it all worked. */
+async function inject(args: InjectArgs, io: CliIo): Promise<number> {
+  const routes = args.routes.map(parseRouteSpec);
+  validateRoutes(routes, args.adminPort);
+  let text: string;
+  try {
+    text = args.input === '-' ? await (io.readStdin ?? readProcessStdin)() : await readFile(args.input, 'utf8');
+  } catch (err) {
+    throw new InjectError(`cannot read ${args.input === '-' ? 'standard input' : args.input}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  const result = injectManifests(text, { routes, image: args.image ?? `keepalive-sidecar:${VERSION}`, adminPort: args.adminPort, isLegacy: args.isLegacy });
+  for (const w of result.warnings) io.err(`keepalive-sidecar inject: warning: ${w}\n`);
+  io.out(result.output);
+  return EXIT.ok;
+}
+
+async function readProcessStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
 }
 
 /** Serves until SIGTERM or SIGINT, then drains. */

@@ -1,0 +1,43 @@
+# syntax=docker/dockerfile:1
+# keepalive-sidecar image (STYLE.md §8). Two stages: `build` compiles TypeScript with the dev dependencies;
+# `runtime` holds production dependencies, dist/src and config/ only.
+# The glibc base matters: net-keepalive's FFI binding (ffi-rs) and koffi ship prebuilt glibc binaries, and
+# musl (alpine) would need a toolchain to build them.
+# test/integration/image-layout.test.ts replays the runtime stage below step by step, so keep its RUN
+# commands to the ones that test understands (npm ci, chmod, ln -s, mkdir).
+ARG NODE_VERSION=26
+
+FROM node:${NODE_VERSION}-trixie-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY tsconfig.json ./
+COPY src ./src
+RUN npm run build
+
+FROM node:${NODE_VERSION}-trixie-slim AS runtime
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="keepalive-sidecar" \
+      org.opencontainers.image.description="Sidecar proxy that drops dead upstream connections the moment the kernel knows (per-socket keepalive + TCP_USER_TIMEOUT)" \
+      org.opencontainers.image.licenses="MIT" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="https://example.invalid/keepalive-sidecar" \
+      org.opencontainers.image.base.name="node:${NODE_VERSION}-trixie-slim"
+ENV NODE_ENV=production
+WORKDIR /app
+COPY package.json package-lock.json ./
+# Production dependencies only; npm's cache is dropped so it does not end up in the layer.
+RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
+COPY --from=build /app/dist/src ./dist/src
+COPY config ./config
+# The bin script starts with `#!/usr/bin/env node`: env execs node, so node is PID 1 and receives SIGTERM
+# itself (the CLI drains on SIGTERM; it starts no child processes, so there are no zombies to reap).
+RUN chmod 0755 /app/dist/src/cli/bin.js && ln -s /app/dist/src/cli/bin.js /usr/local/bin/keepalive-sidecar
+# Numeric UID of the base image's `node` user, so Kubernetes can check runAsNonRoot without /etc/passwd.
+USER 1000:1000
+# Admin port (/live, /ready, /metrics). Route ports come from the configuration.
+EXPOSE 9901
+ENTRYPOINT ["keepalive-sidecar"]
+CMD ["run"]
