@@ -56,6 +56,51 @@ export async function requireChaos(t: TestContext): Promise<boolean> {
 
 export type Hook = 'output' | 'input';
 
+/** Feeds a ruleset to `nft -f -`. */
+function load(ruleset: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const child = execFile('nft', ['-f', '-'], (err) => (err ? reject(err) : resolve()));
+    child.stdin?.end(ruleset);
+  });
+}
+
+function handle(table: string): Blackhole {
+  let removed = false;
+  return {
+    table,
+    async dropped() {
+      const { stdout } = await run('nft', ['list', 'table', 'inet', table]);
+      let n = 0;
+      for (const m of stdout.matchAll(/counter packets (\d+)/g)) n += Number(m[1]);
+      return n;
+    },
+    async remove() {
+      if (removed) return;
+      removed = true;
+      liveTables.delete(table);
+      await run('nft', ['delete', 'table', 'inet', table]).catch(() => {});
+    },
+  };
+}
+
+/** Drops every SYN to 127.0.0.1:port (input hook): connects hang as to a host that vanished. */
+export async function dropSyns(port: number): Promise<Blackhole> {
+  const table = `ks_${process.pid}_${++counter}`;
+  liveTables.add(table);
+  await load(
+    [
+      `table inet ${table} {`,
+      '  chain c {',
+      '    type filter hook input priority filter; policy accept;',
+      `    ip daddr 127.0.0.1 tcp dport ${port} tcp flags & (syn | ack) == syn counter drop`,
+      '  }',
+      '}',
+      '',
+    ].join('\n'),
+  );
+  return handle(table);
+}
+
 export interface Blackhole {
   readonly table: string;
   /** Packets the rules dropped so far. */
@@ -83,24 +128,6 @@ export async function blackhole(serverPort: number, clientPorts: readonly number
     '',
   ].join('\n');
   liveTables.add(table);
-  await new Promise<void>((resolve, reject) => {
-    const child = execFile('nft', ['-f', '-'], (err) => (err ? reject(err) : resolve()));
-    child.stdin?.end(ruleset);
-  });
-  let removed = false;
-  return {
-    table,
-    async dropped() {
-      const { stdout } = await run('nft', ['list', 'table', 'inet', table]);
-      let n = 0;
-      for (const m of stdout.matchAll(/counter packets (\d+)/g)) n += Number(m[1]);
-      return n;
-    },
-    async remove() {
-      if (removed) return;
-      removed = true;
-      liveTables.delete(table);
-      await run('nft', ['delete', 'table', 'inet', table]).catch(() => {});
-    },
-  };
+  await load(ruleset);
+  return handle(table);
 }

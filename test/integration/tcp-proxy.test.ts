@@ -201,3 +201,32 @@ describe('tcp mode', () => {
     });
   });
 });
+
+describe('socket option self-check', () => {
+  it('refuses settings the kernel rejects, listing each', async () => {
+    const { selfCheckSockopts } = await import('../../src/sockopts/index.js');
+    const { SockoptUnsupportedError } = await import('../../src/errors.js');
+    await selfCheckSockopts([{ name: 'ok', keepalive: { idleMs: 1000, intervalMs: 1000, probes: 3, userTimeoutMs: 2000 } }]);
+    await assert.rejects(
+      selfCheckSockopts([{ name: 'bad', keepalive: { idleMs: 1000, intervalMs: 1000, probes: 300, userTimeoutMs: -5 } }]),
+      (e: unknown) => e instanceof SockoptUnsupportedError && e.problems.some((p) => p.startsWith('bad: keepcnt')) && e.problems.some((p) => p.startsWith('bad: user_timeout')),
+    );
+  });
+});
+
+describe('warm spares retire by max age', () => {
+  it('closes idle spares with max_age and replaces them', async () => {
+    const up = await echoServer();
+    const sc = await startTestSidecar({ routes: [tcpRoute(up.port, { warmSpares: 1, maxAgeMs: 200 })] });
+    try {
+      const pool = sc.sidecar.routes[0]!.pool;
+      const [, info] = (await once(pool, 'closed')) as [unknown, { reason: string; ageMs: number }];
+      assert.equal(info.reason, 'max_age');
+      assert.ok(info.ageMs >= 170 && info.ageMs < 1000, `age ${info.ageMs}`);
+      while (pool.stats().idle < 1) await once(pool, 'connected');
+    } finally {
+      await sc.stop();
+      await up.close();
+    }
+  });
+});
