@@ -12,6 +12,9 @@ import type { Pool } from '../pool/index.js';
 import { pipeTcp, resetSocket } from '../proxy/index.js';
 import type { Clock } from '../util/clock.js';
 
+/** Bytes of client data kept while the upstream connects; beyond this the client is paused (backpressure). */
+const EARLY_BUFFER_BYTES = 64 * 1024;
+
 export interface ListenerEvents {
   /** A downstream was reset by us, with why. */
   downstreamReset: [reason: DownstreamResetReason];
@@ -29,7 +32,7 @@ export class TcpListener extends EventEmitter<ListenerEvents> {
     private readonly clock: Clock,
   ) {
     super();
-    this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (s) => this.onConnection(s));
+    this.server = net.createServer({ allowHalfOpen: true, noDelay: true }, (s) => this.onConnection(s));
   }
 
   /** Binds the listen address; resolves with the bound address (port 0 picks a free port). */
@@ -94,13 +97,31 @@ export class TcpListener extends EventEmitter<ListenerEvents> {
       this.active.delete(down);
       abort.abort();
     });
+    // Keep reading while the upstream connects: a paused socket would not notice the client leaving (FIN or
+    // RST), so an abandoned connect could not be cancelled. What arrives meanwhile is kept (bounded) and sent
+    // first; a client FIN is passed on once the upstream is there.
+    const early: Buffer[] = [];
+    let earlyBytes = 0;
+    let hasEnded = false;
+    const onEarlyData = (chunk: Buffer): void => {
+      early.push(chunk);
+      earlyBytes += chunk.length;
+      if (earlyBytes >= EARLY_BUFFER_BYTES) down.pause();
+    };
+    const onEarlyEnd = (): void => {
+      hasEnded = true;
+    };
+    down.on('data', onEarlyData);
+    down.on('end', onEarlyEnd);
     this.pool.acquire(abort.signal).then(
       (lease) => {
+        down.off('data', onEarlyData);
+        down.off('end', onEarlyEnd);
         if (down.destroyed) {
           lease.destroy('downstream_closed');
           return;
         }
-        pipeTcp(down, lease, this.clock, (reason) => this.emit('downstreamReset', reason));
+        pipeTcp(down, lease, this.clock, (reason) => this.emit('downstreamReset', reason), { early, hasEnded });
       },
       (err: unknown) => {
         if (down.destroyed) return;

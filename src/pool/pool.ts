@@ -166,7 +166,14 @@ export class Pool extends EventEmitter<PoolEvents> {
         if (!forLease) this.scheduleRefill();
         reject(new AcquireError(reason, `connect to ${host}:${port} failed: ${reason}`, { cause: err }));
       };
-      const onAbort = (): void => settleFailure('connect_error', new Error('aborted: the downstream went away'));
+      // The downstream went away while we connected: not an upstream failure, so nothing is counted.
+      const onAbort = (): void => {
+        if (settled) return;
+        settled = true;
+        timer.clear();
+        this.fail(conn, 'downstream_closed');
+        reject(new AcquireError('connect_error', 'aborted: the downstream went away'));
+      };
       const timer = this.clock.setTimeout(() => settleFailure('connect_timeout', undefined), this.config.connectTimeoutMs);
       signal?.addEventListener('abort', onAbort, { once: true });
       // Error listener in the same tick the socket is created (STYLE §9).

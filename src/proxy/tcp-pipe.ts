@@ -20,12 +20,22 @@ export function resetSocket(socket: Socket): void {
  * Pipes `down` <-> `lease.socket`. `onUpstreamLost` is called once if the downstream was reset because the
  * upstream died. The downstream must already have an 'error' listener.
  */
-export function pipeTcp(down: Socket, lease: Lease, clock: Clock, onUpstreamLost: (reason: CloseReason) => void): void {
+/** What the downstream sent (and whether it half-closed) before the upstream was ready. */
+export interface EarlyDownstream {
+  readonly early: readonly Buffer[];
+  readonly hasEnded: boolean;
+}
+
+export function pipeTcp(down: Socket, lease: Lease, clock: Clock, onUpstreamLost: (reason: CloseReason) => void, before: EarlyDownstream): void {
   const up = lease.socket;
   const conn = lease.conn;
   let hasDownstreamFailed = false;
 
   for (const chunk of lease.takeIdleData()) down.write(chunk);
+  for (const chunk of before.early) {
+    conn.bytesSent += chunk.length;
+    up.write(chunk);
+  }
 
   up.on('data', (chunk: Buffer) => {
     conn.noteReceived(clock.now());
@@ -40,7 +50,8 @@ export function pipeTcp(down: Socket, lease: Lease, clock: Clock, onUpstreamLost
 
   // Half-close: FIN travels on, the other direction keeps flowing (allowHalfOpen on both sockets).
   up.on('end', () => down.end());
-  down.on('end', () => lease.end());
+  if (before.hasEnded) lease.end();
+  else down.on('end', () => lease.end());
 
   up.on('close', () => {
     const reason = conn.closeReason ?? 'other';

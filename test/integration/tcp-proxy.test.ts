@@ -86,6 +86,17 @@ describe('tcp mode', () => {
     assert.equal(closes[0], 'peer_closed');
   });
 
+  it('keeps what the client sends (and its FIN) before the upstream is connected', async () => {
+    const up = await echoServer();
+    const sc = await setup(up);
+    const client = net.connect({ port: sc.port(), host: '127.0.0.1', allowHalfOpen: true });
+    client.end('sent at once, then FIN\n'); // like `printf ... | nc -N`
+    let got = '';
+    client.on('data', (d: Buffer) => (got += d.toString()));
+    await once(client, 'end');
+    assert.equal(got, 'sent at once, then FIN\n');
+  });
+
   it('delivers bytes an upstream sends first (server greeting) to the client', async () => {
     const up = await greetingEchoServer('220 hello\r\n');
     const sc = await setup(up);
