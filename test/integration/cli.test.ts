@@ -180,6 +180,20 @@ describe('cli', () => {
     assert.ok(p.lines.some((l) => l.msg === 'upstream connection closed' && l.reason === 'local_shutdown'));
   });
 
+  it('start without a config runs the demo (the README\'s first command): echo through the route, SIGINT exits 0', async () => {
+    const p = start(['start'], { SIDECAR_DEMO_PORT: '0', SIDECAR_ADMIN_PORT: '0' });
+    const port = listenPort(await p.waitLine((l) => l.msg === 'route listening' && l.route === 'demo'));
+    const client = await connectClient(port);
+    await readUntil(client, 'hello from the demo upstream');
+    client.write('ping\n');
+    await readUntil(client, 'ping\n');
+    client.end();
+    await once(client, 'close');
+    p.child.kill('SIGINT');
+    assert.equal(await p.exit, 0);
+    assert.match(p.stderr, /keepalive-sidecar demo is running/);
+  });
+
   it('port already in use: clear message, exit 1', async () => {
     const held = net.createServer().listen(0, '127.0.0.1');
     await once(held, 'listening');
