@@ -289,6 +289,7 @@ export class Pool extends EventEmitter<PoolEvents> {
         conn.lastRecvAt = now;
         conn.remoteAddress = socket.remoteAddress;
         conn.remotePort = socket.remotePort;
+        conn.localPort = socket.localPort;
         conn.maxAgeAt = now + this.config.maxAgeMs * (0.9 + 0.2 * Math.random());
         const result = applySockopts(socket, this.config.keepalive);
         conn.sockopts = result.effective;
