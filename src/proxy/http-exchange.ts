@@ -75,7 +75,9 @@ class HttpExchange {
   isDownstreamGone = false;
   tries = 0;
   private current: Attempt | undefined;
-  private readonly acquireAbort = new AbortController();
+  /** Created only when acquire may wait or connect (no idle connection): an AbortController per request is
+   * a measurable cost on the fast path. */
+  private acquireAbort: AbortController | undefined;
 
   constructor(
     readonly host: ExchangeHost,
@@ -93,7 +95,7 @@ class HttpExchange {
       if (this.res.writableFinished) return;
       // The app went away before its response was complete: stop the upstream side too.
       this.isDownstreamGone = true;
-      this.acquireAbort.abort();
+      this.acquireAbort?.abort();
       this.current?.cancel();
     });
     const te = this.req.headers['transfer-encoding'];
@@ -153,7 +155,9 @@ class HttpExchange {
     for (;;) {
       let lease: Lease;
       try {
-        lease = await pool.acquire(this.acquireAbort.signal, { isFresh: this.tries > 0 });
+        const isFresh = this.tries > 0;
+        if (isFresh || pool.stats().idle === 0) this.acquireAbort ??= new AbortController();
+        lease = await pool.acquire(this.acquireAbort?.signal, { isFresh });
       } catch (err) {
         if (this.isDownstreamGone) return;
         const reason: AcquireFailure = err instanceof AcquireError ? err.reason : 'connect_error';

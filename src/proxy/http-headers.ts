@@ -24,38 +24,39 @@ export function isRetrySafe(method: string, rawHeaders: readonly string[]): bool
   return false;
 }
 
-/** Field names listed in Connection header values (RFC 9110 §7.6.1: these are hop-by-hop too). */
-function connectionListed(names: readonly string[], values: readonly string[]): Set<string> | undefined {
-  let listed: Set<string> | undefined;
-  for (let i = 0; i < names.length; i++) {
-    if (names[i] !== 'connection') continue;
-    for (const token of values[i]!.split(',')) {
-      const t = token.trim().toLowerCase();
-      if (t.length > 0) (listed ??= new Set()).add(t);
-    }
+/** Adds the field names listed in one Connection header value (RFC 9110 §7.6.1: hop-by-hop too). */
+function addListed(listed: Set<string> | undefined, value: string): Set<string> {
+  const out = listed ?? new Set<string>();
+  for (const token of value.split(',')) {
+    const t = token.trim().toLowerCase();
+    if (t.length > 0) out.add(t);
   }
-  return listed;
+  return out;
 }
 
 /**
  * Filters a flat raw header array (as Node's `req.rawHeaders`) down to the end-to-end fields, keeping
- * their case and order. Host stays: the upstream sees the authority the app asked for.
+ * their case and order. Host stays: the upstream sees the authority the app asked for. One pass, plus a
+ * second only when a Connection header names extra fields (rare): this runs on every request.
  */
 export function requestHeaders(raw: readonly string[]): string[] {
-  const names: string[] = [];
-  const values: string[] = [];
-  for (let i = 0; i < raw.length; i += 2) {
-    names.push(raw[i]!.toLowerCase());
-    values.push(raw[i + 1]!);
-  }
-  const listed = connectionListed(names, values);
   const out: string[] = [];
-  for (let i = 0; i < names.length; i++) {
-    const n = names[i]!;
-    if (HOP_BY_HOP.has(n) || listed?.has(n) === true) continue;
-    out.push(raw[2 * i]!, values[i]!);
+  let listed: Set<string> | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    const lower = name.toLowerCase();
+    if (HOP_BY_HOP.has(lower)) {
+      if (lower === 'connection') listed = addListed(listed, raw[i + 1]!);
+      continue;
+    }
+    out.push(name, raw[i + 1]!);
   }
-  return out;
+  if (listed === undefined) return out;
+  const kept: string[] = [];
+  for (let i = 0; i < out.length; i += 2) {
+    if (!listed.has(out[i]!.toLowerCase())) kept.push(out[i]!, out[i + 1]!);
+  }
+  return kept;
 }
 
 export interface ResponseHead {
@@ -69,30 +70,30 @@ export interface ResponseHead {
 
 /** Filters undici's raw response headers (Buffers) for the downstream and reads the keep-alive hints. */
 export function responseHeaders(raw: readonly Buffer[]): ResponseHead {
-  const names: string[] = [];
-  const values: string[] = [];
+  const out: string[] = [];
   let keepAliveTimeoutMs: number | undefined;
   let isClosing = false;
+  let listed: Set<string> | undefined;
   for (let i = 0; i < raw.length; i += 2) {
-    const n = raw[i]!.toString('latin1').toLowerCase();
-    const v = raw[i + 1]!.toString('latin1');
-    names.push(n);
-    values.push(v);
-    if (n === 'keep-alive') {
-      const m = /(?:^|[,;\s])timeout\s*=\s*(\d+)/i.exec(v);
+    const name = raw[i]!.toString('latin1');
+    const value = raw[i + 1]!.toString('latin1');
+    const lower = name.toLowerCase();
+    if (!HOP_BY_HOP.has(lower)) {
+      out.push(name, value);
+    } else if (lower === 'keep-alive') {
+      const m = /(?:^|[,;\s])timeout\s*=\s*(\d+)/i.exec(value);
       if (m !== null) keepAliveTimeoutMs = Number(m[1]) * 1000;
-    } else if (n === 'connection' && /(?:^|,)\s*close\s*(?:,|$)/i.test(v)) {
-      isClosing = true;
+    } else if (lower === 'connection') {
+      if (/(?:^|,)\s*close\s*(?:,|$)/i.test(value)) isClosing = true;
+      listed = addListed(listed, value);
     }
   }
-  const listed = connectionListed(names, values);
-  const headers: string[] = [];
-  for (let i = 0; i < names.length; i++) {
-    const n = names[i]!;
-    if (HOP_BY_HOP.has(n) || listed?.has(n) === true) continue;
-    headers.push(raw[2 * i]!.toString('latin1'), values[i]!);
+  if (listed === undefined) return { headers: out, keepAliveTimeoutMs, isClosing };
+  const kept: string[] = [];
+  for (let i = 0; i < out.length; i += 2) {
+    if (!listed.has(out[i]!.toLowerCase())) kept.push(out[i]!, out[i + 1]!);
   }
-  return { headers, keepAliveTimeoutMs, isClosing };
+  return { headers: kept, keepAliveTimeoutMs, isClosing };
 }
 
 /** The Upgrade tokens a request asks for, lower-case (RFC 9110 §7.8). */
