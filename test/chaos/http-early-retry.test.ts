@@ -94,6 +94,21 @@ describe('http mode: early retry on ACK evidence (UT 10 s)', () => {
     });
   }
 
+  it('no_ack evidence also retires the idle siblings to that address (sibling eviction)', async (t) => {
+    if (!(await requireChaos(t))) return;
+    const { up, sc, closes } = await rig(t);
+    const pool = sc.sidecar.routes[0]!.pool;
+    const ports = await warmIdle(pool, sc.port(), 3);
+    const hole = await blackhole(up.port, ports, 'input');
+    t.after(() => hole.remove());
+    const r = await request(sc.port(), { path: '/sib', timeoutMs: 15000 });
+    assert.equal(r.status, 200);
+    assert.ok(r.ms <= 1000, `${Math.round(r.ms)} ms`);
+    await waitFor(() => ports.every((p) => closes.some((c) => c.localPort === p)), 1000, 'the dead connection and its siblings to close');
+    const reasons = ports.map((p) => closes.find((c) => c.localPort === p)!.reason).sort();
+    assert.deepEqual(reasons, ['no_ack', 'sibling_evicted', 'sibling_evicted']);
+  });
+
   it('a slow upstream that ACKs (answers after 3 s) is not retried early', async (t) => {
     const { up, sc } = await rig(t);
     await warmIdle(sc.sidecar.routes[0]!.pool, sc.port(), 1);
