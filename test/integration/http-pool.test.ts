@@ -104,3 +104,22 @@ describe('http mode: Keep-Alive hint', () => {
     }
   });
 });
+
+describe('http mode: shutdown', () => {
+  it('stop() lets an in-flight request finish (drained), then closes the pool', async () => {
+    const up = await httpUpstream((_req, res) => setTimeout(() => res.end('late ok'), 300));
+    const sc = await startTestSidecar({ routes: [httpRoute(up.port)] });
+    try {
+      const pending = request(sc.port(), { path: '/slow' });
+      await waitFor(() => up.sockets.length > 0, 2000, 'the request to reach the upstream');
+      const outcome = await sc.sidecar.stop();
+      const r = await pending;
+      assert.equal(r.status, 200);
+      assert.equal(r.body.toString(), 'late ok');
+      assert.equal(outcome, 'drained');
+      assert.equal(sc.sidecar.routes[0]!.pool.stats().total, 0);
+    } finally {
+      await up.close();
+    }
+  });
+});
