@@ -278,13 +278,22 @@ export class Attempt implements Dispatcher.DispatchHandler {
       }
       return true;
     }
-    this.hasResponseStarted = true;
     this.ex.host.unwatch(this);
     const head = responseHeaders(rawHeaders);
     if (head.keepAliveTimeoutMs !== undefined) conn.idleTimeoutHintMs = head.keepAliveTimeoutMs - KEEPALIVE_HINT_MARGIN_MS;
     this.isUpstreamClosing = head.isClosing;
     this.status = statusCode;
-    res.writeHead(statusCode, statusText || undefined, head.headers);
+    try {
+      res.writeHead(statusCode, statusText || undefined, head.headers);
+    } catch {
+      // Node refuses a field llhttp accepted (e.g. a control character in a value): nothing was sent yet,
+      // so the app gets a 502, and the connection (whose framing we no longer trust) is destroyed.
+      this.isSettled = true;
+      this.lease.destroy('protocol_error');
+      this.settle({ type: 'failed', reason: 'protocol_error' });
+      return false;
+    }
+    this.hasResponseStarted = true;
     this.resumeUpstream = resume;
     return true;
   }
