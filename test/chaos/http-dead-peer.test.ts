@@ -5,15 +5,17 @@
  * (packets leave and vanish, as in a real partition).
  */
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import net from 'node:net';
 import { describe, it } from 'node:test';
 import type { TestContext } from 'node:test';
 import type { CloseInfo } from '../../src/pool/index.js';
-import { httpUpstream, request } from '../fixtures/http-upstreams.js';
+import { addWebSocketEcho, httpUpstream, request } from '../fixtures/http-upstreams.js';
 import type { HttpFixture } from '../fixtures/http-upstreams.js';
 import { blackhole, requireChaos } from '../helpers/chaos.js';
 import type { Hook } from '../helpers/chaos.js';
 import { warmIdle } from '../helpers/http-pool.js';
-import { httpRoute, metricValue, startTestSidecar, waitFor } from '../helpers/sidecar.js';
+import { httpRoute, metricValue, readUntil, startTestSidecar, waitFor, whenClosed } from '../helpers/sidecar.js';
 import type { TestSidecar } from '../helpers/sidecar.js';
 
 const UT = 2000;
@@ -130,5 +132,30 @@ describe('http mode: silent upstream death (nftables blackhole), early retry off
     t.diagnostic(`siblings retired ${lag.toFixed(1)} ms after the death`);
     for (const p of ports.slice(1)) assert.equal(closes.find((c) => c.localPort === p)?.reason, 'sibling_evicted');
     assert.ok(lag <= 1000);
+  });
+});
+
+describe('http mode: WebSocket tunnel liveness', () => {
+  it('a blackholed tunnel upstream resets the app connection within keepalive idle + UT + 1 s', async (t) => {
+    if (!(await requireChaos(t))) return;
+    const { up, sc } = await rig(t);
+    addWebSocketEcho(up);
+    const s = net.connect(sc.port(), '127.0.0.1');
+    await once(s, 'connect');
+    const closed = whenClosed(s);
+    s.write('GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n');
+    await readUntil(s, '\r\n\r\n');
+    s.write('ping');
+    await readUntil(s, 'ping');
+    const conn = [...sc.sidecar.routes[0]!.pool.connections()].find((c) => c.state.state === 'leased');
+    assert.ok(conn, 'the tunnel holds a leased upstream connection');
+    const hole = await blackhole(up.port, [conn.localPort!], 'input');
+    t.after(() => hole.remove());
+    const t0 = performance.now();
+    const { err, at } = await closed;
+    t.diagnostic(`app connection reset after ${Math.round(at - t0)} ms`);
+    assert.equal(err?.code, 'ECONNRESET');
+    assert.ok(at - t0 <= KEEPALIVE.idleMs + UT + 1000, `${Math.round(at - t0)} ms`);
+    assert.equal(await metricValue(sc, 'keepalive_sidecar_downstream_resets_total', { route: 'h1', reason: 'keepalive_timeout' }), 1);
   });
 });
