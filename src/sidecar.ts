@@ -8,10 +8,10 @@ import type { Registry } from 'prom-client';
 import { AdminServer } from './admin/index.js';
 import type { Config } from './config/index.js';
 import { shutdown } from './lifecycle/index.js';
-import { TcpListener } from './listeners/index.js';
+import { HttpListener, TcpListener } from './listeners/index.js';
 import type { Logger } from './log/index.js';
-import { logListenerEvents, logPoolEvents } from './log/index.js';
-import { createMetrics, createRegistry } from './metrics/index.js';
+import { logHttpListenerEvents, logListenerEvents, logPoolEvents } from './log/index.js';
+import { createHttpMetrics, createMetrics, createRegistry } from './metrics/index.js';
 import { Pool } from './pool/index.js';
 import { selfCheckSockopts } from './sockopts/index.js';
 import type { Clock } from './util/clock.js';
@@ -22,7 +22,7 @@ export interface RunningRoute {
   readonly name: string;
   readonly address: AddressInfo;
   readonly pool: Pool;
-  readonly listener: TcpListener;
+  readonly listener: TcpListener | HttpListener;
 }
 
 export interface Sidecar {
@@ -46,16 +46,34 @@ export async function startSidecar(config: Config, opts: StartOptions): Promise<
 
   const registry = createRegistry(VERSION);
   const metrics = createMetrics(registry);
+  const httpMetrics = createHttpMetrics(registry);
   let isDraining = false;
   const routes: RunningRoute[] = [];
-  const started: Array<{ pool: Pool; listener: TcpListener }> = [];
+  const started: Array<{ pool: Pool; listener: TcpListener | HttpListener }> = [];
   try {
     for (const route of config.routes) {
-      if (route.mode !== 'tcp') throw new Error(`route ${route.name}: mode ${route.mode} is not implemented yet`);
-      const pool = new Pool(route, clock);
-      const listener = new TcpListener(route, pool, clock);
+      let pool: Pool;
+      let listener: TcpListener | HttpListener;
+      if (route.mode === 'http') {
+        // warmSpares is a tcp feature: an http connection is read by its undici Client only once leased.
+        pool = new Pool({ ...route, warmSpares: 0 }, clock, {
+          idleTimeoutMs: route.http.idleTimeoutMs,
+          maxIdle: route.http.maxIdle,
+          maxPending: route.http.maxPending,
+          hasOwnReader: true,
+          siblingEviction: route.http.siblingEviction,
+        });
+        const http = new HttpListener(route, pool, clock);
+        logHttpListenerEvents(http, log);
+        httpMetrics.observeHttpListener(http);
+        listener = http;
+      } else {
+        pool = new Pool(route, clock);
+        const tcp = new TcpListener(route, pool, clock);
+        logListenerEvents(tcp, log);
+        listener = tcp;
+      }
       logPoolEvents(pool, log);
-      logListenerEvents(listener, log);
       metrics.observePool(pool);
       metrics.observeListener(listener);
       started.push({ pool, listener });

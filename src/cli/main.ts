@@ -5,8 +5,8 @@
 import type { AddressInfo } from 'node:net';
 import type { Config } from '../config/index.js';
 import { loadConfig } from '../config/index.js';
-import { startDemoUpstream } from '../demo/upstream.js';
 import { readFile } from 'node:fs/promises';
+import { startDemoHttpUpstream, startDemoUpstream } from '../demo/upstream.js';
 import { ConfigError, InjectError, SockoptUnsupportedError, UsageError } from '../errors.js';
 import { injectManifests, parseRouteSpec, validateRoutes } from '../inject/index.js';
 import { createLogger } from '../log/index.js';
@@ -132,29 +132,39 @@ const DEMO_PORT = 15000;
 
 async function demo(configFile: string | undefined, io: CliIo): Promise<number> {
   const upstream = await startDemoUpstream();
+  const httpUpstream = await startDemoHttpUpstream();
   const up = upstream.address() as AddressInfo;
+  const httpUp = httpUpstream.address() as AddressInfo;
   const base = loadConfig({ env: io.env, configFile, allowNoRoutes: true });
   const port = Number(io.env.SIDECAR_DEMO_PORT ?? DEMO_PORT);
+  const httpPort = port + 1;
   const config: Config = {
     ...base,
     routes: [
       {
         ...loadConfig({ env: { SIDECAR_UPSTREAM: `127.0.0.1:${up.port}`, SIDECAR_LISTEN: `127.0.0.1:${port}`, SIDECAR_ROUTE_NAME: 'demo' } }).routes[0]!,
       },
+      {
+        ...loadConfig({ env: { SIDECAR_UPSTREAM: `127.0.0.1:${httpUp.port}`, SIDECAR_LISTEN: `127.0.0.1:${httpPort}`, SIDECAR_ROUTE_NAME: 'demo-http', SIDECAR_MODE: 'http' } }).routes[0]!,
+      },
     ],
   };
   try {
     return await serve(config, io, (admin, routes) => {
       const r = routes[0];
+      const h = routes[1];
       const lines = [
         '',
         'keepalive-sidecar demo is running.',
         `  route "demo" (tcp): 127.0.0.1:${r?.address.port} -> built-in echo upstream 127.0.0.1:${up.port}`,
         '  Try it (type a line, it comes back; Ctrl-D to end):',
         `    node -e "const s=require('net').connect(${r?.address.port},'127.0.0.1');process.stdin.pipe(s).pipe(process.stdout)"`,
+        `  route "demo-http" (http): 127.0.0.1:${h?.address.port} -> built-in HTTP upstream 127.0.0.1:${httpUp.port}`,
+        '  Try it (three requests on one client connection; note the same upstreamConnectionPort: the pool reuses it):',
+        `    curl -s http://127.0.0.1:${h?.address.port}/hello http://127.0.0.1:${h?.address.port}/again http://127.0.0.1:${h?.address.port}/third`,
         ...(admin !== undefined
           ? [
-              `  Metrics:      curl -s http://${admin.address}:${admin.port}/metrics | grep keepalive_sidecar_upstream`,
+              `  Metrics:      curl -s http://${admin.address}:${admin.port}/metrics | grep -E 'keepalive_sidecar_(upstream|http)'`,
               `  Connections:  curl -s http://${admin.address}:${admin.port}/debug/connections`,
             ]
           : []),
@@ -165,5 +175,6 @@ async function demo(configFile: string | undefined, io: CliIo): Promise<number> 
     });
   } finally {
     upstream.close();
+    httpUpstream.close();
   }
 }

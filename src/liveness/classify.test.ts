@@ -2,28 +2,30 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { classifyConnectError, classifyError } from './classify.js';
 
-const err = (code: string): NodeJS.ErrnoException => Object.assign(new Error(code), { code });
+const err = (code: string): Error => Object.assign(new Error(code), { code });
+const idle = { hasDataInFlight: false, userTimeoutMs: 2000 };
+const busy = { hasDataInFlight: true, userTimeoutMs: 2000 };
 
 describe('classifyError', () => {
-  const idle = { hasDataInFlight: false, userTimeoutMs: 2000 };
-  const inFlight = { hasDataInFlight: true, userTimeoutMs: 2000 };
-  it('ETIMEDOUT with nothing in flight is keepalive_timeout', () => {
+  it('ETIMEDOUT: user_timeout with data in flight and a UT set, else keepalive_timeout', () => {
+    assert.equal(classifyError(err('ETIMEDOUT'), busy), 'user_timeout');
     assert.equal(classifyError(err('ETIMEDOUT'), idle), 'keepalive_timeout');
-  });
-  it('ETIMEDOUT with data in flight and a user timeout is user_timeout', () => {
-    assert.equal(classifyError(err('ETIMEDOUT'), inFlight), 'user_timeout');
-  });
-  it('ETIMEDOUT with data in flight but no user timeout is keepalive_timeout', () => {
     assert.equal(classifyError(err('ETIMEDOUT'), { hasDataInFlight: true, userTimeoutMs: 0 }), 'keepalive_timeout');
   });
-  it('ECONNRESET and EPIPE are peer_reset', () => {
+  it('resets and broken pipes are peer_reset', () => {
     assert.equal(classifyError(err('ECONNRESET'), idle), 'peer_reset');
-    assert.equal(classifyError(err('EPIPE'), inFlight), 'peer_reset');
+    assert.equal(classifyError(err('EPIPE'), idle), 'peer_reset');
   });
-  it('anything else is other (the errno goes to the log, not a label)', () => {
-    assert.equal(classifyError(err('EHOSTUNREACH'), idle), 'other');
+  it('undici errors (http mode) map to the peer closing, a response timeout or a protocol error', () => {
+    assert.equal(classifyError(err('UND_ERR_SOCKET'), busy), 'peer_closed');
+    assert.equal(classifyError(err('UND_ERR_INFO'), idle), 'peer_closed');
+    assert.equal(classifyError(err('UND_ERR_HEADERS_TIMEOUT'), busy), 'response_timeout');
+    assert.equal(classifyError(err('HPE_INVALID_CONSTANT'), busy), 'protocol_error');
+    assert.equal(classifyError(err('UND_ERR_RES_CONTENT_LENGTH_MISMATCH'), busy), 'protocol_error');
+  });
+  it('anything else is other (the errno goes to the log, never into a label)', () => {
+    assert.equal(classifyError(err('EWHATEVER'), idle), 'other');
     assert.equal(classifyError(new Error('no code'), idle), 'other');
-    assert.equal(classifyError(undefined, idle), 'other');
   });
 });
 
@@ -32,6 +34,7 @@ describe('classifyConnectError', () => {
     assert.equal(classifyConnectError(err('ECONNREFUSED'), false), 'connect_refused');
     assert.equal(classifyConnectError(err('ETIMEDOUT'), false), 'connect_timeout');
     assert.equal(classifyConnectError(undefined, true), 'connect_timeout');
+    assert.equal(classifyConnectError(err('EHOSTUNREACH'), false), 'connect_error');
     assert.equal(classifyConnectError(err('ENOTFOUND'), false), 'connect_error');
   });
 });

@@ -18,12 +18,28 @@ export interface ClassifyContext {
  * user_timeout; otherwise keepalive_timeout.
  */
 export function classifyError(err: unknown, ctx: ClassifyContext): CloseReason {
-  switch (errnoOf(err)) {
+  const code = errnoOf(err);
+  if (code?.startsWith('HPE_') === true) return 'protocol_error';
+  switch (code) {
     case 'ETIMEDOUT':
       return ctx.hasDataInFlight && ctx.userTimeoutMs > 0 ? 'user_timeout' : 'keepalive_timeout';
     case 'ECONNRESET':
     case 'EPIPE':
       return 'peer_reset';
+    // undici (http mode) destroys the socket with its own errors. UND_ERR_SOCKET is "other side closed" (the
+    // upstream sent FIN); UND_ERR_INFO "reset" follows a response that did not allow keep-alive (the upstream
+    // sent `Connection: close` or spoke HTTP/1.0, RFC 9112 §9.3): both are the peer ending the connection.
+    case 'UND_ERR_SOCKET':
+    case 'UND_ERR_INFO':
+      return 'peer_closed';
+    case 'UND_ERR_HEADERS_TIMEOUT':
+      return 'response_timeout';
+    // The upstream sent bytes that are not valid HTTP/1.1 framing (llhttp), or a body longer/shorter than
+    // its Content-Length (RFC 9112 §6.3): the connection's framing is lost.
+    // (Every llhttp error code, HPE_*, is handled before this switch.)
+    case 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH':
+    case 'UND_ERR_HEADERS_OVERFLOW':
+      return 'protocol_error';
     default:
       return 'other';
   }

@@ -3,4 +3,4 @@
 export { createLogger } from './logger.js';
 export type { Logger } from './logger.js';
 export { F } from './fields.js';
-export { logListenerEvents, logPoolEvents } from './subscribe.js';
+export { logHttpListenerEvents, logListenerEvents, logPoolEvents } from './subscribe.js';

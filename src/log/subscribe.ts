@@ -3,7 +3,7 @@
  * age, bytes each way, time since the last byte received), warn when a dead peer is detected. Never per chunk.
  */
 import { DEAD_PEER_REASONS } from '../errors.js';
-import type { TcpListener } from '../listeners/index.js';
+import type { HttpListener, TcpListener } from '../listeners/index.js';
 import type { Pool } from '../pool/index.js';
 import { F } from './fields.js';
 import type { Logger } from './logger.js';
@@ -46,4 +46,13 @@ export function logListenerEvents(listener: TcpListener, parent: Logger): void {
   listener.on('downstreamReset', (reason) => {
     log.info({ [F.reason]: reason }, 'downstream reset');
   });
+}
+
+/** HTTP listener lines: one per retry and per sidecar-generated answer; never per successful request. */
+export function logHttpListenerEvents(listener: HttpListener, parent: Logger): void {
+  const log = parent.child({ [F.component]: 'http', [F.route]: listener.route.name });
+  listener.on('retried', (reason) => log.info({ [F.reason]: reason }, 'request retried on a fresh connection'));
+  listener.on('retryBudgetExhausted', () => log.warn('retry budget exhausted: request failed without retry'));
+  listener.on('requestFailed', (reason, status) => log.info({ [F.reason]: reason, status }, 'sidecar answered the request itself'));
+  listener.on('downstreamReset', (reason) => log.info({ [F.reason]: reason }, 'websocket tunnel reset: upstream died'));
 }

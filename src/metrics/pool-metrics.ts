@@ -5,19 +5,27 @@
 import { Counter, Gauge, Histogram } from 'prom-client';
 import type { Registry } from 'prom-client';
 import { DEAD_PEER_REASONS } from '../errors.js';
+import type { DownstreamResetReason } from '../errors.js';
 import type { TcpListener } from '../listeners/index.js';
 import type { Pool } from '../pool/index.js';
 import { PREFIX } from './registry.js';
 
+/** What the listener metrics read: any listener (tcp, http) with open downstreams and reset events. */
+export interface ObservedListener {
+  readonly route: { readonly name: string };
+  readonly activeCount: number;
+  on(event: 'downstreamReset', fn: (reason: DownstreamResetReason) => void): unknown;
+}
+
 export interface SidecarMetrics {
   observePool(pool: Pool): void;
-  observeListener(listener: TcpListener): void;
+  observeListener(listener: ObservedListener | TcpListener): void;
 }
 
 export function createMetrics(registry: Registry): SidecarMetrics {
   const registers = [registry];
   const pools: Pool[] = [];
-  const listeners: TcpListener[] = [];
+  const listeners: ObservedListener[] = [];
   // Bytes of connections still open are added at scrape time; closed ones were added to `closedBytes`.
   const closedBytes = new Map<string, { rx: number; tx: number }>();
 
@@ -134,9 +142,10 @@ export function createMetrics(registry: Registry): SidecarMetrics {
       });
     },
     observeListener(listener) {
-      listeners.push(listener);
-      const route = listener.route.name;
-      listener.on('downstreamReset', (reason) => downstreamResets.inc({ route, reason }));
+      const l = listener as ObservedListener;
+      listeners.push(l);
+      const route = l.route.name;
+      l.on('downstreamReset', (reason) => downstreamResets.inc({ route, reason }));
     },
   };
 }

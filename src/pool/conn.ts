@@ -31,6 +31,14 @@ export class UpstreamConn {
   timers: Timer[] = [];
   /** The remote address actually connected to (after DNS), for sibling eviction and logs. */
   remoteAddress: string | undefined;
+  remotePort: number | undefined;
+  /** Our local port, kept after close (the socket forgets it), to tie close events to flows in logs and tests. */
+  localPort: number | undefined;
+  /**
+   * http: idle timeout learned from the upstream's `Keep-Alive: timeout=N` hint, already minus a safety
+   * margin; the pool uses the lower of this and its configured idle timeout.
+   */
+  idleTimeoutHintMs: number | undefined;
 
   constructor(
     readonly id: number,

@@ -10,7 +10,7 @@ import { EventEmitter, once } from 'node:events';
 import net from 'node:net';
 import type { PoolConfig } from '../config/index.js';
 import type { AcquireFailure, CloseReason } from '../errors.js';
-import { AcquireError } from '../errors.js';
+import { AcquireError, DEAD_PEER_REASONS } from '../errors.js';
 import { classifyConnectError, classifyError } from '../liveness/index.js';
 import { applySockopts } from '../sockopts/index.js';
 import type { SockoptFailure } from '../sockopts/index.js';
@@ -50,6 +50,38 @@ export interface PoolStats {
 export interface PoolOptions {
   /** Idle connections are retired after this long (http keep-alive); undefined = only max age. */
   readonly idleTimeoutMs?: number | undefined;
+  /**
+   * Most idle connections kept (http); a release beyond it retires the connection with idle_evicted.
+   * Undefined = no cap (tcp spares are capped by warmSpares instead).
+   */
+  readonly maxIdle?: number | undefined;
+  /**
+   * Acquires that may wait for a connection when maxConnections are in use (http). More fail at once with
+   * overflow. 0 (the default, tcp) = never wait.
+   */
+  readonly maxPending?: number | undefined;
+  /**
+   * A protocol client (http: one undici Client per connection) keeps reading the socket for its whole life,
+   * idle or not, and sees FIN/RST/errors itself; the pool must then not attach its own idle reader (two
+   * readers on one stream would steal each other's bytes).
+   */
+  readonly hasOwnReader?: boolean | undefined;
+  /**
+   * When a connection dies of a dead-peer reason (keepalive_timeout, user_timeout, no_ack), retire every idle
+   * connection to the same remote address and port with sibling_evicted: they share the path that just
+   * proved dead, and the next requests should not find them one by one (issue #4).
+   */
+  readonly siblingEviction?: boolean | undefined;
+}
+
+export interface AcquireOptions {
+  /** Skip the idle set and connect anew (a retry after a dead connection must not land on a sibling). */
+  readonly isFresh?: boolean;
+}
+
+/** A caller waiting for a connection slot (http maxPending queue). */
+interface Waiter {
+  readonly wake: () => void;
 }
 
 export class Pool extends EventEmitter<PoolEvents> {
@@ -62,6 +94,8 @@ export class Pool extends EventEmitter<PoolEvents> {
   private isClosing = false;
   private refillFailures = 0;
   private refillTimer: Timer | undefined;
+  /** Every entry waits for a slot or an idle connection; FIFO. */
+  private readonly waiters: Waiter[] = [];
 
   constructor(
     readonly config: PoolConfig,
@@ -88,30 +122,75 @@ export class Pool extends EventEmitter<PoolEvents> {
     yield* this.sets.leased;
   }
 
+  /** Callers waiting in the pending queue (http maxPending). */
+  get pendingCount(): number {
+    return this.waiters.length;
+  }
+
   /**
-   * Hands out a connection: a validated idle one if any, else a new one. Rejects with AcquireError
+   * Hands out a connection: a validated idle one if any, else a new one. When maxConnections are in use the
+   * caller waits in a FIFO of at most maxPending entries (0 = fail at once). Rejects with AcquireError
    * (overflow, connect_*, shutting_down).
    */
-  async acquire(signal?: AbortSignal): Promise<Lease> {
+  async acquire(signal?: AbortSignal, opts: AcquireOptions = {}): Promise<Lease> {
     for (;;) {
       if (this.isClosing) throw new AcquireError('shutting_down', 'the sidecar is shutting down');
-      const conn = this.sets.idle.values().next().value;
-      if (conn === undefined) break;
-      this.apply(conn, { type: 'lease' });
-      // Checkout validation: yield one macrotask so a FIN or RST that already arrived is processed first.
-      await new Promise<void>((resolve) => setImmediate(resolve));
-      const s = conn.socket;
-      if (conn.state.state === 'leased' && conn.closeReason === undefined && !s.destroyed && !s.readableEnded) {
-        this.fill();
-        return new Lease(this, conn);
+      const conn = opts.isFresh === true ? undefined : this.sets.idle.values().next().value;
+      if (conn !== undefined) {
+        this.apply(conn, { type: 'lease' });
+        // Checkout validation: yield one macrotask so a FIN or RST that already arrived is processed first.
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        const s = conn.socket;
+        if (conn.state.state === 'leased' && conn.closeReason === undefined && !s.destroyed && !s.readableEnded) {
+          this.fill();
+          return new Lease(this, conn);
+        }
+        this.fail(conn, conn.closeReason ?? 'peer_closed');
+        continue;
       }
-      this.fail(conn, conn.closeReason ?? 'peer_closed');
-    }
-    if (this.stats().total >= this.config.maxConnections) {
-      throw new AcquireError('overflow', `route ${this.config.name}: maxConnections (${this.config.maxConnections}) reached`);
+      if (this.stats().total < this.config.maxConnections) break;
+      if (opts.isFresh === true && this.sets.idle.size > 0) {
+        // A fresh connect is wanted but every slot is taken, partly by idle connections: retire the oldest
+        // idle one to make room instead of queueing behind ourselves.
+        const oldest = this.sets.idle.values().next().value;
+        if (oldest !== undefined) this.fail(oldest, 'idle_evicted');
+        continue;
+      }
+      if (this.waiters.length >= (this.options.maxPending ?? 0)) {
+        throw new AcquireError('overflow', `route ${this.config.name}: maxConnections (${this.config.maxConnections}) in use and maxPending (${this.options.maxPending ?? 0}) waiting`);
+      }
+      await this.waitForSlot(signal);
     }
     const conn = await this.connect(true, signal);
     return new Lease(this, conn);
+  }
+
+  /** Waits until a connection is released or closed (a slot may be free), or the signal aborts. */
+  private waitForSlot(signal: AbortSignal | undefined): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      if (signal?.aborted === true) {
+        reject(new AcquireError('connect_error', 'aborted: the downstream went away'));
+        return;
+      }
+      const onAbort = (): void => {
+        const i = this.waiters.indexOf(waiter);
+        if (i >= 0) this.waiters.splice(i, 1);
+        reject(new AcquireError('connect_error', 'aborted: the downstream went away'));
+      };
+      const waiter: Waiter = {
+        wake: () => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve();
+        },
+      };
+      this.waiters.push(waiter);
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  /** Wakes the first waiter, if any: a connection went idle or a slot was freed. */
+  private wakeWaiter(): void {
+    this.waiters.shift()?.wake();
   }
 
   /**
@@ -124,6 +203,8 @@ export class Pool extends EventEmitter<PoolEvents> {
     const conns = [...this.connections()];
     const closed = conns.map((c) => (c.socket.closed ? undefined : once(c.socket, 'close')));
     for (const conn of conns) this.fail(conn, 'local_shutdown', true);
+    // Waiters loop back into acquire and see isClosing.
+    while (this.waiters.length > 0) this.wakeWaiter();
     await Promise.all(closed);
   }
 
@@ -145,7 +226,35 @@ export class Pool extends EventEmitter<PoolEvents> {
       this.fail(conn, conn.closeReason ?? 'peer_closed');
       return;
     }
+    if (this.options.maxIdle !== undefined && this.sets.idle.size >= this.options.maxIdle) {
+      this.fail(conn, 'idle_evicted');
+      return;
+    }
+    if (conn.idleTimeoutHintMs !== undefined && conn.idleTimeoutHintMs <= 0) {
+      // The upstream's Keep-Alive hint leaves no safe idle window: do not keep it.
+      this.fail(conn, 'idle_evicted');
+      return;
+    }
     this.apply(conn, { type: 'release' });
+    this.wakeWaiter();
+  }
+
+  /**
+   * Retires every idle connection to the same remote address and port as `dead` (sibling eviction). Leased
+   * siblings are left to their own request (the listener's early-retry sweep watches those).
+   */
+  evictSiblings(dead: UpstreamConn): number {
+    const addr = dead.remoteAddress;
+    const port = dead.remotePort;
+    if (addr === undefined) return 0;
+    let n = 0;
+    for (const c of [...this.sets.idle]) {
+      if (c !== dead && c.remoteAddress === addr && c.remotePort === port) {
+        this.fail(c, 'sibling_evicted');
+        n++;
+      }
+    }
+    return n;
   }
 
   private connect(forLease: boolean, signal: AbortSignal | undefined): Promise<UpstreamConn> {
@@ -192,6 +301,8 @@ export class Pool extends EventEmitter<PoolEvents> {
         conn.connectedAt = now;
         conn.lastRecvAt = now;
         conn.remoteAddress = socket.remoteAddress;
+        conn.remotePort = socket.remotePort;
+        conn.localPort = socket.localPort;
         conn.maxAgeAt = now + this.config.maxAgeMs * (0.9 + 0.2 * Math.random());
         const result = applySockopts(socket, this.config.keepalive);
         conn.sockopts = result.effective;
@@ -213,6 +324,8 @@ export class Pool extends EventEmitter<PoolEvents> {
   private onClose(conn: UpstreamConn): void {
     const wasConnected = conn.connectedAt !== undefined;
     this.apply(conn, { type: 'fail', reason: conn.closeReason ?? 'other' });
+    // A slot is free now (a waiter may connect).
+    this.wakeWaiter();
     if (!wasConnected) return;
     const now = this.clock.now();
     const s = conn.socket;
@@ -224,6 +337,9 @@ export class Pool extends EventEmitter<PoolEvents> {
       bytesWritten: s.bytesWritten,
       err: conn.closeError,
     });
+    if (this.options.siblingEviction === true && conn.closeReason !== undefined && DEAD_PEER_REASONS.has(conn.closeReason)) {
+      this.evictSiblings(conn);
+    }
     this.fill();
   }
 
@@ -261,9 +377,13 @@ export class Pool extends EventEmitter<PoolEvents> {
   private armIdleTimers(conn: UpstreamConn): void {
     const now = this.clock.now();
     conn.timers.push(this.clock.setTimeout(() => this.fail(conn, 'max_age'), Math.max(0, conn.maxAgeAt - now)));
-    if (this.options.idleTimeoutMs !== undefined) {
-      conn.timers.push(this.clock.setTimeout(() => this.fail(conn, 'idle_evicted'), this.options.idleTimeoutMs));
+    // The lower of the configured idle timeout and the upstream's Keep-Alive hint (already minus a margin):
+    // we retire the socket before the upstream closes it, so a request never races the upstream's FIN.
+    const idleMs = Math.min(this.options.idleTimeoutMs ?? Infinity, conn.idleTimeoutHintMs ?? Infinity);
+    if (idleMs !== Infinity) {
+      conn.timers.push(this.clock.setTimeout(() => this.fail(conn, 'idle_evicted'), idleMs));
     }
+    if (this.options.hasOwnReader === true) return;
     // Keep reading while idle: a paused socket would not notice FIN, RST or a keepalive death (libuv only
     // polls a socket it reads from). Bytes that arrive are kept for the next lease.
     const onData = (chunk: Buffer): void => {

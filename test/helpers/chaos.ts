@@ -131,3 +131,49 @@ export async function blackhole(serverPort: number, clientPorts: readonly number
   await load(ruleset);
   return handle(table);
 }
+
+/**
+ * Drops only the first data-carrying segment from 127.0.0.1:clientPort to serverPort (a one-off loss, as on a
+ * real network); its retransmission and everything after pass. A dynamic set remembers the flow: the first
+ * data packet (IP length > 80: more than a bare ACK with timestamps) is added to it and dropped, later ones
+ * match the set and are accepted.
+ */
+export async function dropFirstDataSegment(serverPort: number, clientPort: number, hook: Hook): Promise<Blackhole> {
+  const table = `ks_${process.pid}_${++counter}`;
+  const flow = `ip daddr 127.0.0.1 tcp dport ${serverPort} tcp sport ${clientPort}`;
+  const ruleset = [
+    `table inet ${table} {`,
+    '  set seen {',
+    '    type ipv4_addr . inet_service',
+    '    flags dynamic',
+    '  }',
+    '  chain c {',
+    `    type filter hook ${hook} priority filter; policy accept;`,
+    `    ${flow} ip saddr . tcp sport @seen accept`,
+    `    ${flow} ip length > 80 add @seen { ip saddr . tcp sport } counter drop`,
+    '  }',
+    '}',
+    '',
+  ].join('\n');
+  liveTables.add(table);
+  await new Promise<void>((resolve, reject) => {
+    const child = execFile('nft', ['-f', '-'], (err) => (err ? reject(err) : resolve()));
+    child.stdin?.end(ruleset);
+  });
+  let removed = false;
+  return {
+    table,
+    async dropped() {
+      const { stdout } = await run('nft', ['list', 'table', 'inet', table]);
+      let n = 0;
+      for (const m of stdout.matchAll(/counter packets (\d+)/g)) n += Number(m[1]);
+      return n;
+    },
+    async remove() {
+      if (removed) return;
+      removed = true;
+      liveTables.delete(table);
+      await run('nft', ['delete', 'table', 'inet', table]).catch(() => {});
+    },
+  };
+}

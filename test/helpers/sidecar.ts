@@ -84,3 +84,29 @@ export function readUntil(s: net.Socket, text: string): Promise<string> {
     s.once('close', () => reject(new Error(`closed before "${text}" arrived (got ${JSON.stringify(got)})`)));
   });
 }
+
+/** An http route object for configFrom/startTestSidecar. */
+export function httpRoute(upstreamPort: number, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return { name: 'h1', mode: 'http', listen: { port: 0 }, upstream: { host: '127.0.0.1', port: upstreamPort }, ...extra };
+}
+
+/** The value of one sample in a Prometheus scrape, or 0 when absent. `labels` must match exactly. */
+export async function metricValue(sc: TestSidecar, name: string, labels: Record<string, string>): Promise<number> {
+  const text = await sc.sidecar.registry.metrics();
+  const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`).sort().join(',');
+  for (const line of text.split('\n')) {
+    const m = /^([a-z_]+)\{([^}]*)\} (\S+)$/.exec(line);
+    if (m === null || m[1] !== name) continue;
+    if (m[2]!.split(',').sort().join(',') === want) return Number(m[3]);
+  }
+  return 0;
+}
+
+/** Waits until `cond()` holds, checking on each event-loop turn (bounded by `ms`); throws on timeout. */
+export async function waitFor(cond: () => boolean, ms: number, what = 'condition'): Promise<void> {
+  const until = performance.now() + ms;
+  while (!cond()) {
+    if (performance.now() > until) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}

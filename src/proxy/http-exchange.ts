@@ -1,0 +1,376 @@
+/**
+ * One downstream HTTP request, proxied to the upstream through one or more attempts. Each attempt holds one
+ * pool lease and drives that connection's undici Client with a dispatch handler that writes straight to the
+ * downstream response (the cheapest design measured, see README). The exchange decides retries:
+ *
+ * - Only when nothing of the response has been forwarded yet, the failure is connection-level (the peer
+ *   reset, closed, or went silent: RFC 9110 §9.2.2 lets a client retry an idempotent request automatically
+ *   when the connection failed before the response), the request is safe to repeat (idempotent method or an
+ *   `Idempotency-Key`), its body was fully buffered within retry.maxBodyBytes, attempts remain, and the
+ *   route's retry budget allows it. Retries always use a fresh connection, never an idle sibling.
+ * - Everything else gets 502 (504 for responseTimeoutMs) with `x-sidecar-error: <reason>`.
+ *
+ * The listener's sweep (every 100 ms, only over attempts still waiting for a response) may end an attempt
+ * early: `abandon('no_ack')` when TCP_INFO proves the peer silent, `timeOut()` for responseTimeoutMs. An
+ * abandoned attempt's connection is destroyed at once, so a late response on it can never reach the client:
+ * the client gets exactly one response.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { PassThrough } from 'node:stream';
+import type { Client, Dispatcher } from 'undici';
+import type { RouteConfig } from '../config/index.js';
+import type { AcquireFailure, CloseReason } from '../errors.js';
+import { AcquireError } from '../errors.js';
+import { classifyError } from '../liveness/index.js';
+import type { Lease, Pool } from '../pool/index.js';
+import type { Clock } from '../util/clock.js';
+import { isRetrySafe, requestHeaders, responseHeaders } from './http-headers.js';
+import type { RetryBudget } from './retry-budget.js';
+
+/**
+ * Safety margin subtracted from the upstream's `Keep-Alive: timeout` hint: we retire an idle connection this
+ * long before the upstream would, so a request written at the last moment never crosses the upstream's FIN.
+ */
+export const KEEPALIVE_HINT_MARGIN_MS = 1000;
+
+/** Failures that mean "the connection died before answering", for which a safe request may be retried. */
+const RETRYABLE: ReadonlySet<CloseReason> = new Set<CloseReason>([
+  'peer_reset', 'peer_closed', 'user_timeout', 'keepalive_timeout', 'no_ack', 'sibling_evicted',
+]);
+
+/** Why the sidecar answered a request itself (the x-sidecar-error header and the log). */
+export type SidecarErrorReason = CloseReason | AcquireFailure;
+
+/** What the exchange needs from its listener (implemented by HttpListener). */
+export interface ExchangeHost {
+  readonly route: RouteConfig;
+  readonly pool: Pool;
+  readonly clock: Clock;
+  readonly budget: RetryBudget;
+  /** The undici Client bound to this lease's connection (one Client per pooled socket). */
+  clientFor(lease: Lease): Client;
+  /** Adds/removes an attempt to/from the sweep set (attempts waiting for response headers). */
+  watch(attempt: Attempt): void;
+  unwatch(attempt: Attempt): void;
+  /** A response was finished (forwarded or generated) with this status. */
+  completed(status: number, durationMs: number): void;
+  retried(reason: CloseReason): void;
+  budgetExhausted(): void;
+  failed(reason: SidecarErrorReason, status: number): void;
+}
+
+type Outcome = { readonly type: 'done' } | { readonly type: 'failed'; readonly reason: CloseReason };
+
+/** Proxies one request; never throws (every failure becomes a generated response or a reset). */
+export function proxyHttpRequest(host: ExchangeHost, req: IncomingMessage, res: ServerResponse): void {
+  new HttpExchange(host, req, res).start();
+}
+
+class HttpExchange {
+  readonly startedAt: number;
+  readonly headers: string[];
+  body: Buffer | PassThrough | null = null;
+  /** True while a failed attempt may be sent again (safe method, body buffered). */
+  isReplayable: boolean;
+  isDownstreamGone = false;
+  tries = 0;
+  private current: Attempt | undefined;
+  /** Created only when acquire may wait or connect (no idle connection): an AbortController per request is
+   * a measurable cost on the fast path. */
+  private acquireAbort: AbortController | undefined;
+
+  constructor(
+    readonly host: ExchangeHost,
+    readonly req: IncomingMessage,
+    readonly res: ServerResponse,
+  ) {
+    this.startedAt = host.clock.now();
+    this.headers = requestHeaders(req.rawHeaders);
+    this.isReplayable = isRetrySafe(req.method ?? 'GET', req.rawHeaders);
+  }
+
+  start(): void {
+    this.host.budget.noteRequest(this.startedAt);
+    this.res.once('close', () => {
+      if (this.res.writableFinished) return;
+      // The app went away before its response was complete: stop the upstream side too.
+      this.isDownstreamGone = true;
+      this.acquireAbort?.abort();
+      this.current?.cancel();
+    });
+    const te = this.req.headers['transfer-encoding'];
+    const cl = this.req.headers['content-length'];
+    const hasBody = te !== undefined || (cl !== undefined && cl !== '0');
+    if (!hasBody) {
+      this.req.resume();
+      void this.run();
+      return;
+    }
+    const max = this.host.route.http.retry.maxBodyBytes;
+    if (!this.isReplayable || (cl !== undefined && Number(cl) > max)) {
+      // Not replayable anyway: stream it, no buffering beyond the socket's.
+      this.isReplayable = false;
+      this.body = this.streamBody([]);
+      void this.run();
+      return;
+    }
+    // Buffer for replay, up to maxBodyBytes; beyond that switch to streaming (and give up on retries).
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer): void => {
+      chunks.push(chunk);
+      size += chunk.length;
+      if (size > max) {
+        this.req.off('data', onData);
+        this.req.off('end', onEnd);
+        this.isReplayable = false;
+        this.body = this.streamBody(chunks);
+        void this.run();
+      }
+    };
+    const onEnd = (): void => {
+      this.body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
+      void this.run();
+    };
+    this.req.on('data', onData);
+    this.req.on('end', onEnd);
+  }
+
+  /**
+   * A stream for undici to read the body from. Not `req` itself: undici destroys the body stream on failure,
+   * and destroying an IncomingMessage destroys the downstream socket, which would take our 502 with it.
+   */
+  private streamBody(prefix: Buffer[]): PassThrough {
+    const pt = new PassThrough();
+    for (const c of prefix) pt.write(c);
+    this.req.pipe(pt);
+    pt.on('error', () => {
+      // undici destroys it with the request's error; that error is handled in the attempt.
+    });
+    return pt;
+  }
+
+  private async run(): Promise<void> {
+    const { pool, route } = this.host;
+    for (;;) {
+      let lease: Lease;
+      try {
+        const isFresh = this.tries > 0;
+        if (isFresh || pool.stats().idle === 0) this.acquireAbort ??= new AbortController();
+        lease = await pool.acquire(this.acquireAbort?.signal, { isFresh });
+      } catch (err) {
+        if (this.isDownstreamGone) return;
+        const reason: AcquireFailure = err instanceof AcquireError ? err.reason : 'connect_error';
+        this.replyError(reason === 'overflow' || reason === 'shutting_down' ? 503 : 502, reason);
+        return;
+      }
+      if (this.isDownstreamGone) {
+        lease.release();
+        return;
+      }
+      this.tries++;
+      const attempt = new Attempt(this, lease);
+      this.current = attempt;
+      const outcome = await attempt.run();
+      this.current = undefined;
+      if (outcome.type === 'done' || this.isDownstreamGone) return;
+      const { reason } = outcome;
+      if (reason === 'response_timeout') {
+        this.replyError(504, reason);
+        return;
+      }
+      if (RETRYABLE.has(reason) && this.isReplayable && this.tries <= route.http.retry.attempts) {
+        if (this.host.budget.tryTake(this.host.clock.now())) {
+          this.host.retried(reason);
+          continue;
+        }
+        this.host.budgetExhausted();
+      }
+      this.replyError(502, reason);
+      return;
+    }
+  }
+
+  /** Answers the request ourselves (nothing of an upstream response was sent yet). */
+  private replyError(status: number, reason: SidecarErrorReason): void {
+    this.host.failed(reason, status);
+    const res = this.res;
+    if (res.headersSent || res.destroyed) {
+      res.destroy();
+      return;
+    }
+    const body = `${status === 504 ? 'upstream response timeout' : status === 503 ? 'sidecar overloaded or shutting down' : 'upstream connection failed'}: ${reason}\n`;
+    res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), 'x-sidecar-error': reason });
+    res.end(this.req.method === 'HEAD' ? undefined : body);
+    this.host.completed(status, this.host.clock.now() - this.startedAt);
+  }
+}
+
+/**
+ * One try of an exchange on one leased connection; also the undici dispatch handler (legacy callback API,
+ * which undici 7's Request calls directly, without a wrapper). Settles exactly once.
+ */
+export class Attempt implements Dispatcher.DispatchHandler {
+  /** When the request was handed to the connection (clock ms); the sweep measures from here. */
+  readonly writtenAt: number;
+  private isSettled = false;
+  private hasResponseStarted = false;
+  private status = 0;
+  private isUpstreamClosing = false;
+  private abortDispatch: ((err?: Error) => void) | undefined;
+  private resumeUpstream: () => void = () => {};
+  private settle: (o: Outcome) => void = () => {};
+
+  constructor(
+    private readonly ex: HttpExchange,
+    readonly lease: Lease,
+  ) {
+    this.writtenAt = ex.host.clock.now();
+  }
+
+  /** True when the sweep may retry this attempt early (safe, replayable, no response byte, attempts left). */
+  get canRetryEarly(): boolean {
+    return this.ex.isReplayable && !this.hasResponseStarted && !this.isSettled && this.ex.tries <= this.ex.host.route.http.retry.attempts;
+  }
+
+  run(): Promise<Outcome> {
+    return new Promise<Outcome>((resolve) => {
+      this.settle = resolve;
+      const conn = this.lease.conn;
+      // Mark data in flight for the close classifier: "last write newer than last read" (liveness/classify).
+      conn.bytesSent = conn.sentAtLastRecv + 1;
+      this.ex.host.watch(this);
+      const req = this.ex.req;
+      const method = req.method ?? 'GET';
+      this.ex.host.clientFor(this.lease).dispatch(
+        {
+          origin: undefined,
+          path: req.url ?? '/',
+          method,
+          headers: this.ex.headers,
+          body: this.ex.body,
+          // undici closes after every HEAD by default (a guard against servers that send a body anyway); the
+          // parser frames HEAD responses as bodiless (RFC 9112 §6.3), so keep the connection.
+          reset: method === 'HEAD' ? false : undefined,
+          headersTimeout: 0,
+          bodyTimeout: 0,
+        } as Dispatcher.DispatchOptions,
+        this,
+      );
+    });
+  }
+
+  onConnect(abort: (err?: Error) => void): void {
+    this.abortDispatch = abort;
+  }
+
+  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
+    if (this.isSettled) return false;
+    const conn = this.lease.conn;
+    const res = this.ex.res;
+    conn.noteReceived(this.ex.host.clock.now());
+    if (statusCode < 200) {
+      // 1xx: forward 103 Early Hints (RFC 8297); others (102) carry nothing the app needs. 100 Continue never
+      // comes: the sidecar answers Expect itself and does not forward it (RFC 9110 §10.1.1).
+      if (statusCode === 103 && !res.headersSent) {
+        const links = responseHeaders(rawHeaders).headers.filter((_v, i, a) => i % 2 === 1 && a[i - 1]!.toLowerCase() === 'link');
+        if (links.length > 0) res.writeEarlyHints({ link: links });
+      }
+      return true;
+    }
+    this.ex.host.unwatch(this);
+    const head = responseHeaders(rawHeaders);
+    if (head.keepAliveTimeoutMs !== undefined) conn.idleTimeoutHintMs = head.keepAliveTimeoutMs - KEEPALIVE_HINT_MARGIN_MS;
+    this.isUpstreamClosing = head.isClosing;
+    this.status = statusCode;
+    try {
+      res.writeHead(statusCode, statusText || undefined, head.headers);
+    } catch {
+      // Node refuses a field llhttp accepted (e.g. a control character in a value): nothing was sent yet,
+      // so the app gets a 502, and the connection (whose framing we no longer trust) is destroyed.
+      this.isSettled = true;
+      this.lease.destroy('protocol_error');
+      this.settle({ type: 'failed', reason: 'protocol_error' });
+      return false;
+    }
+    this.hasResponseStarted = true;
+    this.resumeUpstream = resume;
+    return true;
+  }
+
+  onData(chunk: Buffer): boolean {
+    if (this.isSettled) return false;
+    if (this.ex.res.write(chunk)) return true;
+    // Backpressure: undici pauses its parser (and so the upstream socket) until the app reads again.
+    this.ex.res.once('drain', this.resumeUpstream);
+    return false;
+  }
+
+  onComplete(): void {
+    if (this.isSettled) return;
+    this.isSettled = true;
+    const host = this.ex.host;
+    this.lease.conn.noteReceived(host.clock.now());
+    this.ex.res.end();
+    host.completed(this.status, host.clock.now() - this.ex.startedAt);
+    if (this.isUpstreamClosing) {
+      this.lease.destroy('peer_closed');
+    } else {
+      // undici destroys the socket synchronously right after onComplete when the response did not allow
+      // keep-alive; releasing a microtask later lets the pool see that and retire it instead of idling it.
+      queueMicrotask(() => this.lease.release());
+    }
+    this.settle({ type: 'done' });
+  }
+
+  onError(err: Error): void {
+    if (this.isSettled) return;
+    this.isSettled = true;
+    this.ex.host.unwatch(this);
+    const conn = this.lease.conn;
+    // The pool's socket listeners ran first and recorded the first cause; classify only if they did not.
+    const reason = conn.closeReason ?? classifyError(err, { hasDataInFlight: conn.hasDataInFlight, userTimeoutMs: this.ex.host.route.keepalive.userTimeoutMs });
+    this.lease.destroy(reason);
+    if (this.hasResponseStarted) {
+      // Part of the response went out: the only honest signal left is to cut the downstream response.
+      this.ex.res.destroy();
+      this.ex.host.failed(reason, this.status);
+      this.settle({ type: 'done' });
+      return;
+    }
+    this.settle({ type: 'failed', reason });
+  }
+
+  onUpgrade(): void {
+    // Plain requests are never dispatched with `upgrade`; undici only calls this for upgrade requests.
+    this.onError(new Error('unexpected upgrade'));
+  }
+
+  /** Sweep: TCP_INFO proved the peer silent. Retire the connection and let the exchange retry. */
+  abandon(reason: 'no_ack'): void {
+    if (this.isSettled) return;
+    this.isSettled = true;
+    this.ex.host.unwatch(this);
+    this.lease.destroy(reason);
+    this.settle({ type: 'failed', reason });
+  }
+
+  /** Sweep: responseTimeoutMs passed without response headers. The connection is destroyed, never reused. */
+  timeOut(): void {
+    if (this.isSettled) return;
+    this.isSettled = true;
+    this.ex.host.unwatch(this);
+    this.lease.destroy('response_timeout');
+    this.settle({ type: 'failed', reason: 'response_timeout' });
+  }
+
+  /** The downstream went away: close the upstream connection (its response has nowhere to go). */
+  cancel(): void {
+    if (this.isSettled) return;
+    this.isSettled = true;
+    this.ex.host.unwatch(this);
+    this.lease.destroy('downstream_closed');
+    this.abortDispatch?.();
+    this.settle({ type: 'done' });
+  }
+}

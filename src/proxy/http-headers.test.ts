@@ -1,0 +1,33 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { isRetrySafe, requestHeaders, responseHeaders, upgradeTokens } from './http-headers.js';
+
+describe('http headers', () => {
+  it('removes hop-by-hop request fields and the fields Connection names, keeps Host and case', () => {
+    const out = requestHeaders([
+      'Host', 'example.test', 'Connection', 'keep-alive, X-Hop', 'X-Hop', '1', 'Keep-Alive', 'timeout=5',
+      'TE', 'trailers', 'Transfer-Encoding', 'chunked', 'Upgrade', 'h2c', 'Proxy-Connection', 'keep-alive',
+      'Expect', '100-continue', 'X-End', '2',
+    ]);
+    assert.deepEqual(out, ['Host', 'example.test', 'X-End', '2']);
+  });
+  it('reads the Keep-Alive timeout hint and Connection: close from the response', () => {
+    const r = responseHeaders(['Content-Length', '2', 'Keep-Alive', 'timeout=5, max=100', 'Connection', 'keep-alive'].map((s) => Buffer.from(s)));
+    assert.deepEqual(r.headers, ['Content-Length', '2']);
+    assert.equal(r.keepAliveTimeoutMs, 5000);
+    assert.equal(r.isClosing, false);
+    assert.equal(responseHeaders(['Connection', 'close'].map((s) => Buffer.from(s))).isClosing, true);
+  });
+  it('retry safety: idempotent methods (RFC 9110 §9.2.2) or an Idempotency-Key', () => {
+    assert.equal(isRetrySafe('GET', []), true);
+    assert.equal(isRetrySafe('PUT', []), true);
+    assert.equal(isRetrySafe('POST', []), false);
+    assert.equal(isRetrySafe('POST', ['Idempotency-Key', 'abc']), true);
+    assert.equal(isRetrySafe('PATCH', ['X', 'y']), false);
+  });
+  it('upgrade tokens', () => {
+    assert.deepEqual(upgradeTokens('WebSocket'), ['websocket']);
+    assert.deepEqual(upgradeTokens('h2c, websocket/13'), ['h2c', 'websocket']);
+    assert.deepEqual(upgradeTokens(undefined), []);
+  });
+});

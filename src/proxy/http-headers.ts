@@ -1,0 +1,103 @@
+/**
+ * Header rewriting for the HTTP proxy: hop-by-hop fields are removed in both directions (RFC 9110 §7.6.1:
+ * Connection, the fields it names, Proxy-Connection, Keep-Alive, TE, Transfer-Encoding, Upgrade), Host is
+ * kept as the app sent it, and framing is redone by each side (Node's server downstream, undici upstream).
+ * Pure functions over flat [name, value, ...] arrays; no sockets.
+ */
+
+/** RFC 9110 §7.6.1 hop-by-hop fields, plus Proxy-Connection (a common non-standard alias). */
+const HOP_BY_HOP: ReadonlySet<string> = new Set([
+  'connection', 'proxy-connection', 'keep-alive', 'te', 'transfer-encoding', 'upgrade',
+  // Expect is answered by the sidecar itself (see requestHeaders) and must not reach undici, which refuses it.
+  'expect',
+]);
+
+/** Methods whose retry is safe (RFC 9110 §9.2.2 idempotent methods). */
+const IDEMPOTENT: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+
+/** True when a failed request may be sent again: an idempotent method or an `Idempotency-Key` header. */
+export function isRetrySafe(method: string, rawHeaders: readonly string[]): boolean {
+  if (IDEMPOTENT.has(method)) return true;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    if (rawHeaders[i]!.length === 15 && rawHeaders[i]!.toLowerCase() === 'idempotency-key') return true;
+  }
+  return false;
+}
+
+/** Adds the field names listed in one Connection header value (RFC 9110 §7.6.1: hop-by-hop too). */
+function addListed(listed: Set<string> | undefined, value: string): Set<string> {
+  const out = listed ?? new Set<string>();
+  for (const token of value.split(',')) {
+    const t = token.trim().toLowerCase();
+    if (t.length > 0) out.add(t);
+  }
+  return out;
+}
+
+/**
+ * Filters a flat raw header array (as Node's `req.rawHeaders`) down to the end-to-end fields, keeping
+ * their case and order. Host stays: the upstream sees the authority the app asked for. One pass, plus a
+ * second only when a Connection header names extra fields (rare): this runs on every request.
+ */
+export function requestHeaders(raw: readonly string[]): string[] {
+  const out: string[] = [];
+  let listed: Set<string> | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    const lower = name.toLowerCase();
+    if (HOP_BY_HOP.has(lower)) {
+      if (lower === 'connection') listed = addListed(listed, raw[i + 1]!);
+      continue;
+    }
+    out.push(name, raw[i + 1]!);
+  }
+  if (listed === undefined) return out;
+  const kept: string[] = [];
+  for (let i = 0; i < out.length; i += 2) {
+    if (!listed.has(out[i]!.toLowerCase())) kept.push(out[i]!, out[i + 1]!);
+  }
+  return kept;
+}
+
+export interface ResponseHead {
+  /** End-to-end fields for the downstream response, flat [name, value, ...]. */
+  readonly headers: string[];
+  /** The upstream's `Keep-Alive: timeout=N` hint in ms, if it sent one. */
+  readonly keepAliveTimeoutMs: number | undefined;
+  /** The upstream announced it will close (`Connection: close`). */
+  readonly isClosing: boolean;
+}
+
+/** Filters undici's raw response headers (Buffers) for the downstream and reads the keep-alive hints. */
+export function responseHeaders(raw: readonly Buffer[]): ResponseHead {
+  const out: string[] = [];
+  let keepAliveTimeoutMs: number | undefined;
+  let isClosing = false;
+  let listed: Set<string> | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!.toString('latin1');
+    const value = raw[i + 1]!.toString('latin1');
+    const lower = name.toLowerCase();
+    if (!HOP_BY_HOP.has(lower)) {
+      out.push(name, value);
+    } else if (lower === 'keep-alive') {
+      const m = /(?:^|[,;\s])timeout\s*=\s*(\d+)/i.exec(value);
+      if (m !== null) keepAliveTimeoutMs = Number(m[1]) * 1000;
+    } else if (lower === 'connection') {
+      if (/(?:^|,)\s*close\s*(?:,|$)/i.test(value)) isClosing = true;
+      listed = addListed(listed, value);
+    }
+  }
+  if (listed === undefined) return { headers: out, keepAliveTimeoutMs, isClosing };
+  const kept: string[] = [];
+  for (let i = 0; i < out.length; i += 2) {
+    if (!listed.has(out[i]!.toLowerCase())) kept.push(out[i]!, out[i + 1]!);
+  }
+  return { headers: kept, keepAliveTimeoutMs, isClosing };
+}
+
+/** The Upgrade tokens a request asks for, lower-case (RFC 9110 §7.8). */
+export function upgradeTokens(value: string | undefined): string[] {
+  if (value === undefined) return [];
+  return value.split(',').map((t) => t.trim().toLowerCase().split('/')[0]!).filter((t) => t.length > 0);
+}
