@@ -4,7 +4,7 @@
  */
 import type { AddressInfo } from 'node:net';
 import type { Config } from '../config/index.js';
-import { loadConfig } from '../config/index.js';
+import { loadConfig, redactConfig } from '../config/index.js';
 import { startDemoUpstream } from '../demo/upstream.js';
 import { ConfigError, SockoptUnsupportedError, UsageError } from '../errors.js';
 import { createLogger } from '../log/index.js';
@@ -38,7 +38,7 @@ export async function cliMain(argv: readonly string[], io: CliIo): Promise<numbe
         return EXIT.ok;
       }
       case 'print-config':
-        io.out(`${JSON.stringify(loadConfig({ env: io.env, configFile: args.configFile }), null, 2)}\n`);
+        io.out(`${JSON.stringify(redactConfig(loadConfig({ env: io.env, configFile: args.configFile })), null, 2)}\n`);
         return EXIT.ok;
       case 'run':
         return await serve(loadConfig({ env: io.env, configFile: args.configFile }), io);
