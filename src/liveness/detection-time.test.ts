@@ -45,6 +45,8 @@ describe('detection time model (net/ipv4/tcp_timer.c)', () => {
 
   it('formats durations in plain words', () => {
     assert.equal(formatDuration(2000), '2 s');
+    assert.equal(formatDuration(12.4), '12 ms');
+    assert.equal(formatDuration(1250), '1.3 s');
     assert.equal(formatDuration(924_600), '924.6 s (15 min 25 s)');
     assert.equal(formatDuration(7_875_000), '7875 s (2 h 11 min 15 s)');
     assert.equal(formatDuration(Infinity), 'never');

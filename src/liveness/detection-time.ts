@@ -61,9 +61,10 @@ export function inFlightDetectionMs(t: Pick<KeepaliveTimers, 'userTimeoutMs'>, t
   return t.userTimeoutMs > 0 ? t.userTimeoutMs : retransmitTimeoutMs(tcpRetries2);
 }
 
-/** Human wording of a duration: "924.6 s (15 min 25 s)", "2 h 11 min 15 s", "never". */
+/** Human wording of a duration: "350 ms", "2 s", "924.6 s (15 min 25 s)", "never". */
 export function formatDuration(ms: number): string {
   if (!Number.isFinite(ms)) return 'never';
+  if (Math.abs(ms) < 1000) return `${Math.round(ms)} ms`;
   const totalSec = ms / 1000;
   const exact = Number.isInteger(totalSec) ? `${totalSec} s` : `${totalSec.toFixed(1)} s`;
   if (totalSec < 60) return exact;
