@@ -127,6 +127,7 @@ async function demo(configFile: string | undefined, io: CliIo): Promise<number> 
           ? [
               `  Metrics:      curl -s http://${admin.address}:${admin.port}/metrics | grep keepalive_sidecar_upstream`,
               `  Connections:  curl -s http://${admin.address}:${admin.port}/debug/connections`,
+              `  Doctor:       npx keepalive-sidecar doctor --admin-url http://${admin.address}:${admin.port}`,
             ]
           : []),
         '  Stop with Ctrl-C.',

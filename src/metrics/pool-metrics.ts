@@ -144,7 +144,10 @@ export function createMetrics(registry: Registry): SidecarMetrics {
     observeListener(listener) {
       listeners.push(listener);
       const route = listener.route.name;
-      for (const reason of [...CLOSE_REASONS, ...ACQUIRE_FAILURES]) downstreamResets.inc({ route, reason }, 0);
+      // A clean FIN (peer_closed, downstream_closed) is passed on as FIN, never as a reset (proxy/tcp-pipe.ts).
+      for (const reason of [...CLOSE_REASONS, ...ACQUIRE_FAILURES]) {
+        if (reason !== 'peer_closed' && reason !== 'downstream_closed') downstreamResets.inc({ route, reason }, 0);
+      }
       listener.on('downstreamReset', (reason) => downstreamResets.inc({ route, reason }));
     },
   };
