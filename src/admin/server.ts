@@ -95,16 +95,18 @@ export class AdminServer {
     });
   }
 
+  /** Built once: path -> [status, content type, body]. */
+  private readonly routes: ReadonlyMap<string, () => Promise<[number, string, string]>> = new Map<string, () => Promise<[number, string, string]>>([
+    ['/live', async () => [200, 'text/plain', 'ok\n']],
+    ['/ready', async () => (this.deps.isReady() ? [200, 'text/plain', 'ready\n'] : [503, 'text/plain', 'not ready\n'])],
+    ['/metrics', async () => [200, this.deps.registry.contentType, await this.deps.registry.metrics()]],
+    ['/debug/connections', async () => [200, 'application/json', JSON.stringify(this.connections(), null, 2) + '\n']],
+    ['/debug/config', async () => [200, 'application/json', JSON.stringify(redactConfig(this.deps.config), null, 2) + '\n']],
+  ]);
+
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const path = (req.url ?? '/').split('?')[0];
-    const routes: Record<string, () => Promise<[number, string, string]>> = {
-      '/live': async () => [200, 'text/plain', 'ok\n'],
-      '/ready': async () => (this.deps.isReady() ? [200, 'text/plain', 'ready\n'] : [503, 'text/plain', 'not ready\n']),
-      '/metrics': async () => [200, this.deps.registry.contentType, await this.deps.registry.metrics()],
-      '/debug/connections': async () => [200, 'application/json', JSON.stringify(this.connections(), null, 2) + '\n'],
-      '/debug/config': async () => [200, 'application/json', JSON.stringify(redactConfig(this.deps.config), null, 2) + '\n'],
-    };
-    const route = path !== undefined ? routes[path] : undefined;
+    const route = path !== undefined ? this.routes.get(path) : undefined;
     if (route === undefined) {
       res.writeHead(404, { 'content-type': 'text/plain' }).end(`not found: ${path}\nendpoints: ${ADMIN_PATHS.join(' ')}\n`);
       return;
