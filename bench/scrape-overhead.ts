@@ -4,7 +4,7 @@
  * shared machine hits both alike.
  *
  *   node dist/bench/scrape-overhead.js [--mode tcp|http] [--rounds 4] [--duration-ms 5000]
- *                                      [--connections 50] [--scrape-ms 100] [--json FILE]
+ *                                      [--connections 50] [--scrape-ms 100] [--scrape-path /metrics] [--json FILE]
  *
  * The sidecar runs as its own process (dist/src/cli/bin.js run), the upstream too; this process only
  * generates load and scrapes.
@@ -35,6 +35,8 @@ const { values: opt } = parseArgs({
     'duration-ms': { type: 'string', default: '5000' },
     connections: { type: 'string', default: '50' },
     'scrape-ms': { type: 'string', default: '100' },
+    /** Control experiment: scrape /live instead, to separate the cost of /metrics from that of any request. */
+    'scrape-path': { type: 'string', default: '/metrics' },
     json: { type: 'string' },
   },
 });
@@ -43,6 +45,7 @@ const ROUNDS = Math.max(1, Math.min(20, Number(opt.rounds)));
 const DURATION_MS = Math.max(500, Math.min(60_000, Number(opt['duration-ms'])));
 const CONNECTIONS = Math.max(1, Math.min(500, Number(opt.connections)));
 const SCRAPE_MS = Math.max(10, Number(opt['scrape-ms']));
+const SCRAPE_PATH = opt['scrape-path'] ?? '/metrics';
 
 /** Starts a child that prints one line (its port) when listening. */
 async function startUpstream(mode: 'tcp' | 'http'): Promise<{ child: ChildProcess; port: number }> {
@@ -158,7 +161,7 @@ function startScraper(adminPort: number): { stop(): Promise<{ scrapes: number; b
     new Promise((resolve) => {
       const t0 = performance.now();
       http
-        .get({ host: '127.0.0.1', port: adminPort, path: '/metrics', agent }, (res) => {
+        .get({ host: '127.0.0.1', port: adminPort, path: SCRAPE_PATH, agent }, (res) => {
           res.on('data', (c: Buffer) => (bytes += c.length));
           res.on('end', () => {
             scrapes++;
@@ -218,7 +221,7 @@ async function main(): Promise<number> {
     const load = MODE === 'tcp' ? tcpLoad : httpLoad;
     await load(sidecar.routePort, 1000); // warm-up (JIT, pools)
     const rows: Array<{ round: number; scraped: boolean; rps: number; cpuUsPerReq: number; scrapes: number; scrapeBytes: number; scrapeMaxMs: number }> = [];
-    process.stdout.write(`scrape overhead: mode ${MODE}, c=${CONNECTIONS}, ${ROUNDS} x 2 rounds of ${DURATION_MS} ms, /metrics every ${SCRAPE_MS} ms\n`);
+    process.stdout.write(`scrape overhead: mode ${MODE}, c=${CONNECTIONS}, ${ROUNDS} x 2 rounds of ${DURATION_MS} ms, ${SCRAPE_PATH} every ${SCRAPE_MS} ms\n`);
     process.stdout.write('round  scrape     req/s   sidecar µs CPU/req  scrapes  bytes/scrape  max scrape ms\n');
     for (let round = 1; round <= ROUNDS; round++) {
       // Alternate which variant goes first so neither always runs on a warmer or quieter machine.
