@@ -53,12 +53,14 @@ export class TcpListener extends EventEmitter<ListenerEvents> {
     return this.active.size;
   }
 
-  /** Stops accepting; open connections go on. Resolves when the listening socket is closed. */
+  /**
+   * Stops accepting; open connections go on. Resolves as soon as the listening socket is closed, not when the
+   * open connections have ended: net.Server.close's callback waits for those, which would keep the drain
+   * timeout (lifecycle/shutdown.ts) from ever starting while an app connection stays open.
+   */
   stopAccepting(): Promise<void> {
-    return new Promise((resolve) => {
-      if (!this.server.listening) resolve();
-      else this.server.close(() => resolve());
-    });
+    if (this.server.listening) this.server.close();
+    return Promise.resolve();
   }
 
   /** Resolves when no downstream connection is open any more. */
