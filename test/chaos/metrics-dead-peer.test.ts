@@ -3,12 +3,15 @@
  * blackhole kills N established upstream connections (some idle, some with data in flight).
  * closed_total{reason} rises by exactly the killed count, dead_peer_detection_seconds gets that many
  * observations inside the bound the kernel timer model gives for this config, and the gauges come back to
- * the surviving connections (the warm spare). Both drop variants: output and input hook.
+ * the surviving connections (the warm spare). Before the deaths, /debug/connections and `doctor` already
+ * show the in-flight sockets stuck (TCP_INFO). Both drop variants: output and input hook.
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import type net from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import type { ConnectionView } from '../../src/admin/index.js';
+import { cliMain, EXIT } from '../../src/cli/index.js';
 import { idleDetectionMs } from '../../src/liveness/index.js';
 import { echoServer } from '../fixtures/upstreams.js';
 import type { Fixture } from '../fixtures/upstreams.js';
@@ -56,6 +59,7 @@ describe('metrics under silent upstream death (nftables blackhole)', () => {
     assert.equal(pool.stats().idle, 1, 'the warm spare is idle');
   }
 
+  const claimed = new Set<number>();
   async function openProxied(): Promise<{ client: net.Socket; upstreamLocalPort: number }> {
     const pool = sc.sidecar.routes[0]!.pool;
     const client = await connectClient(sc.port());
@@ -66,7 +70,23 @@ describe('metrics under silent upstream death (nftables blackhole)', () => {
     claimed.add(conn.id);
     return { client, upstreamLocalPort: conn.socket.localPort! };
   }
-  const claimed = new Set<number>();
+
+  /**
+   * Polls /debug/connections (every 50 ms, at most 1.5 s) until every socket on `ports` shows in TCP_INFO
+   * that the peer is not answering: retransmissions, backoff or probes out.
+   */
+  async function whenVisiblyStuck(ports: readonly number[]): Promise<ConnectionView[]> {
+    let last: ConnectionView[] = [];
+    for (let i = 0; i < 30; i++) {
+      const res = await request(sc.sidecar.admin!.port, '/debug/connections');
+      last = (JSON.parse(res.body) as ConnectionView[]).filter((c) => ports.some((p) => c.local?.endsWith(`:${p}`)));
+      // Unacknowledged data alone is normal; a retransmission, backoff or a probe out means no answer came.
+      const stuck = (c: ConnectionView): boolean => c.tcpInfo !== null && (c.tcpInfo.retransmits > 0 || c.tcpInfo.backoff > 0 || c.tcpInfo.probes > 0);
+      if (last.length === ports.length && last.every(stuck)) return last;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    assert.fail(`the in-flight sockets never looked stuck: ${JSON.stringify(last.map((c) => c.tcpInfo))}`);
+  }
 
   for (const hook of ['output', 'input'] as Hook[]) {
     it(`${hook} hook: ${IDLE_N} idle + ${IN_FLIGHT_N} in-flight deaths are counted, timed and cleared from the gauges`, async (t) => {
@@ -81,11 +101,24 @@ describe('metrics under silent upstream death (nftables blackhole)', () => {
       assert.equal(valueOf(before, `${P}downstream_connections`, { route: 'r1' }), IDLE_N + IN_FLIGHT_N);
 
       const all = [...idle, ...busy];
+      t.after(() => {
+        for (const c of all) c.client.destroy();
+      });
       const closed = all.map((c) => whenClosed(c.client));
       const hole = await blackhole(upstream.port, all.map((c) => c.upstreamLocalPort), hook);
       t.after(() => hole.remove());
       const t0 = performance.now();
       for (const b of busy) b.client.write('written after the peer died\n');
+
+      // Visible before it is declared dead: TCP_INFO in /debug/connections, and doctor's listing (a warning,
+      // not a problem: the sidecar is doing its job).
+      const stuck = await whenVisiblyStuck(busy.map((b) => b.upstreamLocalPort));
+      t.diagnostic(`in-flight TCP_INFO before death: ${stuck.map((c) => `unacked ${c.tcpInfo!.unacked} retransmits ${c.tcpInfo!.retransmits} backoff ${c.tcpInfo!.backoff} probes ${c.tcpInfo!.probes}`).join('; ')}`);
+      let out = '';
+      const code = await cliMain(['doctor', '--admin-url', `http://127.0.0.1:${sc.sidecar.admin!.port}`], { env: {}, out: (x) => (out += x), err: () => {} });
+      assert.equal(code, EXIT.ok, out);
+      assert.match(out, /the peer is not answering right now/);
+
       const results = await Promise.all(closed);
       for (const r of results) assert.equal(r.err?.code, 'ECONNRESET');
       t.diagnostic(`app connections reset after ${results.map((r) => Math.round(r.at - t0)).join(', ')} ms`);
