@@ -80,6 +80,7 @@ describe('doctor diagnose (pure)', () => {
     }));
     assert.equal(r.problems.length, 2);
     assert.match(r.text, /FAILED routes\.pg\.keepalive: user_timeout/);
+    assert.match(r.text, /tcp_retries2 = 15 \(unreadable: Linux default assumed\)/);
     assert.match(r.text, /Result: 2 problem\(s\) found\./);
   });
 

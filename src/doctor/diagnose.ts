@@ -48,7 +48,12 @@ export function diagnose(input: DoctorInput): DoctorReport {
 
   out.push('keepalive-sidecar doctor', '');
   out.push(`Kernel TCP settings (${input.procRoot}/sys/net/ipv4; per network namespace, so inside a pod these are the pod's):`);
-  out.push(`  tcp_keepalive_time = ${k.keepaliveTimeSec} s, tcp_keepalive_intvl = ${k.keepaliveIntvlSec} s, tcp_keepalive_probes = ${k.keepaliveProbes}, tcp_retries2 = ${k.retries2}`);
+  const r = input.kernel.isRead;
+  const mark = (isRead: boolean): string => (isRead ? '' : ' (unreadable: Linux default assumed)');
+  out.push(
+    `  tcp_keepalive_time = ${k.keepaliveTimeSec} s${mark(r.keepaliveTimeSec)}, tcp_keepalive_intvl = ${k.keepaliveIntvlSec} s${mark(r.keepaliveIntvlSec)}, ` +
+      `tcp_keepalive_probes = ${k.keepaliveProbes}${mark(r.keepaliveProbes)}, tcp_retries2 = ${k.retries2}${mark(r.retries2)}`,
+  );
   for (const p of input.kernel.problems) problems.push(`kernel settings: ${p}`);
   out.push('');
 
@@ -66,11 +71,11 @@ export function diagnose(input: DoctorInput): DoctorReport {
 
   out.push(`With the sidecar (configuration: ${input.configSource}):`);
   if (input.routes.length === 0) out.push('  no routes configured.');
-  for (const r of input.routes) {
-    const o = expectedSockopts(r.keepalive);
+  for (const route of input.routes) {
+    const o = expectedSockopts(route.keepalive);
     const idle = idleDetectionMs({ isKeepaliveOn: true, idleSec: o.keepIdleSec, intvlSec: o.keepIntvlSec, probes: o.keepCnt, userTimeoutMs: o.userTimeoutMs });
     const inFlight = inFlightDetectionMs(o, k.retries2);
-    out.push(`  route "${r.name}" (${r.mode} ${r.listen.host}:${r.listen.port} -> ${r.upstream.host}:${r.upstream.port}): ${sockoptsSummary(o)}`);
+    out.push(`  route "${route.name}" (${route.mode} ${route.listen.host}:${route.listen.port} -> ${route.upstream.host}:${route.upstream.port}): ${sockoptsSummary(o)}`);
     const how = o.userTimeoutMs > 0
       ? `first probe after ${o.keepIdleSec} s of silence, then one every ${o.keepIntvlSec} s; dead at the first\n    probe tick once ${o.userTimeoutMs} ms have passed with no answer, the probe count being ignored with TCP_USER_TIMEOUT`
       : `first probe after ${o.keepIdleSec} s of silence, then ${o.keepCnt} probes ${o.keepIntvlSec} s apart`;
@@ -79,7 +84,7 @@ export function diagnose(input: DoctorInput): DoctorReport {
       out.push(`  - data in flight: declared dead ${ms(inFlight)} after the first unacknowledged write (TCP_USER_TIMEOUT).`);
     } else {
       out.push(`  - data in flight: TCP_USER_TIMEOUT is off, so the kernel's ${ms(inFlight)} (tcp_retries2) applies.`);
-      warnings.push(`route "${r.name}": keepalive.userTimeoutMs is 0, so a write to a dead peer hangs for ${ms(inFlight)}`);
+      warnings.push(`route "${route.name}": keepalive.userTimeoutMs is 0, so a write to a dead peer hangs for ${ms(inFlight)}`);
     }
     out.push(`    Either way the app's connection is reset at that moment (tcp mode), so the app reconnects.`);
   }

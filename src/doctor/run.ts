@@ -17,6 +17,7 @@ export interface DoctorOptions {
   readonly isAdminUrlExplicit: boolean;
 }
 
+/** Reads the sysctls, self-checks the routes' socket options, asks the admin URL (if any), and diagnoses. */
 export async function runDoctor(opts: DoctorOptions): Promise<DoctorReport> {
   const kernel = await readKernelSettings(opts.procRoot);
   let sockoptProblems: readonly string[] = [];

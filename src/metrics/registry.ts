@@ -44,6 +44,10 @@ class SidecarRegistry extends Registry {
   }
 }
 
+/**
+ * The sidecar's registry: build_info, default process metrics (cached, see above), and whatever the
+ * subscribers (createMetrics) register on it. `getMetricsAsJSON()` lists only the latter, not the defaults.
+ */
 export function createRegistry(version: string, clock: Clock = realClock): Registry {
   const registry = new SidecarRegistry(clock);
   const build = new Gauge({
