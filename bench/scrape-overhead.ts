@@ -4,7 +4,8 @@
  * shared machine hits both alike.
  *
  *   node dist/bench/scrape-overhead.js [--mode tcp|http] [--rounds 4] [--duration-ms 5000]
- *                                      [--connections 50] [--scrape-ms 100] [--scrape-path /metrics] [--json FILE]
+ *                                      [--connections 50] [--scrape-ms 100] [--scrape-path /metrics]
+ *                                      [--scraper-process] [--json FILE]
  *
  * The sidecar runs as its own process (dist/src/cli/bin.js run), the upstream too; this process only
  * generates load and scrapes.
@@ -35,6 +36,8 @@ const { values: opt } = parseArgs({
     'duration-ms': { type: 'string', default: '5000' },
     connections: { type: 'string', default: '50' },
     'scrape-ms': { type: 'string', default: '100' },
+    /** Scrape from a separate process instead of this one (so the scraper cannot slow the load generator). */
+    'scraper-process': { type: 'boolean', default: false },
     /** Control experiment: scrape /live instead, to separate the cost of /metrics from that of any request. */
     'scrape-path': { type: 'string', default: '/metrics' },
     json: { type: 'string' },
@@ -206,6 +209,32 @@ async function scrapeCpuMs(sidecar: SidecarProc, n: number): Promise<{ cpuMs: nu
   return { cpuMs: (cpu * 1000) / n, bytes };
 }
 
+/** The same scraper in a child process; stop() returns what it counted. */
+function startScraperProcess(adminPort: number): { stop(): Promise<{ scrapes: number; bytes: number; maxMs: number }> } {
+  const code = `
+    const http = require('http');
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    let scrapes = 0, bytes = 0, maxMs = 0;
+    setInterval(() => {
+      const t0 = performance.now();
+      http.get({ host: '127.0.0.1', port: ${adminPort}, path: ${JSON.stringify(SCRAPE_PATH)}, agent }, (res) => {
+        res.on('data', (c) => (bytes += c.length));
+        res.on('end', () => { scrapes++; maxMs = Math.max(maxMs, performance.now() - t0); });
+      }).on('error', () => {});
+    }, ${SCRAPE_MS});
+    process.on('SIGTERM', () => { process.stdout.write(JSON.stringify({ scrapes, bytes, maxMs })); process.exit(0); });`;
+  const child = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+  return {
+    async stop() {
+      child.kill('SIGTERM');
+      await once(child, 'exit');
+      return JSON.parse(out || '{"scrapes":0,"bytes":0,"maxMs":0}') as { scrapes: number; bytes: number; maxMs: number };
+    },
+  };
+}
+
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
   const mid = Math.floor(s.length / 2);
@@ -227,7 +256,7 @@ async function main(): Promise<number> {
       // Alternate which variant goes first so neither always runs on a warmer or quieter machine.
       const order = round % 2 === 1 ? [false, true] : [true, false];
       for (const scraped of order) {
-        const scraper = scraped ? startScraper(sidecar.adminPort) : undefined;
+        const scraper = scraped ? (opt['scraper-process'] === true ? startScraperProcess(sidecar.adminPort) : startScraper(sidecar.adminPort)) : undefined;
         const cpu0 = cpuSeconds(sidecar.child.pid!);
         const t0 = performance.now();
         const n = await load(sidecar.routePort, DURATION_MS);
