@@ -2,7 +2,7 @@
 import { parseArgs } from 'node:util';
 import { UsageError } from '../errors.js';
 
-export const COMMANDS = ['run', 'check', 'print-config', 'demo', 'start', 'inject'] as const;
+export const COMMANDS = ['run', 'check', 'print-config', 'demo', 'start', 'inject', 'doctor'] as const;
 export type Command = (typeof COMMANDS)[number] | 'help' | 'version';
 
 export interface ParsedArgs {
@@ -10,6 +10,10 @@ export interface ParsedArgs {
   readonly configFile: string | undefined;
   /** Set for `inject` only. */
   readonly inject?: InjectArgs;
+  /** doctor: admin base URL of a running sidecar. */
+  readonly adminUrl?: string | undefined;
+  /** doctor: root of the proc filesystem (default /proc). */
+  readonly procRoot?: string | undefined;
 }
 
 /** `inject [FILE|-] --route SPEC [--route SPEC ...] [--legacy] [--image IMG] [--admin-port N]`. */
@@ -29,6 +33,7 @@ export const HELP = `keepalive-sidecar: a sidecar proxy that drops dead upstream
 
 Usage: keepalive-sidecar [command] [--config FILE]
        keepalive-sidecar inject [FILE|-] --route name=pg,listen=15432,upstream=postgres:5432 [--route ...]
+       keepalive-sidecar doctor [--config FILE] [--admin-url URL] [--proc-root DIR]
 
 Commands:
   run            serve the configured routes (the default)
@@ -37,9 +42,13 @@ Commands:
   demo           start a built-in upstream and a route to it, and print what to try
   start          "run" when a configuration is given, else "demo" (what npm start does)
   inject         add the sidecar to Kubernetes manifests (file or stdin, multi-document) and print them
+  doctor         explain how long a dead peer goes unnoticed here, with and without the sidecar; check
+                 the socket options; list a running sidecar's sockets and timers (exit 5 on a problem)
 
 Options:
   -c, --config FILE   JSON or YAML configuration file (or SIDECAR_CONFIG)
+  --admin-url URL     doctor: admin address of a running sidecar (default: the configured admin port)
+  --proc-root DIR     doctor: read sysctls from DIR/sys/net/ipv4 instead of /proc/sys/net/ipv4
   -h, --help          this help
   -v, --version       print the version
 
@@ -54,7 +63,7 @@ Single route without a file:
   SIDECAR_UPSTREAM=host:port SIDECAR_LISTEN=[host:]port SIDECAR_MODE=tcp keepalive-sidecar run
 
 Exit codes: 0 ok, 1 runtime failure, 2 usage, 3 invalid configuration, 4 socket options unsupported,
-6 inject could not process its input.
+5 doctor found a problem, 6 inject could not process its input.
 `;
 
 export function parseCliArgs(argv: readonly string[]): ParsedArgs {
@@ -66,6 +75,8 @@ export function parseCliArgs(argv: readonly string[]): ParsedArgs {
       strict: true,
       options: {
         config: { type: 'string', short: 'c' },
+        'admin-url': { type: 'string' },
+        'proc-root': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
         route: { type: 'string', multiple: true },
@@ -86,7 +97,12 @@ export function parseCliArgs(argv: readonly string[]): ParsedArgs {
   if (command !== 'inject') {
     if (positionals.length > 1) throw new UsageError(`unexpected arguments: ${positionals.slice(1).join(' ')}`);
     if (injectOnly.length > 0) throw new UsageError(`--${injectOnly[0]} is an option of "inject" only`);
-    return { command: command as Command, configFile: values.config };
+    if (command !== 'doctor') {
+      for (const opt of ['admin-url', 'proc-root'] as const) {
+        if (values[opt] !== undefined) throw new UsageError(`--${opt} is only used by "doctor"`);
+      }
+    }
+    return { command: command as Command, configFile: values.config, adminUrl: values['admin-url'], procRoot: values['proc-root'] };
   }
   if (positionals.length > 2) throw new UsageError(`inject takes one input (a file or -), got: ${positionals.slice(1).join(' ')}`);
   if (values.config !== undefined) throw new UsageError('inject takes its routes from --route, not --config');

@@ -4,9 +4,10 @@
  */
 import type { AddressInfo } from 'node:net';
 import type { Config } from '../config/index.js';
-import { loadConfig } from '../config/index.js';
+import { loadConfig, redactConfig } from '../config/index.js';
 import { readFile } from 'node:fs/promises';
 import { startDemoHttpUpstream, startDemoUpstream } from '../demo/upstream.js';
+import { runDoctor } from '../doctor/index.js';
 import { ConfigError, InjectError, SockoptUnsupportedError, UsageError } from '../errors.js';
 import { injectManifests, parseRouteSpec, validateRoutes } from '../inject/index.js';
 import { createLogger } from '../log/index.js';
@@ -15,6 +16,7 @@ import { selfCheckSockopts } from '../sockopts/index.js';
 import { VERSION } from '../version.js';
 import type { InjectArgs } from './args.js';
 import { HELP, parseCliArgs } from './args.js';
+import type { ParsedArgs } from './args.js';
 import { EXIT } from './exit-codes.js';
 
 export interface CliIo {
@@ -43,7 +45,7 @@ export async function cliMain(argv: readonly string[], io: CliIo): Promise<numbe
         return EXIT.ok;
       }
       case 'print-config':
-        io.out(`${JSON.stringify(loadConfig({ env: io.env, configFile: args.configFile }), null, 2)}\n`);
+        io.out(`${JSON.stringify(redactConfig(loadConfig({ env: io.env, configFile: args.configFile })), null, 2)}\n`);
         return EXIT.ok;
       case 'run':
         return await serve(loadConfig({ env: io.env, configFile: args.configFile }), io);
@@ -55,6 +57,8 @@ export async function cliMain(argv: readonly string[], io: CliIo): Promise<numbe
         return await demo(args.configFile, io);
       case 'inject':
         return await inject(args.inject as InjectArgs, io);
+      case 'doctor':
+        return await doctor(args, io);
     }
   } catch (err) {
     return report(err, io);
@@ -166,6 +170,7 @@ async function demo(configFile: string | undefined, io: CliIo): Promise<number> 
           ? [
               `  Metrics:      curl -s http://${admin.address}:${admin.port}/metrics | grep -E 'keepalive_sidecar_(upstream|http)'`,
               `  Connections:  curl -s http://${admin.address}:${admin.port}/debug/connections`,
+              `  Doctor:       npx keepalive-sidecar doctor --admin-url http://${admin.address}:${admin.port}`,
             ]
           : []),
         '  Stop with Ctrl-C.',
@@ -177,4 +182,35 @@ async function demo(configFile: string | undefined, io: CliIo): Promise<number> 
     upstream.close();
     httpUpstream.close();
   }
+}
+
+/** `doctor`: prints its report; EXIT.problem when it found one. Config problems exit as usual (3). */
+async function doctor(args: ParsedArgs, io: CliIo): Promise<number> {
+  const hasConfig = args.configFile !== undefined || Boolean(io.env.SIDECAR_CONFIG) || Boolean(io.env.SIDECAR_UPSTREAM);
+  let config: Config;
+  let source: string;
+  if (hasConfig) {
+    config = loadConfig({ env: io.env, configFile: args.configFile });
+    source = args.configFile ?? io.env.SIDECAR_CONFIG ?? 'SIDECAR_UPSTREAM/SIDECAR_LISTEN environment';
+  } else {
+    // No configuration: explain what the defaults would do (listen and upstream are placeholders).
+    const base = loadConfig({ env: io.env, allowNoRoutes: true });
+    const defaults = loadConfig({ env: { SIDECAR_UPSTREAM: 'upstream:1', SIDECAR_LISTEN: '127.0.0.1:0', SIDECAR_ROUTE_NAME: 'defaults' } }).routes;
+    config = { ...base, routes: defaults };
+    source = 'none given, so the defaults of a tcp route; listen and upstream are placeholders';
+  }
+  let adminUrl = args.adminUrl;
+  if (adminUrl === undefined && config.admin.enabled && config.admin.port !== 0) {
+    const h = ['0.0.0.0', '::', ''].includes(config.admin.host) ? '127.0.0.1' : config.admin.host;
+    adminUrl = `http://${h.includes(':') ? `[${h}]` : h}:${config.admin.port}`;
+  }
+  const report = await runDoctor({
+    procRoot: args.procRoot ?? '/proc',
+    routes: config.routes,
+    configSource: source,
+    adminUrl,
+    isAdminUrlExplicit: args.adminUrl !== undefined,
+  });
+  io.out(report.text);
+  return report.problems.length > 0 ? EXIT.problem : EXIT.ok;
 }

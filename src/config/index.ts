@@ -3,4 +3,5 @@
 export { loadConfig, parseHostPort, DEFAULT_USER_TIMEOUT_MS } from './load.js';
 export type { LoadInputs } from './load.js';
 export { routeSchema, topSchema } from './schema.js';
+export { redactConfig, REDACTED } from './redact.js';
 export type * from './types.js';

@@ -4,10 +4,11 @@
  */
 import { Counter, Gauge, Histogram } from 'prom-client';
 import type { Registry } from 'prom-client';
-import { DEAD_PEER_REASONS } from '../errors.js';
+import { ACQUIRE_FAILURES, CLOSE_REASONS, DEAD_PEER_REASONS } from '../errors.js';
 import type { DownstreamResetReason } from '../errors.js';
 import type { TcpListener } from '../listeners/index.js';
 import type { Pool } from '../pool/index.js';
+import { SOCKOPT_NAMES } from '../sockopts/index.js';
 import { PREFIX } from './registry.js';
 
 /** What the listener metrics read: any listener (tcp, http) with open downstreams and reset events. */
@@ -71,7 +72,7 @@ export function createMetrics(registry: Registry): SidecarMetrics {
   });
   const detection = new Histogram({
     name: `${PREFIX}dead_peer_detection_seconds`,
-    help: 'From the last byte received on a connection to the moment it was declared dead.',
+    help: 'From the last byte received on an upstream connection to the moment it was declared dead (keepalive_timeout, user_timeout, no_ack).',
     labelNames: ['route', 'reason'] as const,
     buckets: [0.25, 0.5, 1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 60, 120, 300],
     registers,
@@ -82,6 +83,9 @@ export function createMetrics(registry: Registry): SidecarMetrics {
     labelNames: ['option'] as const,
     registers,
   });
+  // Every label set we can ever produce exists from the start at 0, so rate() and increase() see the first
+  // event, and the series count does not change with traffic (the label-cardinality test relies on it).
+  for (const option of SOCKOPT_NAMES) sockoptFailures.inc({ option }, 0);
   new Gauge({
     name: `${PREFIX}downstream_connections`,
     help: 'Open downstream (app-side) connections.',
@@ -125,6 +129,10 @@ export function createMetrics(registry: Registry): SidecarMetrics {
       const route = pool.config.name;
       closedBytes.set(route, { rx: 0, tx: 0 });
       opened.inc({ route }, 0);
+      for (const reason of CLOSE_REASONS) closed.inc({ route, reason }, 0);
+      for (const reason of ACQUIRE_FAILURES) connectFailures.inc({ route, reason }, 0);
+      for (const reason of DEAD_PEER_REASONS) detection.zero({ route, reason });
+      connectDuration.zero({ route });
       pool.on('connected', (_conn, connectMs) => {
         opened.inc({ route });
         connectDuration.observe({ route }, connectMs / 1000);
@@ -145,6 +153,10 @@ export function createMetrics(registry: Registry): SidecarMetrics {
       const l = listener as ObservedListener;
       listeners.push(l);
       const route = l.route.name;
+      // A clean FIN (peer_closed, downstream_closed) is passed on as FIN, never as a reset (proxy/tcp-pipe.ts).
+      for (const reason of [...CLOSE_REASONS, ...ACQUIRE_FAILURES]) {
+        if (reason !== 'peer_closed' && reason !== 'downstream_closed') downstreamResets.inc({ route, reason }, 0);
+      }
       l.on('downstreamReset', (reason) => downstreamResets.inc({ route, reason }));
     },
   };

@@ -22,7 +22,8 @@ import {
 } from './native.js';
 
 /** Bounded set of option names, used as the `option` metric label. */
-export type SockoptName = 'nodelay' | 'keepalive' | 'keepidle' | 'keepintvl' | 'keepcnt' | 'user_timeout';
+export const SOCKOPT_NAMES = ['nodelay', 'keepalive', 'keepidle', 'keepintvl', 'keepcnt', 'user_timeout'] as const;
+export type SockoptName = (typeof SOCKOPT_NAMES)[number];
 
 /** The values the kernel reports for a socket after we set them. */
 export interface EffectiveSockopts {

@@ -1,5 +1,7 @@
 /**
- * struct tcp_info, decoded from the offsets in linux/tcp.h (stable ABI; fields are only ever appended):
+ * struct tcp_info, decoded from the offsets in linux/tcp.h (stable ABI; fields are only ever appended).
+ * Checked against /usr/include/linux/tcp.h on the build machine (Debian 12, kernel 6.x); the first 104 bytes
+ * (up to and including total_retrans) exist since Linux 2.6, so we require at least that much:
  *   u8 state@0, ca_state@1, retransmits@2, probes@3, backoff@4, options@5
  *   u32 rto@8 (µs), ato@12, snd_mss@16, rcv_mss@20, unacked@24, sacked@28, lost@32, retrans@36, fackets@40
  *   u32 last_data_sent@44 (ms ago), last_ack_sent@48 (unused by Linux), last_data_recv@52, last_ack_recv@56
@@ -31,6 +33,9 @@ export interface TcpInfo {
   readonly totalRetrans: number;
 }
 
+/** Bytes up to and including tcpi_total_retrans. */
+export const TCP_INFO_MIN_BYTES = 104;
+
 const buf = Buffer.alloc(232);
 
 /** Reads TCP_INFO for a live socket; undefined when the socket has no fd any more. */
@@ -38,7 +43,12 @@ export function readTcpInfo(socket: Socket): TcpInfo | undefined {
   const fd = socketFd(socket);
   if (fd === undefined) return undefined;
   const n = getTcpInfoRaw(fd, buf);
-  if (n < 104) return undefined;
+  return decodeTcpInfo(buf, n);
+}
+
+/** Decodes the first `filled` bytes of a struct tcp_info; undefined when the kernel filled too little. Pure. */
+export function decodeTcpInfo(buf: Buffer, filled: number): TcpInfo | undefined {
+  if (filled < TCP_INFO_MIN_BYTES || buf.length < TCP_INFO_MIN_BYTES) return undefined;
   return {
     state: TCP_STATES[buf.readUInt8(0)] ?? 'unknown',
     retransmits: buf.readUInt8(2),

@@ -1,0 +1,143 @@
+/**
+ * Admin server on real sockets: every endpoint, 404/405, /debug/connections showing the options read back
+ * from the kernel and TCP_INFO, /debug/config redacted, /ready turning 503 while draining, configurable host.
+ */
+import assert from 'node:assert/strict';
+import type net from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import type { ConnectionView } from '../../src/admin/index.js';
+import { echoServer } from '../fixtures/upstreams.js';
+import type { Fixture } from '../fixtures/upstreams.js';
+import { request } from '../helpers/scrape.js';
+import { connectClient, readUntil, startTestSidecar, tcpRoute, whenClosed } from '../helpers/sidecar.js';
+import type { TestSidecar } from '../helpers/sidecar.js';
+
+const KEEPALIVE = { idleMs: 2000, intervalMs: 1000, probes: 4, userTimeoutMs: 3000 };
+
+describe('admin server', () => {
+  let upstream: Fixture;
+  let sc: TestSidecar;
+  let port: number;
+  const clients: net.Socket[] = [];
+
+  before(async () => {
+    upstream = await echoServer();
+    sc = await startTestSidecar({ routes: [tcpRoute(upstream.port, { keepalive: KEEPALIVE, warmSpares: 1 })] });
+    port = sc.sidecar.admin!.port;
+  });
+  after(async () => {
+    for (const c of clients) c.destroy();
+    await sc.stop();
+    await upstream.close();
+  });
+
+  it('/live answers 200 and /ready 200 once every listener is bound', async () => {
+    const live = await request(port, '/live');
+    assert.equal(live.status, 200);
+    assert.equal(live.body, 'ok\n');
+    const ready = await request(port, '/ready');
+    assert.equal(ready.status, 200);
+  });
+
+  it('/metrics answers Prometheus text with our prefix', async () => {
+    const res = await request(port, '/metrics');
+    assert.equal(res.status, 200);
+    assert.match(String(res.headers['content-type']), /^text\/plain; version=0\.0\.4/);
+    assert.match(res.body, /^keepalive_sidecar_build_info\{version="[^"]+",node="v\d+/m);
+    assert.match(res.body, /^keepalive_sidecar_process_cpu_user_seconds_total /m);
+  });
+
+  it('unknown paths are 404, other methods than GET/HEAD are 405 with Allow', async () => {
+    for (const path of ['/', '/nope', '/debug', '/metrics/x']) {
+      const res = await request(port, path);
+      assert.equal(res.status, 404, path);
+      assert.match(res.body, /endpoints: \/live/);
+    }
+    for (const method of ['POST', 'PUT', 'DELETE', 'PATCH']) {
+      for (const path of ['/live', '/metrics', '/debug/connections']) {
+        const res = await request(port, path, method);
+        assert.equal(res.status, 405, `${method} ${path}`);
+        assert.equal(res.headers.allow, 'GET, HEAD');
+      }
+    }
+    const head = await request(port, '/live', 'HEAD');
+    assert.equal(head.status, 200);
+    assert.equal(head.body, '');
+  });
+
+  it('/debug/config shows the effective configuration (redacted)', async () => {
+    const res = await request(port, '/debug/config');
+    assert.equal(res.status, 200);
+    assert.equal(res.headers['content-type'], 'application/json');
+    const cfg = JSON.parse(res.body) as typeof sc.config;
+    assert.deepEqual(cfg.routes[0]?.keepalive, KEEPALIVE);
+    assert.deepEqual(cfg, JSON.parse(JSON.stringify(sc.config)), 'nothing in this config is secret, so nothing changes');
+  });
+
+  it('/debug/connections shows keepalive and user timeout as read back from the kernel, and a non-zero rtt', async () => {
+    const client = await connectClient(sc.port());
+    clients.push(client);
+    client.write('ping\n');
+    await readUntil(client, 'ping\n');
+    const res = await request(port, '/debug/connections');
+    assert.equal(res.status, 200);
+    const conns = JSON.parse(res.body) as ConnectionView[];
+    const active = conns.filter((c) => c.state === 'active');
+    assert.equal(active.length, 1, res.body);
+    const c = active[0]!;
+    assert.equal(c.route, 'r1');
+    assert.equal(c.remote, `127.0.0.1:${upstream.port}`);
+    assert.match(c.local ?? '', /^127\.0\.0\.1:\d+$/);
+    assert.ok(c.bytesWritten >= 5 && c.bytesRead >= 5, `bytes ${c.bytesWritten}/${c.bytesRead}`);
+    assert.ok(c.ageMs >= 0 && c.idleMs >= 0 && c.stateForMs >= 0);
+    assert.deepEqual(c.sockopts, { noDelay: true, keepAlive: true, keepIdleSec: 2, keepIntvlSec: 1, keepCnt: 4, userTimeoutMs: 3000 });
+    assert.deepEqual(c.configured, c.sockopts);
+    assert.equal(c.isSockoptsAsConfigured, true);
+    const ti = c.tcpInfo;
+    assert.ok(ti !== null);
+    assert.equal(ti.state, 'established');
+    assert.ok(ti.rttUs > 0, `rtt ${ti.rttUs} µs`);
+    assert.ok(ti.rttvarUs >= 0 && ti.rtoUs >= 200_000);
+    for (const k of ['retransmits', 'probes', 'unacked', 'lost', 'lastDataRecvMs', 'lastAckRecvMs', 'totalRetrans'] as const) {
+      assert.equal(typeof ti[k], 'number', k);
+    }
+    assert.equal(ti.unacked, 0);
+    // Idle from here on: keepalive 2 s + ticks of 1 s until UT 3 s has passed = 3 s at most.
+    assert.ok(c.timers.deadIfSilentWithinMs !== null && c.timers.deadIfSilentWithinMs <= 3000, `deadline ${c.timers.deadIfSilentWithinMs}`);
+    assert.ok(c.timers.maxAgeInMs !== null && c.timers.maxAgeInMs > 0);
+    // The warm spare is listed too, idle, with the same options.
+    const idle = conns.filter((x) => x.state === 'idle');
+    assert.equal(idle.length, 1, res.body);
+    assert.equal(idle[0]!.isSockoptsAsConfigured, true);
+  });
+
+  it('/ready turns 503 while draining, /live stays 200', async () => {
+    const client = await connectClient(sc.port());
+    clients.push(client);
+    client.write('hold\n');
+    await readUntil(client, 'hold\n');
+    const stopping = sc.sidecar.stop();
+    const ready = await request(port, '/ready');
+    assert.equal(ready.status, 503);
+    assert.equal((await request(port, '/live')).status, 200);
+    const closed = clients.map((c) => whenClosed(c));
+    for (const c of clients) c.end();
+    await Promise.all(closed);
+    assert.equal(await stopping, 'drained');
+  });
+});
+
+describe('admin server: configurable host', () => {
+  it('binds the configured admin host (127.0.0.2) and serves there', async () => {
+    const upstream = await echoServer();
+    const sc = await startTestSidecar({ admin: { host: '127.0.0.2', port: 0 }, routes: [tcpRoute(upstream.port)] });
+    try {
+      assert.equal(sc.sidecar.admin?.address, '127.0.0.2');
+      assert.equal((await request(sc.sidecar.admin.port, '/live', 'GET', '127.0.0.2')).status, 200);
+      await assert.rejects(request(sc.sidecar.admin.port, '/live', 'GET', '127.0.0.1'), /ECONNREFUSED/);
+    } finally {
+      await sc.stop();
+      await upstream.close();
+    }
+  });
+});
