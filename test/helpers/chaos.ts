@@ -156,24 +156,6 @@ export async function dropFirstDataSegment(serverPort: number, clientPort: numbe
     '',
   ].join('\n');
   liveTables.add(table);
-  await new Promise<void>((resolve, reject) => {
-    const child = execFile('nft', ['-f', '-'], (err) => (err ? reject(err) : resolve()));
-    child.stdin?.end(ruleset);
-  });
-  let removed = false;
-  return {
-    table,
-    async dropped() {
-      const { stdout } = await run('nft', ['list', 'table', 'inet', table]);
-      let n = 0;
-      for (const m of stdout.matchAll(/counter packets (\d+)/g)) n += Number(m[1]);
-      return n;
-    },
-    async remove() {
-      if (removed) return;
-      removed = true;
-      liveTables.delete(table);
-      await run('nft', ['delete', 'table', 'inet', table]).catch(() => {});
-    },
-  };
+  await load(ruleset);
+  return handle(table);
 }
