@@ -287,7 +287,8 @@ export class Pool extends EventEmitter<PoolEvents> {
   /** Puts a leased connection back as idle (http keep-alive), or retires it when past its max age. */
   release(conn: UpstreamConn): void {
     if (conn.state.state !== 'leased') return;
-    if (this.clock.now() >= conn.maxAgeAt) {
+    const now = this.clock.now();
+    if (now >= conn.maxAgeAt) {
       this.fail(conn, 'max_age');
       return;
     }
@@ -305,7 +306,7 @@ export class Pool extends EventEmitter<PoolEvents> {
       this.fail(conn, 'idle_evicted');
       return;
     }
-    this.apply(conn, RELEASE);
+    this.apply(conn, RELEASE, false, now);
     this.wakeWaiter();
   }
 
@@ -414,14 +415,14 @@ export class Pool extends EventEmitter<PoolEvents> {
   }
 
   /** Runs one transition and carries out its effects. The only place that moves a connection between sets. */
-  private apply(conn: UpstreamConn, event: ConnEvent, reset = false): void {
+  private apply(conn: UpstreamConn, event: ConnEvent, reset = false, now = this.clock.now()): void {
     const from = conn.state;
-    const { next, effects } = transition(from, event, this.clock.now());
+    const { next, effects } = transition(from, event, now);
     if (next !== from) this.moveTo(conn, next);
     for (const effect of effects) {
       switch (effect) {
         case 'arm_idle_timers':
-          this.armIdleTimers(conn);
+          this.armIdleTimers(conn, now);
           break;
         case 'clear_idle_timers':
           this.clearIdleTimers(conn);
@@ -453,8 +454,7 @@ export class Pool extends EventEmitter<PoolEvents> {
    * What is observable stays as before: eviction at idleSince + idle timeout, or at maxAgeAt while idle
    * (release() retires a leased connection past its max age). Both timers are cleared on destroy.
    */
-  private armIdleTimers(conn: UpstreamConn): void {
-    const now = this.clock.now();
+  private armIdleTimers(conn: UpstreamConn, now: number): void {
     conn.maxAgeTimer ??= this.clock.setTimeout(() => this.onMaxAgeTimer(conn), Math.max(0, conn.maxAgeAt - now));
     // The lower of the configured idle timeout and the upstream's Keep-Alive hint (already minus a margin):
     // we retire the socket before the upstream closes it, so a request never races the upstream's FIN.

@@ -331,9 +331,10 @@ export class Attempt implements Dispatcher.DispatchHandler {
     if (this.isSettled) return;
     this.isSettled = true;
     const host = this.ex.host;
-    this.lease.conn.noteReceived(host.clock.now());
+    const now = host.clock.now();
+    this.lease.conn.noteReceived(now);
     this.ex.res.end();
-    host.completed(this.status, host.clock.now() - this.ex.startedAt);
+    host.completed(this.status, now - this.ex.startedAt);
     if (this.isUpstreamClosing) {
       this.lease.destroy('peer_closed');
     } else {
