@@ -168,6 +168,11 @@ export class HttpListener extends EventEmitter<HttpListenerEvents> implements Tu
     this.emit('requestCompleted', codeClassOf(status), durationMs);
   }
 
+  requestClosed(): void {
+    this.inflight--;
+    if (this.inflight === 0 && this.tunnels.size === 0) this.wakeIdleWaiters();
+  }
+
   retried(reason: CloseReason): void {
     this.emit('retried', reason);
   }
@@ -188,10 +193,7 @@ export class HttpListener extends EventEmitter<HttpListenerEvents> implements Tu
 
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
     this.inflight++;
-    res.once('close', () => {
-      this.inflight--;
-      if (this.inflight === 0 && this.tunnels.size === 0) this.wakeIdleWaiters();
-    });
+    // The exchange reports the response's 'close' through requestClosed (one listener per request, not two).
     proxyHttpRequest(this, req, res);
   }
 

@@ -28,7 +28,15 @@ export class UpstreamConn {
   idleDataBytes = 0;
   /** Jittered deadline after which the connection is not reused. */
   maxAgeAt = Infinity;
-  timers: Timer[] = [];
+  /**
+   * Idle and max-age timers, armed lazily and kept across lease/release cycles (see Pool.armIdleTimers): each
+   * re-checks the state when it fires. `idleTimerAt` is when the armed idle timer fires (Infinity: none armed),
+   * `idleDeadline` when the current idle period ends.
+   */
+  idleTimer: Timer | undefined;
+  idleTimerAt = Infinity;
+  idleDeadline = Infinity;
+  maxAgeTimer: Timer | undefined;
   /** The remote address actually connected to (after DNS), for sibling eviction and logs. */
   remoteAddress: string | undefined;
   remotePort: number | undefined;

@@ -22,7 +22,7 @@ import type { RouteConfig } from '../config/index.js';
 import type { AcquireFailure, CloseReason } from '../errors.js';
 import { AcquireError } from '../errors.js';
 import { classifyError } from '../liveness/index.js';
-import type { Lease, Pool } from '../pool/index.js';
+import type { AcquireOptions, Lease, LeaseRequester, Pool } from '../pool/index.js';
 import type { Clock } from '../util/clock.js';
 import { isRetrySafe, requestHeaders, responseHeaders } from './http-headers.js';
 import type { RetryBudget } from './retry-budget.js';
@@ -54,19 +54,26 @@ export interface ExchangeHost {
   unwatch(attempt: Attempt): void;
   /** A response was finished (forwarded or generated) with this status. */
   completed(status: number, durationMs: number): void;
+  /** The downstream response closed (finished or not): the request is no longer in flight. */
+  requestClosed(): void;
   retried(reason: CloseReason): void;
   budgetExhausted(): void;
   failed(reason: SidecarErrorReason, status: number): void;
 }
 
-type Outcome = { readonly type: 'done' } | { readonly type: 'failed'; readonly reason: CloseReason };
+const FIRST_TRY: AcquireOptions = { isFresh: false };
+const RETRY: AcquireOptions = { isFresh: true };
 
 /** Proxies one request; never throws (every failure becomes a generated response or a reset). */
 export function proxyHttpRequest(host: ExchangeHost, req: IncomingMessage, res: ServerResponse): void {
   new HttpExchange(host, req, res).start();
 }
 
-class HttpExchange {
+/**
+ * Callback-driven on purpose: the per-request path allocates no promise (acquire goes through
+ * `Pool.checkout`, each attempt reports back through `attemptDone` / `attemptFailed`).
+ */
+class HttpExchange implements LeaseRequester {
   readonly startedAt: number;
   readonly headers: string[];
   body: Buffer | PassThrough | null = null;
@@ -91,7 +98,9 @@ class HttpExchange {
 
   start(): void {
     this.host.budget.noteRequest(this.startedAt);
-    this.res.once('close', () => {
+    // 'close' comes once per response, finished or not; `on` spares the `once` wrapper.
+    this.res.on('close', () => {
+      this.host.requestClosed();
       if (this.res.writableFinished) return;
       // The app went away before its response was complete: stop the upstream side too.
       this.isDownstreamGone = true;
@@ -103,7 +112,7 @@ class HttpExchange {
     const hasBody = te !== undefined || (cl !== undefined && cl !== '0');
     if (!hasBody) {
       this.req.resume();
-      void this.run();
+      this.acquire();
       return;
     }
     const max = this.host.route.http.retry.maxBodyBytes;
@@ -111,7 +120,7 @@ class HttpExchange {
       // Not replayable anyway: stream it, no buffering beyond the socket's.
       this.isReplayable = false;
       this.body = this.streamBody([]);
-      void this.run();
+      this.acquire();
       return;
     }
     // Buffer for replay, up to maxBodyBytes; beyond that switch to streaming (and give up on retries).
@@ -125,12 +134,12 @@ class HttpExchange {
         this.req.off('end', onEnd);
         this.isReplayable = false;
         this.body = this.streamBody(chunks);
-        void this.run();
+        this.acquire();
       }
     };
     const onEnd = (): void => {
       this.body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
-      void this.run();
+      this.acquire();
     };
     this.req.on('data', onData);
     this.req.on('end', onEnd);
@@ -150,45 +159,53 @@ class HttpExchange {
     return pt;
   }
 
-  private async run(): Promise<void> {
-    const { pool, route } = this.host;
-    for (;;) {
-      let lease: Lease;
-      try {
-        const isFresh = this.tries > 0;
-        if (isFresh || pool.stats().idle === 0) this.acquireAbort ??= new AbortController();
-        lease = await pool.acquire(this.acquireAbort?.signal, { isFresh });
-      } catch (err) {
-        if (this.isDownstreamGone) return;
-        const reason: AcquireFailure = err instanceof AcquireError ? err.reason : 'connect_error';
-        this.replyError(reason === 'overflow' || reason === 'shutting_down' ? 503 : 502, reason);
-        return;
-      }
-      if (this.isDownstreamGone) {
-        lease.release();
-        return;
-      }
-      this.tries++;
-      const attempt = new Attempt(this, lease);
-      this.current = attempt;
-      const outcome = await attempt.run();
-      this.current = undefined;
-      if (outcome.type === 'done' || this.isDownstreamGone) return;
-      const { reason } = outcome;
-      if (reason === 'response_timeout') {
-        this.replyError(504, reason);
-        return;
-      }
-      if (RETRYABLE.has(reason) && this.isReplayable && this.tries <= route.http.retry.attempts) {
-        if (this.host.budget.tryTake(this.host.clock.now())) {
-          this.host.retried(reason);
-          continue;
-        }
-        this.host.budgetExhausted();
-      }
-      this.replyError(502, reason);
+  /** Asks the pool for a connection: an idle one for the first try, a fresh one for a retry. */
+  private acquire(): void {
+    const pool = this.host.pool;
+    const isFresh = this.tries > 0;
+    if (isFresh || pool.idleCount === 0) this.acquireAbort ??= new AbortController();
+    pool.checkout(this, this.acquireAbort?.signal, isFresh ? RETRY : FIRST_TRY);
+  }
+
+  onLease(lease: Lease): void {
+    if (this.isDownstreamGone) {
+      lease.release();
       return;
     }
+    this.tries++;
+    const attempt = new Attempt(this, lease);
+    this.current = attempt;
+    attempt.start();
+  }
+
+  onLeaseFailed(err: unknown): void {
+    if (this.isDownstreamGone) return;
+    const reason: AcquireFailure = err instanceof AcquireError ? err.reason : 'connect_error';
+    this.replyError(reason === 'overflow' || reason === 'shutting_down' ? 503 : 502, reason);
+  }
+
+  /** The current attempt is over: the response was forwarded, or cut, or the downstream went away. */
+  attemptDone(): void {
+    this.current = undefined;
+  }
+
+  /** The current attempt failed before anything of its response was forwarded: retry or answer ourselves. */
+  attemptFailed(reason: CloseReason): void {
+    this.current = undefined;
+    if (this.isDownstreamGone) return;
+    if (reason === 'response_timeout') {
+      this.replyError(504, reason);
+      return;
+    }
+    if (RETRYABLE.has(reason) && this.isReplayable && this.tries <= this.host.route.http.retry.attempts) {
+      if (this.host.budget.tryTake(this.host.clock.now())) {
+        this.host.retried(reason);
+        this.acquire();
+        return;
+      }
+      this.host.budgetExhausted();
+    }
+    this.replyError(502, reason);
   }
 
   /** Answers the request ourselves (nothing of an upstream response was sent yet). */
@@ -219,7 +236,6 @@ export class Attempt implements Dispatcher.DispatchHandler {
   private isUpstreamClosing = false;
   private abortDispatch: ((err?: Error) => void) | undefined;
   private resumeUpstream: () => void = () => {};
-  private settle: (o: Outcome) => void = () => {};
 
   constructor(
     private readonly ex: HttpExchange,
@@ -233,31 +249,36 @@ export class Attempt implements Dispatcher.DispatchHandler {
     return this.ex.isReplayable && !this.hasResponseStarted && !this.isSettled && this.ex.tries <= this.ex.host.route.http.retry.attempts;
   }
 
-  run(): Promise<Outcome> {
-    return new Promise<Outcome>((resolve) => {
-      this.settle = resolve;
-      const conn = this.lease.conn;
-      // Mark data in flight for the close classifier: "last write newer than last read" (liveness/classify).
-      conn.bytesSent = conn.sentAtLastRecv + 1;
-      this.ex.host.watch(this);
-      const req = this.ex.req;
-      const method = req.method ?? 'GET';
-      this.ex.host.clientFor(this.lease).dispatch(
-        {
-          origin: undefined,
-          path: req.url ?? '/',
-          method,
-          headers: this.ex.headers,
-          body: this.ex.body,
-          // undici closes after every HEAD by default (a guard against servers that send a body anyway); the
-          // parser frames HEAD responses as bodiless (RFC 9112 §6.3), so keep the connection.
-          reset: method === 'HEAD' ? false : undefined,
-          headersTimeout: 0,
-          bodyTimeout: 0,
-        } as Dispatcher.DispatchOptions,
-        this,
-      );
-    });
+  start(): void {
+    const conn = this.lease.conn;
+    // Mark data in flight for the close classifier: "last write newer than last read" (liveness/classify).
+    conn.bytesSent = conn.sentAtLastRecv + 1;
+    this.ex.host.watch(this);
+    const req = this.ex.req;
+    const method = req.method ?? 'GET';
+    this.ex.host.clientFor(this.lease).dispatch(
+      {
+        origin: undefined,
+        path: req.url ?? '/',
+        method,
+        headers: this.ex.headers,
+        body: this.ex.body,
+        // undici closes after every HEAD by default (a guard against servers that send a body anyway); the
+        // parser frames HEAD responses as bodiless (RFC 9112 §6.3), so keep the connection.
+        reset: method === 'HEAD' ? false : undefined,
+        headersTimeout: 0,
+        bodyTimeout: 0,
+      } as Dispatcher.DispatchOptions,
+      this,
+    );
+  }
+
+  /**
+   * Reports a failure to the exchange one microtask later: never from inside undici's or the sweep's callback,
+   * so the retry or the generated answer starts once this attempt's teardown is over.
+   */
+  private fail(reason: CloseReason): void {
+    queueMicrotask(() => this.ex.attemptFailed(reason));
   }
 
   onConnect(abort: (err?: Error) => void): void {
@@ -290,7 +311,7 @@ export class Attempt implements Dispatcher.DispatchHandler {
       // so the app gets a 502, and the connection (whose framing we no longer trust) is destroyed.
       this.isSettled = true;
       this.lease.destroy('protocol_error');
-      this.settle({ type: 'failed', reason: 'protocol_error' });
+      this.fail('protocol_error');
       return false;
     }
     this.hasResponseStarted = true;
@@ -310,9 +331,10 @@ export class Attempt implements Dispatcher.DispatchHandler {
     if (this.isSettled) return;
     this.isSettled = true;
     const host = this.ex.host;
-    this.lease.conn.noteReceived(host.clock.now());
+    const now = host.clock.now();
+    this.lease.conn.noteReceived(now);
     this.ex.res.end();
-    host.completed(this.status, host.clock.now() - this.ex.startedAt);
+    host.completed(this.status, now - this.ex.startedAt);
     if (this.isUpstreamClosing) {
       this.lease.destroy('peer_closed');
     } else {
@@ -320,7 +342,7 @@ export class Attempt implements Dispatcher.DispatchHandler {
       // keep-alive; releasing a microtask later lets the pool see that and retire it instead of idling it.
       queueMicrotask(() => this.lease.release());
     }
-    this.settle({ type: 'done' });
+    this.ex.attemptDone();
   }
 
   onError(err: Error): void {
@@ -335,10 +357,10 @@ export class Attempt implements Dispatcher.DispatchHandler {
       // Part of the response went out: the only honest signal left is to cut the downstream response.
       this.ex.res.destroy();
       this.ex.host.failed(reason, this.status);
-      this.settle({ type: 'done' });
+      this.ex.attemptDone();
       return;
     }
-    this.settle({ type: 'failed', reason });
+    this.fail(reason);
   }
 
   onUpgrade(): void {
@@ -352,7 +374,7 @@ export class Attempt implements Dispatcher.DispatchHandler {
     this.isSettled = true;
     this.ex.host.unwatch(this);
     this.lease.destroy(reason);
-    this.settle({ type: 'failed', reason });
+    this.fail(reason);
   }
 
   /** Sweep: responseTimeoutMs passed without response headers. The connection is destroyed, never reused. */
@@ -361,7 +383,7 @@ export class Attempt implements Dispatcher.DispatchHandler {
     this.isSettled = true;
     this.ex.host.unwatch(this);
     this.lease.destroy('response_timeout');
-    this.settle({ type: 'failed', reason: 'response_timeout' });
+    this.fail('response_timeout');
   }
 
   /** The downstream went away: close the upstream connection (its response has nowhere to go). */
@@ -371,6 +393,6 @@ export class Attempt implements Dispatcher.DispatchHandler {
     this.ex.host.unwatch(this);
     this.lease.destroy('downstream_closed');
     this.abortDispatch?.();
-    this.settle({ type: 'done' });
+    this.ex.attemptDone();
   }
 }

@@ -18,6 +18,13 @@ describe('http headers', () => {
     assert.equal(r.isClosing, false);
     assert.equal(responseHeaders(['Connection', 'close'].map((s) => Buffer.from(s))).isClosing, true);
   });
+  it('a Connection header naming only hop-by-hop fields (keep-alive) removes nothing else', () => {
+    assert.deepEqual(requestHeaders(['Host', 'h', 'Connection', 'Keep-Alive', 'X-A', '1']), ['Host', 'h', 'X-A', '1']);
+    const r = responseHeaders(['Connection', 'keep-alive', 'Keep-Alive', 'timeout=5', 'X-B', '2', 'Connection', 'x-b'].map((s) => Buffer.from(s)));
+    assert.deepEqual(r.headers, []);
+    assert.equal(r.keepAliveTimeoutMs, 5000);
+    assert.equal(responseHeaders(['Keep-Alive', 'max=100'].map((s) => Buffer.from(s))).keepAliveTimeoutMs, undefined);
+  });
   it('retry safety: idempotent methods (RFC 9110 §9.2.2) or an Idempotency-Key', () => {
     assert.equal(isRetrySafe('GET', []), true);
     assert.equal(isRetrySafe('PUT', []), true);

@@ -24,14 +24,33 @@ export function isRetrySafe(method: string, rawHeaders: readonly string[]): bool
   return false;
 }
 
-/** Adds the field names listed in one Connection header value (RFC 9110 §7.6.1: hop-by-hop too). */
-function addListed(listed: Set<string> | undefined, value: string): Set<string> {
-  const out = listed ?? new Set<string>();
+/**
+ * Adds the field names listed in one Connection header value (RFC 9110 §7.6.1: hop-by-hop too). Names that are
+ * hop-by-hop anyway (`keep-alive` above all, which nearly every Connection header carries) are removed in the
+ * first pass already, so they are not added: the second pass then runs only when a Connection header names
+ * another field, which is rare.
+ */
+function addListed(listed: Set<string> | undefined, value: string): Set<string> | undefined {
+  if (value.length === 10 && value.toLowerCase() === 'keep-alive') return listed;
+  let out = listed;
   for (const token of value.split(',')) {
     const t = token.trim().toLowerCase();
-    if (t.length > 0) out.add(t);
+    if (t.length > 0 && !HOP_BY_HOP.has(t)) (out ??= new Set<string>()).add(t);
   }
   return out;
+}
+
+/** The last Keep-Alive value parsed and its timeout: an upstream sends the same value on every response. */
+let lastKeepAlive = '';
+let lastKeepAliveMs: number | undefined;
+
+function keepAliveTimeoutMs(value: string): number | undefined {
+  if (value !== lastKeepAlive) {
+    const m = /(?:^|[,;\s])timeout\s*=\s*(\d+)/i.exec(value);
+    lastKeepAlive = value;
+    lastKeepAliveMs = m !== null ? Number(m[1]) * 1000 : undefined;
+  }
+  return lastKeepAliveMs;
 }
 
 /**
@@ -71,7 +90,7 @@ export interface ResponseHead {
 /** Filters undici's raw response headers (Buffers) for the downstream and reads the keep-alive hints. */
 export function responseHeaders(raw: readonly Buffer[]): ResponseHead {
   const out: string[] = [];
-  let keepAliveTimeoutMs: number | undefined;
+  let hintMs: number | undefined;
   let isClosing = false;
   let listed: Set<string> | undefined;
   for (let i = 0; i < raw.length; i += 2) {
@@ -81,19 +100,18 @@ export function responseHeaders(raw: readonly Buffer[]): ResponseHead {
     if (!HOP_BY_HOP.has(lower)) {
       out.push(name, value);
     } else if (lower === 'keep-alive') {
-      const m = /(?:^|[,;\s])timeout\s*=\s*(\d+)/i.exec(value);
-      if (m !== null) keepAliveTimeoutMs = Number(m[1]) * 1000;
+      hintMs = keepAliveTimeoutMs(value) ?? hintMs;
     } else if (lower === 'connection') {
       if (/(?:^|,)\s*close\s*(?:,|$)/i.test(value)) isClosing = true;
       listed = addListed(listed, value);
     }
   }
-  if (listed === undefined) return { headers: out, keepAliveTimeoutMs, isClosing };
+  if (listed === undefined) return { headers: out, keepAliveTimeoutMs: hintMs, isClosing };
   const kept: string[] = [];
   for (let i = 0; i < out.length; i += 2) {
     if (!listed.has(out[i]!.toLowerCase())) kept.push(out[i]!, out[i + 1]!);
   }
-  return { headers: kept, keepAliveTimeoutMs, isClosing };
+  return { headers: kept, keepAliveTimeoutMs: hintMs, isClosing };
 }
 
 /** The Upgrade tokens a request asks for, lower-case (RFC 9110 §7.8). */
