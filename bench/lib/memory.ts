@@ -1,0 +1,111 @@
+/**
+ * RSS per idle pooled upstream connection: the sidecar with 0, 1 000 and 10 000 of them, a fresh process per
+ * count. tcp mode: warmSpares = N. http mode: N concurrent requests to a slow upstream force N upstream
+ * connections; the clients then leave and the N keep-alive connections stay pooled, idle.
+ */
+import http from 'node:http';
+import type { TargetName } from './peers.js';
+import { TargetUnavailable, startNodeUpstream, startSidecar } from './peers.js';
+import { rssKiB, sleep } from './proc.js';
+
+export interface MemorySample {
+  readonly mode: 'tcp' | 'http';
+  readonly requested: number;
+  /** Idle upstream connections the upstream saw when RSS was read. */
+  readonly idleConns: number;
+  readonly rssKiB: number;
+}
+
+export interface MemoryRaw {
+  readonly samples: MemorySample[];
+  readonly unavailable: Record<string, string>;
+}
+
+export interface MemoryOptions {
+  readonly counts: readonly number[];
+  readonly dir: string;
+  readonly proxyCpu: string | undefined;
+  readonly loadCpu: string | undefined;
+  readonly sidecarDir: string;
+  readonly say: (s: string) => void;
+}
+
+async function waitFor(check: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    if (await check()) return true;
+    await sleep(200);
+  }
+  return false;
+}
+
+/** Settle time before reading RSS: lets the connect storm's garbage get collected on the next idle GC. */
+const SETTLE_MS = 3000;
+
+export async function runMemory(o: MemoryOptions): Promise<MemoryRaw> {
+  const samples: MemorySample[] = [];
+  const unavailable: Record<string, string> = {};
+  const upstream = await startNodeUpstream(1, o.loadCpu, 1000);
+  try {
+    for (const mode of ['tcp', 'http'] as const) {
+      const name: TargetName = mode === 'tcp' ? 'sidecar-tcp' : 'sidecar-http';
+      for (const n of o.counts) {
+        const ctx = { dir: o.dir, proxyCpu: o.proxyCpu, sidecarDir: o.sidecarDir };
+        let t;
+        try {
+          t =
+            mode === 'tcp'
+              ? await startSidecar(name, { httpUpstream: upstream.holdPort, tcpUpstream: undefined }, ctx, { warmSpares: n, maxConnections: n + 100 })
+              : await startSidecar(name, { httpUpstream: upstream.ports[0], tcpUpstream: undefined }, ctx, {
+                  maxConnections: n + 100,
+                  http: { maxIdle: n + 100, maxPending: n + 100 },
+                });
+        } catch (err) {
+          if (!(err instanceof TargetUnavailable)) throw err;
+          unavailable[name] = err.message;
+          o.say(`  ${name}: unavailable: ${err.message}`);
+          break;
+        }
+        try {
+          let idle: number;
+          if (mode === 'tcp') {
+            await waitFor(async () => (await upstream.held()) >= n, 60000);
+            idle = await upstream.held();
+          } else {
+            const open0 = await upstream.open();
+            if (n > 0) {
+              const agent = new http.Agent({ keepAlive: false, maxSockets: n });
+              await Promise.all(
+                Array.from(
+                  { length: n },
+                  () =>
+                    new Promise<void>((resolve) => {
+                      const req = http.get({ host: '127.0.0.1', port: t.http!.port, path: '/', agent, timeout: 60000 }, (res) => {
+                        res.resume();
+                        res.on('end', resolve);
+                      });
+                      req.on('timeout', () => req.destroy());
+                      req.on('error', () => resolve());
+                    }),
+                ),
+              );
+              agent.destroy();
+            }
+            idle = (await upstream.open()) - open0;
+          }
+          await sleep(SETTLE_MS);
+          const rss = rssKiB(t.proc!.pid);
+          samples.push({ mode, requested: n, idleConns: idle, rssKiB: rss });
+          o.say(`  ${mode} ${n}: ${idle} idle upstream conns, RSS ${rss} KiB`);
+        } finally {
+          await t.stop();
+          // Let the upstream see the closes before the next count.
+          await waitFor(async () => (await upstream.held()) === 0, 10000);
+        }
+      }
+    }
+  } finally {
+    await upstream.stop();
+  }
+  return { samples, unavailable };
+}

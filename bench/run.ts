@@ -1,0 +1,164 @@
+/**
+ * One command for issue 7's benchmarks.
+ *   npm run bench                 throughput/cost matrix + idle-connection memory (peers installed when missing)
+ *   npm run bench:fault           fault matrix (nftables blackhole) + latency timeline picture
+ *   npm run bench -- --quick      smoke run (< 60 s, Node-only peers, no Debian packages needed); part of npm test
+ * Options: --rounds N, --seconds S (HTTP run length), --sidecar-dir DIR (or BENCH_SIDECAR_DIR; default: this
+ * checkout), --out DIR (default bench/results/<UTC date>, quick: bench/results/quick), --no-install,
+ * --variants steady,burst,idle,early-resume, --targets a,b (subset), --skip-memory.
+ * Results: <out>/summary.json, <out>/README.md, <out>/timeline.svg/.png; raw samples in <out>/raw/ (git-ignored).
+ */
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { runFault } from './lib/fault.js';
+import type { FaultVariant } from './lib/fault.js';
+import { renderTimeline } from './lib/chart.js';
+import { runMemory } from './lib/memory.js';
+import type { TargetName } from './lib/peers.js';
+import { ensureCommands, repoRoot } from './lib/peers.js';
+import { cleanupAll, hasCommand, pinSelf, tempDir } from './lib/proc.js';
+import { checkTargets, renderMarkdown, summarize } from './lib/report.js';
+import type { Summary } from './lib/report.js';
+import { runThroughput } from './lib/throughput.js';
+
+interface Args {
+  quick: boolean;
+  fault: boolean;
+  rounds: number | undefined;
+  seconds: number | undefined;
+  sidecarDir: string;
+  out: string | undefined;
+  install: boolean;
+  variants: FaultVariant[] | undefined;
+  targets: TargetName[] | undefined;
+  skipMemory: boolean;
+}
+
+function parseArgs(argv: readonly string[]): Args {
+  const a: Args = {
+    quick: false,
+    fault: false,
+    rounds: undefined,
+    seconds: undefined,
+    sidecarDir: process.env.BENCH_SIDECAR_DIR ?? repoRoot,
+    out: undefined,
+    install: true,
+    variants: undefined,
+    targets: undefined,
+    skipMemory: false,
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const k = argv[i]!;
+    const next = (): string => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${k} needs a value`);
+      return v;
+    };
+    if (k === '--quick') a.quick = true;
+    else if (k === '--fault') a.fault = true;
+    else if (k === '--rounds') a.rounds = Number(next());
+    else if (k === '--seconds') a.seconds = Number(next());
+    else if (k === '--sidecar-dir') a.sidecarDir = resolve(next());
+    else if (k === '--out') a.out = resolve(next());
+    else if (k === '--no-install') a.install = false;
+    else if (k === '--variants') a.variants = next().split(',') as FaultVariant[];
+    else if (k === '--targets') a.targets = next().split(',') as TargetName[];
+    else if (k === '--skip-memory') a.skipMemory = true;
+    else throw new Error(`unknown option ${k}`);
+  }
+  return a;
+}
+
+const say = (s: string): void => {
+  process.stderr.write(`${s}\n`);
+};
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const date = new Date().toISOString().slice(0, 10);
+  const out = args.out ?? join(repoRoot, 'bench', 'results', args.quick ? 'quick' : date);
+  mkdirSync(join(out, 'raw'), { recursive: true });
+  const work = tempDir('ks-bench-');
+  const twoCpus = (await import('node:os')).availableParallelism() >= 2 && hasCommand('taskset');
+  const proxyCpu = twoCpus ? '0' : undefined;
+  const loadCpu = twoCpus ? '1' : undefined;
+  // The harness itself (fault client, Node load generator) runs beside the load generator.
+  if (loadCpu !== undefined) pinSelf(loadCpu);
+  say(`bench: results -> ${out}; sidecar from ${args.sidecarDir}; proxy on CPU ${proxyCpu ?? 'any'}, load+upstream on CPU ${loadCpu ?? 'any'}`);
+
+  const canFault = hasCommand('nft') && hasCommand('ss') && process.getuid?.() === 0;
+  if (!args.quick && args.install) ensureCommands(args.fault ? ['haproxy', 'nginx', 'nft', 'ss', 'rsvg-convert'] : ['haproxy', 'nginx', 'wrk', 'iperf3', 'ss'], say);
+
+  const summaryPath = join(out, 'summary.json');
+  const previous = existsSync(summaryPath) ? (JSON.parse(readFileSync(summaryPath, 'utf8')) as Summary) : undefined;
+  const env = { node: process.version, cpus: (await import('node:os')).cpus().length, kernel: (await import('node:os')).release(), sidecarDir: args.sidecarDir };
+
+  const allHttp: TargetName[] = ['direct', 'haproxy', 'nginx', 'node-http-proxy', 'sidecar-http', 'sidecar-tcp'];
+  const allTcp: TargetName[] = ['direct', 'haproxy', 'nginx', 'sidecar-tcp'];
+  const pick = (xs: TargetName[]): TargetName[] => (args.targets ? xs.filter((x) => args.targets!.includes(x)) : xs);
+
+  let summary: Summary = previous ?? { date, env, throughput: undefined, memory: undefined, fault: undefined };
+  summary = { ...summary, date, env };
+
+  if (!args.fault) {
+    say('throughput/cost matrix');
+    const tp = await runThroughput({
+      quick: args.quick,
+      rounds: args.rounds ?? (args.quick ? 1 : 3),
+      httpSeconds: args.seconds ?? (args.quick ? 1 : 5),
+      tcpSeconds: args.quick ? 1 : 4,
+      concurrencies: args.quick ? [50] : [50, 200],
+      httpTargets: pick(args.quick ? ['direct', 'sidecar-http', 'sidecar-tcp'] : allHttp),
+      tcpTargets: pick(args.quick ? ['direct', 'sidecar-tcp'] : allTcp),
+      dir: work,
+      proxyCpu,
+      loadCpu,
+      sidecarDir: args.sidecarDir,
+      say,
+    });
+    writeFileSync(join(out, 'raw', 'throughput.json'), JSON.stringify(tp, null, 1));
+    summary = { ...summary, throughput: summarize.throughput(tp) };
+    if (!args.skipMemory) {
+      say('idle pooled connections: memory');
+      const mem = await runMemory({ counts: args.quick ? [0, 100] : [0, 1000, 10000], dir: work, proxyCpu, loadCpu, sidecarDir: args.sidecarDir, say });
+      writeFileSync(join(out, 'raw', 'memory.json'), JSON.stringify(mem, null, 1));
+      summary = { ...summary, memory: summarize.memory(mem) };
+    }
+  }
+  if (args.fault || args.quick) {
+    if (!canFault) {
+      if (!args.quick) throw new Error('the fault matrix needs root, nft and ss');
+      say('fault matrix skipped: needs root, nft and ss');
+    } else {
+      say('fault matrix');
+      const faultTargets = pick(args.quick ? ['direct', 'sidecar-http', 'sidecar-tcp'] : allHttp);
+      const f = await runFault({
+        quick: args.quick,
+        variants: args.variants ?? (args.quick ? ['steady'] : ['steady', 'burst', 'idle', 'early-resume']),
+        targets: faultTargets,
+        dir: work,
+        sidecarDir: args.sidecarDir,
+        say,
+      });
+      writeFileSync(join(out, 'raw', 'fault.json'), JSON.stringify(f, null, 0));
+      summary = { ...summary, fault: summarize.fault(f) };
+      const pics = await renderTimeline(f, out);
+      say(`picture: ${pics.join(', ')}`);
+    }
+  }
+  summary = { ...summary, targets: checkTargets(summary) };
+  writeFileSync(summaryPath, JSON.stringify(summary, null, 2) + '\n');
+  writeFileSync(join(out, 'README.md'), renderMarkdown(summary));
+  say(`bench: wrote ${summaryPath} and ${join(out, 'README.md')}`);
+}
+
+main()
+  .then(() => {
+    cleanupAll();
+    process.exit(0);
+  })
+  .catch((err: unknown) => {
+    say(`bench failed: ${(err as Error).stack ?? String(err)}`);
+    cleanupAll();
+    process.exit(1);
+  });
