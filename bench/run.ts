@@ -82,8 +82,9 @@ async function main(): Promise<void> {
   const twoCpus = (await import('node:os')).availableParallelism() >= 2 && hasCommand('taskset');
   const proxyCpu = twoCpus ? '0' : undefined;
   const loadCpu = twoCpus ? '1' : undefined;
-  // The harness itself (fault client, Node load generator) runs beside the load generator.
-  if (loadCpu !== undefined) pinSelf(loadCpu);
+  // The harness itself (Node load generator) runs beside the load generator. Not for fault runs: there the
+  // open-loop client's timing matters more than placement, so it goes wherever the scheduler has room.
+  if (loadCpu !== undefined && !args.fault) pinSelf(loadCpu);
   say(`bench: results -> ${out}; sidecar from ${args.sidecarDir}; proxy on CPU ${proxyCpu ?? 'any'}, load+upstream on CPU ${loadCpu ?? 'any'}`);
 
   const canFault = hasCommand('nft') && hasCommand('ss') && process.getuid?.() === 0;

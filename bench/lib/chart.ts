@@ -39,7 +39,7 @@ export async function renderTimeline(raw: FaultRaw, out: string): Promise<string
     title: { text: 'Request latency around a silent upstream death (blackhole at t = 0)', anchor: 'start' },
     data: { values },
     facet: {
-      row: { field: 'target', type: 'nominal', sort: ORDER.map((n) => TARGET_LABEL[n]), header: { labelAngle: 0, labelAlign: 'right', labelFontSize: 12, labelFontWeight: 'bold', title: null } },
+      row: { field: 'target', type: 'nominal', sort: ORDER.map((n) => TARGET_LABEL[n]), header: { labelOrient: 'top', labelAnchor: 'start', labelAngle: 0, labelFontSize: 12, labelFontWeight: 'bold', title: null } },
       column: { field: 'variant', type: 'nominal', sort: raw.runs.map((r) => r.variant), header: { title: null, labelFontSize: 12 } },
     },
     spec: {
@@ -50,9 +50,9 @@ export async function renderTimeline(raw: FaultRaw, out: string): Promise<string
           mark: { type: 'point', filled: true, opacity: 0.8 },
           encoding: {
             x: { field: 't', type: 'quantitative', title: 'request sent at (s since blackhole)', scale: { domain: [Math.min(-2, -raw.runs[0]!.faultAtMs / 1000), Math.ceil(maxT)] } },
-            y: { field: 'latency', type: 'quantitative', title: 'latency (ms)', scale: { type: 'log', domain: [0.1, maxLatency] }, axis: { values: [0.1, 1, 10, 100, 1000, 10000, 100000].filter((v) => v <= maxLatency), format: '~s' } },
+            y: { field: 'latency', type: 'quantitative', title: 'latency (ms)', scale: { type: 'log', domain: [0.1, maxLatency] }, axis: { values: [0.1, 1, 10, 100, 1000, 10000, 100000].filter((v) => v <= maxLatency), format: '~g' } },
             color: { field: 'outcome', type: 'nominal', scale: { domain: OUTCOMES, range: ['#4c78a8', '#f58518', '#e45756'] }, legend: { orient: 'top', title: null, labelLimit: 400 } },
-            size: { field: 'outcome', type: 'nominal', scale: { domain: OUTCOMES, range: [8, 30, 30] }, legend: null },
+            size: { condition: { test: `datum.outcome !== '${OUTCOMES[0]}'`, value: 30 }, value: 8 },
           },
         },
         { mark: { type: 'rule', strokeDash: [4, 3], color: '#333' }, encoding: { x: { datum: 0 } } },

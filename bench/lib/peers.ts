@@ -5,6 +5,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Proc } from './proc.js';
@@ -104,7 +105,7 @@ async function startHaproxy(ports: TargetPorts, ctx: StartContext): Promise<Targ
   const tcpPort = ports.tcpUpstream !== undefined ? await freePort() : undefined;
   const lines = [
     'global',
-    '  maxconn 40000',
+    '  maxconn 9000',
     '  nbthread 1',
     'defaults',
     '  timeout connect 5s',
@@ -166,8 +167,8 @@ async function startNginx(ports: TargetPorts, ctx: StartContext): Promise<Target
     'daemon off;',
     `pid ${prefix}/nginx.pid;`,
     `error_log ${prefix}/error.log warn;`,
-    'worker_rlimit_nofile 65536;',
-    'events { worker_connections 30000; }',
+    'worker_rlimit_nofile 20000;',
+    'events { worker_connections 9000; }',
   ];
   if (httpPort !== undefined) {
     lines.push(
@@ -276,6 +277,21 @@ export async function startSidecar(name: 'sidecar-http' | 'sidecar-tcp', ports: 
 // ---------------------------------------------------------------------------------------------------------
 // Upstreams
 
+/** GET http://127.0.0.1:port/ on a new connection (agent: false), body as text. */
+function httpGetText(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port, path: '/', agent: false, timeout: 10000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => resolve(body));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error('control query timed out')));
+    req.on('error', reject);
+  });
+}
+
 export interface HttpUpstream {
   readonly proc: Proc;
   readonly ports: number[];
@@ -297,8 +313,8 @@ export async function startNginxUpstream(n: number, dir: string, cpu: string | u
     'daemon off;',
     `pid ${prefix}/nginx.pid;`,
     `error_log ${prefix}/error.log warn;`,
-    'worker_rlimit_nofile 65536;',
-    'events { worker_connections 30000; }',
+    'worker_rlimit_nofile 20000;',
+    'events { worker_connections 9000; }',
     'http {',
     '  access_log off;',
     `  client_body_temp_path ${prefix}/cb; proxy_temp_path ${prefix}/pt; fastcgi_temp_path ${prefix}/ft; uwsgi_temp_path ${prefix}/ut; scgi_temp_path ${prefix}/st;`,
@@ -318,10 +334,10 @@ export async function startNginxUpstream(n: number, dir: string, cpu: string | u
     proc,
     ports,
     async accepts() {
+      // A fresh connection per query (no keep-alive), so our own queries are exactly `calls` accepts.
       calls++;
-      const res = await fetch(`http://127.0.0.1:${statusPort}/`);
-      const text = await res.text();
-      // "server accepts handled requests\n A H R": our own status request is one of the accepts.
+      const text = await httpGetText(statusPort);
+      // "server accepts handled requests\n A H R".
       const m = /\n\s*(\d+)\s+(\d+)\s+(\d+)/.exec(text);
       if (!m) throw new Error(`unexpected stub_status: ${text}`);
       return Number(m[1]) - calls;
@@ -347,10 +363,7 @@ export async function startNodeUpstream(n: number, cpu: string | undefined, dela
     if (!l.startsWith('{')) return undefined;
     return JSON.parse(l) as { http: number[]; bulk: number; hold: number; control: number };
   });
-  const control = async (): Promise<{ accepts: number; held: number; open: number }> => {
-    const res = await fetch(`http://127.0.0.1:${info.control}/`);
-    return (await res.json()) as { accepts: number; held: number; open: number };
-  };
+  const control = async (): Promise<{ accepts: number; held: number; open: number }> => JSON.parse(await httpGetText(info.control)) as { accepts: number; held: number; open: number };
   return {
     proc,
     ports: info.http,
@@ -366,7 +379,7 @@ export async function startNodeUpstream(n: number, cpu: string | undefined, dela
 /** iperf3 server for TCP bulk. */
 export async function startIperf(cpu: string | undefined): Promise<{ proc: Proc; port: number; stop(): Promise<void> }> {
   const port = await freePort();
-  const proc = spawnProc('iperf3-server', 'iperf3', ['-s', '-B', '127.0.0.1', '-p', String(port)], { cpu });
+  const proc = spawnProc('iperf3-server', 'iperf3', ['-s', '-B', '127.0.0.1', '-p', String(port), '--forceflush'], { cpu });
   await proc.waitLine((l) => (/Server listening/.test(l) ? true : undefined));
   return { proc, port, stop: () => proc.stop() };
 }
