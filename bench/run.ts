@@ -5,7 +5,8 @@
  *   npm run bench -- --quick      smoke run (< 60 s, Node-only peers, no Debian packages needed); part of npm test
  * Options: --rounds N, --seconds S (HTTP run length), --sidecar-dir DIR (or BENCH_SIDECAR_DIR; default: this
  * checkout), --out DIR (default bench/results/<UTC date>, quick: bench/results/quick), --no-install,
- * --variants steady,burst,idle,early-resume, --targets a,b (subset), --skip-memory.
+ * --variants steady,burst,idle,early-resume, --targets a,b (subset), --skip-memory, --report-only (rebuild
+ * summary, markdown and picture from <out>/raw without measuring).
  * Results: <out>/summary.json, <out>/README.md, <out>/timeline.svg/.png; raw samples in <out>/raw/ (git-ignored).
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -32,6 +33,7 @@ interface Args {
   variants: FaultVariant[] | undefined;
   targets: TargetName[] | undefined;
   skipMemory: boolean;
+  reportOnly: boolean;
 }
 
 function parseArgs(argv: readonly string[]): Args {
@@ -46,6 +48,7 @@ function parseArgs(argv: readonly string[]): Args {
     variants: undefined,
     targets: undefined,
     skipMemory: false,
+    reportOnly: false,
   };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i]!;
@@ -64,6 +67,7 @@ function parseArgs(argv: readonly string[]): Args {
     else if (k === '--variants') a.variants = next().split(',') as FaultVariant[];
     else if (k === '--targets') a.targets = next().split(',') as TargetName[];
     else if (k === '--skip-memory') a.skipMemory = true;
+    else if (k === '--report-only') a.reportOnly = true;
     else throw new Error(`unknown option ${k}`);
   }
   return a;
@@ -99,9 +103,16 @@ async function main(): Promise<void> {
   const pick = (xs: TargetName[]): TargetName[] => (args.targets ? xs.filter((x) => args.targets!.includes(x)) : xs);
 
   let summary: Summary = previous ?? { date, env, throughput: undefined, memory: undefined, fault: undefined };
-  summary = { ...summary, date, env };
+  if (!args.reportOnly) summary = { ...summary, date, env };
 
-  if (!args.fault) {
+  if (args.reportOnly) {
+    const raw = (f: string): unknown => (existsSync(join(out, 'raw', f)) ? JSON.parse(readFileSync(join(out, 'raw', f), 'utf8')) : undefined);
+    const tp = raw('throughput.json') as Parameters<typeof summarize.throughput>[0] | undefined;
+    const mem = raw('memory.json') as Parameters<typeof summarize.memory>[0] | undefined;
+    const f = raw('fault.json') as Parameters<typeof summarize.fault>[0] | undefined;
+    summary = { ...summary, date: previous?.date ?? date, throughput: tp && summarize.throughput(tp), memory: mem && summarize.memory(mem), fault: f && summarize.fault(f) };
+    if (f !== undefined) await renderTimeline(f, out);
+  } else if (!args.fault) {
     say('throughput/cost matrix');
     const tp = await runThroughput({
       quick: args.quick,
@@ -126,7 +137,7 @@ async function main(): Promise<void> {
       summary = { ...summary, memory: summarize.memory(mem) };
     }
   }
-  if (args.fault || args.quick) {
+  if (!args.reportOnly && (args.fault || args.quick)) {
     if (!canFault) {
       if (!args.quick) throw new Error('the fault matrix needs root, nft and ss');
       say('fault matrix skipped: needs root, nft and ss');

@@ -17,18 +17,28 @@ const ORDER: TargetName[] = ['sidecar-http', 'sidecar-tcp', 'haproxy', 'nginx', 
 const OUTCOMES = ['fine', `2xx but > ${SLOW_MS} ms`, 'failed (error or non-2xx)'];
 
 export async function renderTimeline(raw: FaultRaw, out: string): Promise<string[]> {
-  const values: Array<{ variant: string; target: string; t: number; latency: number; outcome: string }> = [];
+  const values: Array<{ variant: string; target: string; t: number; latency: number; outcome: string; label?: string }> = [];
   let maxT = 0;
   for (const run of raw.runs) {
     for (const [name, t] of Object.entries(run.targets)) {
       let fineSeen = 0;
+      // The worst failed request of the panel gets a text label: what the client got, and when.
+      let worst: [number, number, string] | undefined;
+      let failed = 0;
+      for (const r of t.requests) {
+        if (/^2\d\d$/.test(r[2])) continue;
+        failed++;
+        if (worst === undefined || r[1] > worst[1]) worst = r;
+      }
       for (const [sent, lat, outcome] of t.requests) {
         const ok = /^2\d\d$/.test(outcome);
         const cat = ok ? (lat <= SLOW_MS ? OUTCOMES[0]! : OUTCOMES[1]!) : OUTCOMES[2]!;
         if (cat === OUTCOMES[0] && fineSeen++ % 8 !== 0) continue;
         const x = (sent - run.faultAtMs) / 1000;
         maxT = Math.max(maxT, x);
-        values.push({ variant: run.variant, target: TARGET_LABEL[name as TargetName] ?? name, t: Math.round(x * 100) / 100, latency: Math.max(0.1, lat), outcome: cat });
+        const label = worst !== undefined && sent === worst[0] && lat === worst[1] ? `${failed} failed; worst: ${outcome} after ${(lat / 1000).toFixed(1)} s` : undefined;
+        if (label !== undefined) worst = undefined;
+        values.push({ variant: run.variant, target: TARGET_LABEL[name as TargetName] ?? name, t: Math.round(x * 100) / 100, latency: Math.max(0.1, lat), outcome: cat, ...(label !== undefined ? { label } : {}) });
       }
     }
   }
@@ -56,6 +66,11 @@ export async function renderTimeline(raw: FaultRaw, out: string): Promise<string
           },
         },
         { mark: { type: 'rule', strokeDash: [4, 3], color: '#333' }, encoding: { x: { datum: 0 } } },
+        {
+          transform: [{ filter: 'isValid(datum.label)' }],
+          mark: { type: 'text', align: 'left', dx: 6, dy: 2, fontSize: 10, color: '#b2182b' },
+          encoding: { x: { field: 't', type: 'quantitative' }, y: { field: 'latency', type: 'quantitative' }, text: { field: 'label' } },
+        },
       ],
     },
   };

@@ -6,7 +6,7 @@
 import http from 'node:http';
 import type { TargetName } from './peers.js';
 import { TargetUnavailable, startNodeUpstream, startSidecar } from './peers.js';
-import { rssKiB, sleep } from './proc.js';
+import { NOFILE, rssKiB, sleep } from './proc.js';
 
 export interface MemorySample {
   readonly mode: 'tcp' | 'http';
@@ -49,7 +49,9 @@ export async function runMemory(o: MemoryOptions): Promise<MemoryRaw> {
   try {
     for (const mode of ['tcp', 'http'] as const) {
       const name: TargetName = mode === 'tcp' ? 'sidecar-tcp' : 'sidecar-http';
-      for (const n of o.counts) {
+      // http holds a downstream and an upstream socket per connection while the pool fills: cap at the fd limit.
+      const cap = mode === 'http' ? Math.floor((NOFILE.hard - 1000) / 2 / 1000) * 1000 : Infinity;
+      for (const n of o.counts.map((c) => Math.min(c, cap))) {
         const ctx = { dir: o.dir, proxyCpu: o.proxyCpu, sidecarDir: o.sidecarDir };
         let t;
         try {

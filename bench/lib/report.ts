@@ -56,10 +56,12 @@ export interface FaultRow {
   readonly hit: number;
   /** Failed: error or non-2xx. */
   readonly failed: number;
+  /** Slow 2xx requests that coincided with slow requests through most other targets: the box stalled, not the target. */
+  readonly boxStalls: number;
   /** What the client got for the hit requests: outcome -> count and worst latency. */
   readonly got: Record<string, { count: number; maxMs: number }>;
   readonly maxLatencyMs: number;
-  /** From the fault until every request sent afterwards was fine (s); 0 = none was hit. */
+  /** From the fault until every request sent afterwards was fine, box-wide stalls ignored (s); 0 = none was hit. */
   readonly fineAfterS: number;
 }
 
@@ -152,38 +154,56 @@ function isFine(r: readonly [number, number, string]): boolean {
   return /^2\d\d$/.test(r[2]) && r[1] <= SLOW_MS;
 }
 
+/** A slow 2xx within this many ms of slow 2xx requests through most other targets is a box-wide stall. */
+const STALL_WINDOW_MS = 250;
+
 function summarizeFault(raw: FaultRaw): FaultSummary {
   return {
     hook: raw.hook,
     slowMs: SLOW_MS,
     unavailable: raw.unavailable,
-    variants: raw.runs.map((run) => ({
-      variant: run.variant,
-      doc: VARIANT_DOC[run.variant],
-      faultAtMs: run.faultAtMs,
-      clientTimeoutMs: run.clientTimeoutMs,
-      rows: Object.entries(run.targets).map(([target, t]) => {
-        const hits = t.requests.filter((r) => !isFine(r));
-        const got: Record<string, { count: number; maxMs: number }> = {};
-        for (const r of hits) {
-          const key = /^2\d\d$/.test(r[2]) ? `${r[2]} (slow)` : r[2];
-          const g = (got[key] ??= { count: 0, maxMs: 0 });
-          g.count++;
-          g.maxMs = Math.max(g.maxMs, r[1]);
-        }
-        const lastHitSent = hits.length > 0 ? Math.max(...hits.map((r) => r[0])) : undefined;
-        return {
-          target: target as TargetName,
-          requests: t.requests.length,
-          blackholed: t.blackholed,
-          hit: hits.length,
-          failed: t.requests.filter((r) => !/^2\d\d$/.test(r[2])).length,
-          got,
-          maxLatencyMs: Math.max(0, ...t.requests.map((r) => r[1])),
-          fineAfterS: lastHitSent === undefined ? 0 : Math.max(0, (lastHitSent - run.faultAtMs) / 1000),
-        };
-      }),
-    })),
+    variants: raw.runs.map((run) => {
+      const names = Object.keys(run.targets);
+      const slowTimes = new Map(names.map((n) => [n, run.targets[n]!.requests.filter((r) => /^2\d\d$/.test(r[2]) && r[1] > SLOW_MS).map((r) => r[0])]));
+      const isBoxStall = (target: string, sent: number): boolean => {
+        const others = names.filter((n) => n !== target);
+        const alsoSlow = others.filter((n) => slowTimes.get(n)!.some((t) => Math.abs(t - sent) <= STALL_WINDOW_MS)).length;
+        return others.length >= 2 && alsoSlow * 2 > others.length;
+      };
+      return {
+        variant: run.variant,
+        doc: VARIANT_DOC[run.variant],
+        faultAtMs: run.faultAtMs,
+        clientTimeoutMs: run.clientTimeoutMs,
+        rows: Object.entries(run.targets).map(([target, t]) => {
+          const hits = t.requests.filter((r) => !isFine(r));
+          const got: Record<string, { count: number; maxMs: number }> = {};
+          let boxStalls = 0;
+          let lastHitSent: number | undefined;
+          for (const r of hits) {
+            const ok = /^2\d\d$/.test(r[2]);
+            const stall = ok && isBoxStall(target, r[0]);
+            if (stall) boxStalls++;
+            else lastHitSent = Math.max(lastHitSent ?? -Infinity, r[0]);
+            const key = ok ? `${r[2]} slow` : r[2];
+            const g = (got[key] ??= { count: 0, maxMs: 0 });
+            g.count++;
+            g.maxMs = Math.max(g.maxMs, r[1]);
+          }
+          return {
+            target: target as TargetName,
+            requests: t.requests.length,
+            blackholed: t.blackholed,
+            hit: hits.length,
+            failed: t.requests.filter((r) => !/^2\d\d$/.test(r[2])).length,
+            boxStalls,
+            got,
+            maxLatencyMs: Math.max(0, ...t.requests.map((r) => r[1])),
+            fineAfterS: lastHitSent === undefined ? 0 : Math.max(0, (lastHitSent - run.faultAtMs) / 1000),
+          };
+        }),
+      };
+    }),
   };
 }
 
@@ -298,18 +318,18 @@ export function renderMarkdown(s: Summary): string {
   if (s.fault !== undefined) {
     L.push('## Fault matrix: silent upstream death', '');
     L.push(
-      `Open-loop GETs every 10 ms through every target at once; at t = fault the target's established upstream connections are blackholed with nftables (${s.fault.hook} hook, both directions; new connections keep working). Hit = error, non-2xx, or slower than ${s.fault.slowMs} ms. "fine after" = from the fault until every request sent later was fine.`,
+      `Open-loop GETs every 10 ms through every target at once; at t = fault the target's established upstream connections are blackholed with nftables (${s.fault.hook} hook, both directions; new connections keep working). Hit = error, non-2xx, or slower than ${s.fault.slowMs} ms. "box-wide stalls" = slow 2xx requests that coincided (±${STALL_WINDOW_MS} ms) with slow requests through most other targets, i.e. the machine stalled, not the target. "fine after" = from the fault until every request sent later was fine (box-wide stalls ignored).`,
       '',
     );
     for (const v of s.fault.variants) {
       L.push(`### ${v.variant}: ${v.doc}`, '', `Fault at ${v.faultAtMs / 1000} s, client deadline ${v.clientTimeoutMs / 1000} s.`, '');
-      L.push('| target | requests | upstream flows blackholed | hit | failed | what the client got (hit requests) | max latency | fine after |', '|---|---:|---:|---:|---:|---|---:|---:|');
+      L.push('| target | requests | upstream flows blackholed | hit | failed | of the hits, box-wide stalls | what the client got (hit requests) | max latency | fine after |', '|---|---:|---:|---:|---:|---:|---|---:|---:|');
       for (const r of v.rows) {
         const got = Object.entries(r.got)
           .sort((a, b) => b[1].count - a[1].count)
           .map(([k, g]) => `${g.count}× ${k} (≤ ${ms(g.maxMs)})`)
           .join(', ');
-        L.push(`| ${label(r.target)} | ${r.requests} | ${r.blackholed} | ${r.hit} | ${r.failed} | ${got || '—'} | ${ms(r.maxLatencyMs)} | ${fmt(r.fineAfterS, 1)} s |`);
+        L.push(`| ${label(r.target)} | ${r.requests} | ${r.blackholed} | ${r.hit} | ${r.failed} | ${r.boxStalls} | ${got || '—'} | ${ms(r.maxLatencyMs)} | ${fmt(r.fineAfterS, 1)} s |`);
       }
       L.push('');
     }
