@@ -5,7 +5,8 @@
  *   npm run bench -- --quick      smoke run (< 60 s, Node-only peers, no Debian packages needed); part of npm test
  * Options: --rounds N, --seconds S (HTTP run length), --sidecar-dir DIR (or BENCH_SIDECAR_DIR; default: this
  * checkout), --out DIR (default bench/results/<UTC date>, quick: bench/results/quick), --no-install,
- * --variants steady,burst,idle,early-resume, --targets a,b (subset), --skip-memory, --report-only (rebuild
+ * --variants steady,burst,idle,early-resume, --targets a,b (subset), --skip-memory, --only throughput|memory,
+ * --report-only (rebuild
  * summary, markdown and picture from <out>/raw without measuring).
  * Results: <out>/summary.json, <out>/README.md, <out>/timeline.svg/.png; raw samples in <out>/raw/ (git-ignored).
  */
@@ -34,6 +35,7 @@ interface Args {
   targets: TargetName[] | undefined;
   skipMemory: boolean;
   reportOnly: boolean;
+  only: string[] | undefined;
 }
 
 function parseArgs(argv: readonly string[]): Args {
@@ -49,6 +51,7 @@ function parseArgs(argv: readonly string[]): Args {
     targets: undefined,
     skipMemory: false,
     reportOnly: false,
+    only: undefined,
   };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i]!;
@@ -68,6 +71,7 @@ function parseArgs(argv: readonly string[]): Args {
     else if (k === '--targets') a.targets = next().split(',') as TargetName[];
     else if (k === '--skip-memory') a.skipMemory = true;
     else if (k === '--report-only') a.reportOnly = true;
+    else if (k === '--only') a.only = next().split(',');
     else throw new Error(`unknown option ${k}`);
   }
   return a;
@@ -113,6 +117,8 @@ async function main(): Promise<void> {
     summary = { ...summary, date: previous?.date ?? date, throughput: tp && summarize.throughput(tp), memory: mem && summarize.memory(mem), fault: f && summarize.fault(f) };
     if (f !== undefined) await renderTimeline(f, out);
   } else if (!args.fault) {
+    const wants = (part: string): boolean => args.only === undefined || args.only.includes(part);
+    if (wants('throughput')) {
     say('throughput/cost matrix');
     const tp = await runThroughput({
       quick: args.quick,
@@ -130,7 +136,8 @@ async function main(): Promise<void> {
     });
     writeFileSync(join(out, 'raw', 'throughput.json'), JSON.stringify(tp, null, 1));
     summary = { ...summary, throughput: summarize.throughput(tp) };
-    if (!args.skipMemory) {
+    }
+    if (!args.skipMemory && wants('memory')) {
       say('idle pooled connections: memory');
       const mem = await runMemory({ counts: args.quick ? [0, 100] : [0, 1000, 10000], dir: work, proxyCpu, loadCpu, sidecarDir: args.sidecarDir, say });
       writeFileSync(join(out, 'raw', 'memory.json'), JSON.stringify(mem, null, 1));

@@ -5,7 +5,7 @@
  */
 import http from 'node:http';
 import type { TargetName } from './peers.js';
-import { TargetUnavailable, startNodeUpstream, startSidecar } from './peers.js';
+import { TargetUnavailable, httpGetText, startNodeUpstream, startSidecar } from './peers.js';
 import { NOFILE, rssKiB, sleep } from './proc.js';
 
 export interface MemorySample {
@@ -14,6 +14,8 @@ export interface MemorySample {
   /** Idle upstream connections the upstream saw when RSS was read. */
   readonly idleConns: number;
   readonly rssKiB: number;
+  /** V8 heap in use (the sidecar's own nodejs_heap_size_used_bytes), KiB: the JS share of the RSS. */
+  readonly heapUsedKiB: number;
 }
 
 export interface MemoryRaw {
@@ -97,8 +99,13 @@ export async function runMemory(o: MemoryOptions): Promise<MemoryRaw> {
           }
           await sleep(SETTLE_MS);
           const rss = rssKiB(t.proc!.pid);
-          samples.push({ mode, requested: n, idleConns: idle, rssKiB: rss });
-          o.say(`  ${mode} ${n}: ${idle} idle upstream conns, RSS ${rss} KiB`);
+          let heapUsedKiB = NaN;
+          if (t.adminPort !== undefined) {
+            const m = /^\w*nodejs_heap_size_used_bytes\s+([\d.e+]+)/m.exec(await httpGetText(t.adminPort, '/metrics'));
+            if (m) heapUsedKiB = Math.round(Number(m[1]) / 1024);
+          }
+          samples.push({ mode, requested: n, idleConns: idle, rssKiB: rss, heapUsedKiB });
+          o.say(`  ${mode} ${n}: ${idle} idle upstream conns, RSS ${rss} KiB, JS heap used ${heapUsedKiB} KiB`);
         } finally {
           await t.stop();
           // Let the upstream see the closes before the next count.

@@ -58,6 +58,8 @@ export interface Target {
   readonly http: { port: number; upstreamPort: number } | undefined;
   /** Where TCP bulk goes. */
   readonly tcp: { port: number } | undefined;
+  /** The sidecar's admin port (/metrics), when it has one. */
+  readonly adminPort?: number;
   stop(): Promise<void>;
 }
 
@@ -245,6 +247,7 @@ export async function startSidecar(name: 'sidecar-http' | 'sidecar-tcp', ports: 
   writeFileSync(cfg, JSON.stringify({ admin: { host: '127.0.0.1', port: 0 }, log: { level: 'info' }, shutdown: { drainTimeoutMs: 500 }, routes }, null, 2));
   const proc = spawnProc(name, process.execPath, [bin, 'run', '--config', cfg], { cpu: ctx.proxyCpu, nofile: 65536, cwd: ctx.sidecarDir });
   const listen = new Map<string, number>();
+  let adminPort: number | undefined;
   try {
     for (const r of routes) {
       const port = await proc.waitLine((l) => {
@@ -259,6 +262,10 @@ export async function startSidecar(name: 'sidecar-http' | 'sidecar-tcp', ports: 
       });
       listen.set(r.name as string, port);
     }
+    adminPort = await proc.waitLine((l) => {
+      const m = /"msg":"admin listening"/.test(l) ? /"admin":"http:\/\/[^"]*:(\d+)"/.exec(l) : null;
+      return m ? Number(m[1]) : undefined;
+    });
   } catch (err) {
     await proc.stop('SIGKILL');
     const text = proc.output();
@@ -270,6 +277,7 @@ export async function startSidecar(name: 'sidecar-http' | 'sidecar-tcp', ports: 
     proc,
     http: listen.has('h') ? { port: listen.get('h')!, upstreamPort: ports.httpUpstream! } : undefined,
     tcp: listen.has('t') ? { port: listen.get('t')! } : undefined,
+    adminPort,
     stop: () => proc.stop(),
   };
 }
@@ -277,10 +285,10 @@ export async function startSidecar(name: 'sidecar-http' | 'sidecar-tcp', ports: 
 // ---------------------------------------------------------------------------------------------------------
 // Upstreams
 
-/** GET http://127.0.0.1:port/ on a new connection (agent: false), body as text. */
-function httpGetText(port: number): Promise<string> {
+/** GET http://127.0.0.1:port/path on a new connection (agent: false), body as text. */
+export function httpGetText(port: number, path = '/'): Promise<string> {
   return new Promise((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port, path: '/', agent: false, timeout: 10000 }, (res) => {
+    const req = http.get({ host: '127.0.0.1', port, path, agent: false, timeout: 10000 }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (d: string) => (body += d));

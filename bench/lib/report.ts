@@ -45,7 +45,7 @@ export interface ThroughputSummary {
 
 export interface MemorySummary {
   readonly unavailable: Record<string, string>;
-  readonly rows: Array<{ mode: 'tcp' | 'http'; requested: number; idleConns: number; rssKiB: number; kibPerConn: number }>;
+  readonly rows: Array<{ mode: 'tcp' | 'http'; requested: number; idleConns: number; rssKiB: number; kibPerConn: number; heapUsedKiB: number; heapKibPerConn: number }>;
 }
 
 export interface FaultRow {
@@ -145,7 +145,8 @@ function summarizeMemory(raw: MemoryRaw): MemorySummary {
   const rows = raw.samples.map((s) => {
     const base = raw.samples.find((b) => b.mode === s.mode && b.requested === 0);
     const kibPerConn = base !== undefined && s.idleConns > 0 ? (s.rssKiB - base.rssKiB) / s.idleConns : NaN;
-    return { ...s, kibPerConn };
+    const heapKibPerConn = base !== undefined && s.idleConns > 0 ? (s.heapUsedKiB - base.heapUsedKiB) / s.idleConns : NaN;
+    return { ...s, heapUsedKiB: s.heapUsedKiB ?? NaN, kibPerConn, heapKibPerConn };
   });
   return { unavailable: raw.unavailable, rows };
 }
@@ -310,8 +311,8 @@ export function renderMarkdown(s: Summary): string {
   if (s.memory !== undefined) {
     L.push('## Memory per idle pooled upstream connection (sidecar)', '');
     L.push('tcp: `warmSpares` = N. http: N concurrent requests to a slow upstream, then the clients leave and N keep-alive connections stay pooled. A fresh process per N; RSS read 3 s after the pool settled.', '');
-    L.push('| mode | N | idle upstream conns seen | RSS KiB | KiB per conn |', '|---|---:|---:|---:|---:|');
-    for (const r of s.memory.rows) L.push(`| ${r.mode} | ${r.requested} | ${r.idleConns} | ${r.rssKiB} | ${fmt(r.kibPerConn)} |`);
+    L.push('| mode | N | idle upstream conns seen | RSS KiB | RSS KiB per conn | of which JS heap KiB per conn |', '|---|---:|---:|---:|---:|---:|');
+    for (const r of s.memory.rows) L.push(`| ${r.mode} | ${r.requested} | ${r.idleConns} | ${r.rssKiB} | ${fmt(r.kibPerConn)} | ${fmt(r.heapKibPerConn)} |`);
     for (const [t, why] of Object.entries(s.memory.unavailable)) L.push('', `- not run: ${t}: ${why}`);
     L.push('');
   }
