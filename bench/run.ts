@@ -6,12 +6,12 @@
  * Options: --rounds N, --seconds S (HTTP run length), --sidecar-dir DIR (or BENCH_SIDECAR_DIR; default: this
  * checkout), --out DIR (default bench/results/<UTC date>, quick: bench/results/quick), --no-install,
  * --variants steady,burst,idle,early-resume, --targets a,b (subset), --skip-memory, --only throughput|memory,
- * --report-only (rebuild
+ * --update-readme (put <out>/README.md into the repository README's Benchmarks section), --report-only (rebuild
  * summary, markdown and picture from <out>/raw without measuring).
  * Results: <out>/summary.json, <out>/README.md, <out>/timeline.svg/.png; raw samples in <out>/raw/ (git-ignored).
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import { runFault } from './lib/fault.js';
 import type { FaultVariant } from './lib/fault.js';
 import { renderTimeline } from './lib/chart.js';
@@ -19,7 +19,7 @@ import { runMemory } from './lib/memory.js';
 import type { TargetName } from './lib/peers.js';
 import { ensureCommands, repoRoot } from './lib/peers.js';
 import { cleanupAll, hasCommand, pinSelf, tempDir } from './lib/proc.js';
-import { checkTargets, renderMarkdown, summarize } from './lib/report.js';
+import { checkTargets, renderMarkdown, spliceReadme, summarize } from './lib/report.js';
 import type { Summary } from './lib/report.js';
 import { runThroughput } from './lib/throughput.js';
 
@@ -36,6 +36,7 @@ interface Args {
   skipMemory: boolean;
   reportOnly: boolean;
   only: string[] | undefined;
+  updateReadme: boolean;
 }
 
 function parseArgs(argv: readonly string[]): Args {
@@ -52,6 +53,7 @@ function parseArgs(argv: readonly string[]): Args {
     skipMemory: false,
     reportOnly: false,
     only: undefined,
+    updateReadme: false,
   };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i]!;
@@ -72,6 +74,7 @@ function parseArgs(argv: readonly string[]): Args {
     else if (k === '--skip-memory') a.skipMemory = true;
     else if (k === '--report-only') a.reportOnly = true;
     else if (k === '--only') a.only = next().split(',');
+    else if (k === '--update-readme') a.updateReadme = true;
     else throw new Error(`unknown option ${k}`);
   }
   return a;
@@ -169,6 +172,11 @@ async function main(): Promise<void> {
   writeFileSync(summaryPath, JSON.stringify(summary, null, 2) + '\n');
   writeFileSync(join(out, 'README.md'), renderMarkdown(summary));
   say(`bench: wrote ${summaryPath} and ${join(out, 'README.md')}`);
+  if (args.updateReadme) {
+    const readme = join(repoRoot, 'README.md');
+    writeFileSync(readme, spliceReadme(readFileSync(readme, 'utf8'), renderMarkdown(summary), relative(repoRoot, out)));
+    say(`bench: updated the Benchmarks section of ${readme}`);
+  }
 }
 
 main()
