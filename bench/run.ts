@@ -10,6 +10,7 @@
  * summary, markdown and picture from <out>/raw without measuring).
  * Results: <out>/summary.json, <out>/README.md, <out>/timeline.svg/.png; raw samples in <out>/raw/ (git-ignored).
  */
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { runFault } from './lib/fault.js';
@@ -80,6 +81,14 @@ function parseArgs(argv: readonly string[]): Args {
   return a;
 }
 
+function gitHead(dir: string): string | undefined {
+  try {
+    return execFileSync('git', ['-C', dir, 'rev-parse', '--short', 'HEAD'], { stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
+  } catch {
+    return undefined;
+  }
+}
+
 const say = (s: string): void => {
   process.stderr.write(`${s}\n`);
 };
@@ -103,7 +112,14 @@ async function main(): Promise<void> {
 
   const summaryPath = join(out, 'summary.json');
   const previous = existsSync(summaryPath) ? (JSON.parse(readFileSync(summaryPath, 'utf8')) as Summary) : undefined;
-  const env = { node: process.version, cpus: (await import('node:os')).cpus().length, kernel: (await import('node:os')).release(), sidecarDir: args.sidecarDir };
+  const env = {
+    node: process.version,
+    cpus: (await import('node:os')).cpus().length,
+    kernel: (await import('node:os')).release(),
+    sidecarDir: args.sidecarDir,
+    // Which sidecar was measured: the checkout's HEAD, or BENCH_SIDECAR_REV for an exported tree.
+    sidecarRev: process.env.BENCH_SIDECAR_REV ?? gitHead(args.sidecarDir),
+  };
 
   const allHttp: TargetName[] = ['direct', 'haproxy', 'nginx', 'node-http-proxy', 'sidecar-http', 'sidecar-tcp'];
   const allTcp: TargetName[] = ['direct', 'haproxy', 'nginx', 'sidecar-tcp'];

@@ -178,7 +178,9 @@ async function startNginx(ports: TargetPorts, ctx: StartContext): Promise<Target
       '  access_log off;',
       `  client_body_temp_path ${prefix}/cb; proxy_temp_path ${prefix}/pt; fastcgi_temp_path ${prefix}/ft; uwsgi_temp_path ${prefix}/ut; scgi_temp_path ${prefix}/st;`,
       '  keepalive_requests 10000000;',
-      `  upstream u { server 127.0.0.1:${ports.httpUpstream}; keepalive 256; }`,
+      // nginx recycles an upstream keep-alive connection after 1000 requests by default (keepalive_requests in
+      // upstream{}); raised so reuse is measured, and so the fault at t=10 s (request 1000 at 100/s) hits a flow.
+      `  upstream u { server 127.0.0.1:${ports.httpUpstream}; keepalive 256; keepalive_requests 10000000; keepalive_timeout 300s; }`,
       `  server { listen 127.0.0.1:${httpPort}; location / {`,
       '    proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection "";',
       `    proxy_socket_keepalive on; proxy_read_timeout ${READ_TIMEOUT_S}s; } }`,
