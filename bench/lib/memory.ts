@@ -42,12 +42,13 @@ async function waitFor(check: () => Promise<boolean>, timeoutMs: number): Promis
 }
 
 /** Settle time before reading RSS: lets the connect storm's garbage get collected on the next idle GC. */
-const SETTLE_MS = 3000;
+const SETTLE_MS = 5000;
 
 export async function runMemory(o: MemoryOptions): Promise<MemoryRaw> {
   const samples: MemorySample[] = [];
   const unavailable: Record<string, string> = {};
-  const upstream = await startNodeUpstream(1, o.loadCpu, 1000);
+  // 5 s per response: long enough that clients whose SYN was retried (listen backlog full) still overlap.
+  const upstream = await startNodeUpstream(1, o.loadCpu, 5000);
   try {
     for (const mode of ['tcp', 'http'] as const) {
       const name: TargetName = mode === 'tcp' ? 'sidecar-tcp' : 'sidecar-http';

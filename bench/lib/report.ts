@@ -88,12 +88,11 @@ export interface Summary {
   readonly targets?: TargetCheck[];
 }
 
-/** Per-round ratio of a target's value to a reference target's value in the same round and cell. */
-function ratios<S extends { round: number; target: TargetName }>(samples: readonly S[], target: TargetName, ref: TargetName, value: (s: S) => number, same: (a: S, b: S) => boolean): number[] {
+/** Per-round ratio of each sample's value to the reference target's value in the same round and cell. */
+function ratios<S extends { round: number; target: TargetName }>(cell: readonly S[], all: readonly S[], ref: TargetName, value: (s: S) => number, same: (a: S, b: S) => boolean): number[] {
   const out: number[] = [];
-  for (const s of samples) {
-    if (s.target !== target) continue;
-    const r = samples.find((x) => x.target === ref && x.round === s.round && same(s, x));
+  for (const s of cell) {
+    const r = all.find((x) => x.target === ref && x.round === s.round && same(s, x));
     if (r !== undefined) out.push(value(s) / value(r));
   }
   return out;
@@ -111,12 +110,12 @@ function summarizeThroughput(raw: ThroughputRaw): ThroughputSummary {
       target,
       c,
       rps: spread(xs.map((s) => s.rps)),
-      vsDirect: spread(ratios(raw.http, target, 'direct', (s) => s.rps, sameC)),
+      vsDirect: spread(ratios(xs, raw.http, 'direct', (s) => s.rps, sameC)),
       p50Ms: spread(xs.map((s) => s.p50Ms)),
       p99Ms: spread(xs.map((s) => s.p99Ms)),
       cpuUsPerReq: spread(xs.map((s) => s.cpuUsPerReq)),
-      vsHaproxy: spread(ratios(raw.http, target, 'haproxy', (s) => s.cpuUsPerReq, sameC)),
-      vsNodeHttpProxy: spread(ratios(raw.http, target, 'node-http-proxy', (s) => s.cpuUsPerReq, sameC)),
+      vsHaproxy: spread(ratios(xs, raw.http, 'haproxy', (s) => s.cpuUsPerReq, sameC)),
+      vsNodeHttpProxy: spread(ratios(xs, raw.http, 'node-http-proxy', (s) => s.cpuUsPerReq, sameC)),
       newUpstreamConnsMax: Math.max(...xs.map((s) => s.newUpstreamConns)),
       errors: xs.reduce((a, s) => a + s.errors, 0),
       rssKiBMax: Math.max(...xs.map((s) => s.rssKiB)),
@@ -131,9 +130,9 @@ function summarizeThroughput(raw: ThroughputRaw): ThroughputSummary {
       target,
       dir,
       gbps: spread(xs.map((s) => s.gbps)),
-      vsDirect: spread(ratios(raw.tcp, target, 'direct', (s) => s.gbps, sameDir)),
+      vsDirect: spread(ratios(xs, raw.tcp, 'direct', (s) => s.gbps, sameDir)),
       cpuSPerGB: spread(xs.map((s) => s.cpuSPerGB)),
-      vsHaproxy: spread(ratios(raw.tcp, target, 'haproxy', (s) => s.cpuSPerGB, sameDir)),
+      vsHaproxy: spread(ratios(xs, raw.tcp, 'haproxy', (s) => s.cpuSPerGB, sameDir)),
       rssKiBMax: Math.max(...xs.map((s) => s.rssKiB)),
     });
   }
@@ -312,7 +311,7 @@ export function renderMarkdown(s: Summary): string {
   }
   if (s.memory !== undefined) {
     L.push('## Memory per idle pooled upstream connection (sidecar)', '');
-    L.push('tcp: `warmSpares` = N. http: N concurrent requests to a slow upstream, then the clients leave and N keep-alive connections stay pooled. A fresh process per N; RSS read 3 s after the pool settled.', '');
+    L.push('tcp: `warmSpares` = N. http: N concurrent requests to a slow upstream, then the clients leave and N keep-alive connections stay pooled. A fresh process per N; RSS read 5 s after the pool settled.', '');
     L.push('| mode | N | idle upstream conns seen | RSS KiB | RSS KiB per conn | of which JS heap KiB per conn |', '|---|---:|---:|---:|---:|---:|');
     for (const r of s.memory.rows) L.push(`| ${r.mode} | ${r.requested} | ${r.idleConns} | ${r.rssKiB} | ${fmt(r.kibPerConn)} | ${fmt(r.heapKibPerConn)} |`);
     for (const [t, why] of Object.entries(s.memory.unavailable)) L.push('', `- not run: ${t}: ${why}`);
