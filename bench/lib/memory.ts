@@ -16,6 +16,9 @@ export interface MemorySample {
   readonly rssKiB: number;
   /** V8 heap in use (the sidecar's own nodejs_heap_size_used_bytes), KiB: the JS share of the RSS. */
   readonly heapUsedKiB: number;
+  /** The same two after a full GC (SIGUSR2 to the preloaded gc-on-signal): what the connections retain. */
+  readonly rssAfterGcKiB: number;
+  readonly heapUsedAfterGcKiB: number;
 }
 
 export interface MemoryRaw {
@@ -60,10 +63,11 @@ export async function runMemory(o: MemoryOptions): Promise<MemoryRaw> {
         try {
           t =
             mode === 'tcp'
-              ? await startSidecar(name, { httpUpstream: upstream.holdPort, tcpUpstream: undefined }, ctx, { warmSpares: n, maxConnections: n + 100 })
+              ? await startSidecar(name, { httpUpstream: upstream.holdPort, tcpUpstream: undefined }, ctx, { warmSpares: n, maxConnections: n + 100, gcOnSignal: true })
               : await startSidecar(name, { httpUpstream: upstream.ports[0], tcpUpstream: undefined }, ctx, {
                   maxConnections: n + 100,
                   http: { maxIdle: n + 100, maxPending: n + 100 },
+                  gcOnSignal: true,
                 });
         } catch (err) {
           if (!(err instanceof TargetUnavailable)) throw err;
@@ -99,14 +103,19 @@ export async function runMemory(o: MemoryOptions): Promise<MemoryRaw> {
             idle = (await upstream.open()) - open0;
           }
           await sleep(SETTLE_MS);
-          const rss = rssKiB(t.proc!.pid);
-          let heapUsedKiB = NaN;
-          if (t.adminPort !== undefined) {
+          const heapUsed = async (): Promise<number> => {
+            if (t.adminPort === undefined) return NaN;
             const m = /^\w*nodejs_heap_size_used_bytes\s+([\d.e+]+)/m.exec(await httpGetText(t.adminPort, '/metrics'));
-            if (m) heapUsedKiB = Math.round(Number(m[1]) / 1024);
-          }
-          samples.push({ mode, requested: n, idleConns: idle, rssKiB: rss, heapUsedKiB });
-          o.say(`  ${mode} ${n}: ${idle} idle upstream conns, RSS ${rss} KiB, JS heap used ${heapUsedKiB} KiB`);
+            return m ? Math.round(Number(m[1]) / 1024) : NaN;
+          };
+          const rss = rssKiB(t.proc!.pid);
+          const heapUsedKiB = await heapUsed();
+          process.kill(t.proc!.pid, 'SIGUSR2');
+          await sleep(1500);
+          const rssAfterGcKiB = rssKiB(t.proc!.pid);
+          const heapUsedAfterGcKiB = await heapUsed();
+          samples.push({ mode, requested: n, idleConns: idle, rssKiB: rss, heapUsedKiB, rssAfterGcKiB, heapUsedAfterGcKiB });
+          o.say(`  ${mode} ${n}: ${idle} idle upstream conns, RSS ${rss} KiB (after GC ${rssAfterGcKiB}), JS heap used ${heapUsedKiB} KiB (after GC ${heapUsedAfterGcKiB})`);
         } finally {
           await t.stop();
           // Let the upstream see the closes before the next count.

@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Proc } from './proc.js';
 import { freePort, hasCommand, spawnProc, waitForPort } from './proc.js';
 
@@ -224,6 +224,8 @@ export interface SidecarExtra {
   readonly warmSpares?: number;
   readonly http?: Record<string, unknown>;
   readonly maxConnections?: number;
+  /** Preload bench/peers/gc-on-signal.js so SIGUSR2 runs a full GC (memory runs). */
+  readonly gcOnSignal?: boolean;
 }
 
 export async function startSidecar(name: 'sidecar-http' | 'sidecar-tcp', ports: TargetPorts, ctx: StartContext, extra: SidecarExtra = {}): Promise<Target> {
@@ -247,7 +249,8 @@ export async function startSidecar(name: 'sidecar-http' | 'sidecar-tcp', ports: 
   }
   const cfg = join(ctx.dir, `sidecar-${name}-${ports.httpUpstream ?? ports.tcpUpstream}.json`);
   writeFileSync(cfg, JSON.stringify({ admin: { host: '127.0.0.1', port: 0 }, log: { level: 'info' }, shutdown: { drainTimeoutMs: 500 }, routes }, null, 2));
-  const proc = spawnProc(name, process.execPath, [bin, 'run', '--config', cfg], { cpu: ctx.proxyCpu, nofile: 65536, cwd: ctx.sidecarDir });
+  const nodeArgs = extra.gcOnSignal === true ? ['--expose-gc', '--import', pathToFileURL(join(benchDist, 'peers', 'gc-on-signal.js')).href] : [];
+  const proc = spawnProc(name, process.execPath, [...nodeArgs, bin, 'run', '--config', cfg], { cpu: ctx.proxyCpu, nofile: 65536, cwd: ctx.sidecarDir });
   const listen = new Map<string, number>();
   let adminPort: number | undefined;
   try {
