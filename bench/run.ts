@@ -99,7 +99,8 @@ async function main(): Promise<void> {
   const out = args.out ?? join(repoRoot, 'bench', 'results', args.quick ? 'quick' : date);
   mkdirSync(join(out, 'raw'), { recursive: true });
   const work = tempDir('ks-bench-');
-  const twoCpus = (await import('node:os')).availableParallelism() >= 2 && hasCommand('taskset');
+  // Quick runs do not pin: they check that the harness works, not how fast anything is.
+  const twoCpus = !args.quick && (await import('node:os')).availableParallelism() >= 2 && hasCommand('taskset');
   const proxyCpu = twoCpus ? '0' : undefined;
   const loadCpu = twoCpus ? '1' : undefined;
   // The harness itself (Node load generator) runs beside the load generator. Not for fault runs: there the
