@@ -5,7 +5,7 @@
  *   npm run bench -- --quick      smoke run (< 60 s, Node-only peers, no Debian packages needed); part of npm test
  * Options: --rounds N, --seconds S (HTTP run length), --sidecar-dir DIR (or BENCH_SIDECAR_DIR; default: this
  * checkout), --out DIR (default bench/results/<UTC date>, quick: bench/results/quick), --no-install,
- * --variants steady,burst,idle,early-resume, --targets a,b (subset), --skip-memory, --only throughput|memory,
+ * --variants steady,burst,idle,early-resume, --hook input|output (nft hook of the blackhole), --targets a,b (subset), --skip-memory, --only throughput|memory,
  * --update-readme (put <out>/README.md into the repository README's Benchmarks section), --report-only (rebuild
  * summary, markdown and picture from <out>/raw without measuring).
  * Results: <out>/summary.json, <out>/README.md, <out>/timeline.svg/.png; raw samples in <out>/raw/ (git-ignored).
@@ -14,7 +14,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { runFault } from './lib/fault.js';
-import type { FaultVariant } from './lib/fault.js';
+import type { FaultVariant, Hook } from './lib/fault.js';
 import { renderTimeline } from './lib/chart.js';
 import { runMemory } from './lib/memory.js';
 import type { TargetName } from './lib/peers.js';
@@ -38,6 +38,7 @@ interface Args {
   reportOnly: boolean;
   only: string[] | undefined;
   updateReadme: boolean;
+  hook: Hook;
 }
 
 function parseArgs(argv: readonly string[]): Args {
@@ -55,6 +56,7 @@ function parseArgs(argv: readonly string[]): Args {
     reportOnly: false,
     only: undefined,
     updateReadme: false,
+    hook: 'input',
   };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i]!;
@@ -76,6 +78,11 @@ function parseArgs(argv: readonly string[]): Args {
     else if (k === '--report-only') a.reportOnly = true;
     else if (k === '--only') a.only = next().split(',');
     else if (k === '--update-readme') a.updateReadme = true;
+    else if (k === '--hook') {
+      const h = next();
+      if (h !== 'input' && h !== 'output') throw new Error('--hook takes input or output');
+      a.hook = h;
+    }
     else throw new Error(`unknown option ${k}`);
   }
   return a;
@@ -177,6 +184,7 @@ async function main(): Promise<void> {
         targets: faultTargets,
         dir: work,
         sidecarDir: args.sidecarDir,
+        hook: args.hook,
         say,
       });
       writeFileSync(join(out, 'raw', 'fault.json'), JSON.stringify(f, null, 0));

@@ -1,8 +1,8 @@
 /**
  * Fault matrix: the README's incident. Open-loop GETs every 10 ms through each target (all targets at once,
  * each with its own upstream port); at t = faultAt the target's *established* upstream connections are
- * blackholed with nftables (matched by their ports, both directions, on the input hook so packets leave and
- * vanish as in a real network); new connections keep working. A request is "hit" when it failed (error or
+ * blackholed with nftables (matched by their ports, both directions; by default on the input hook so packets
+ * leave and vanish as in a real network); new connections keep working. A request is "hit" when it failed (error or
  * non-2xx) or took longer than 100 ms.
  */
 import { execFile, execFileSync } from 'node:child_process';
@@ -37,8 +37,11 @@ export interface FaultRun {
 export interface FaultRaw {
   readonly runs: FaultRun[];
   readonly unavailable: Record<string, string>;
-  readonly hook: 'input';
+  readonly hook: Hook;
 }
+
+/** input: packets leave and vanish as in a real network; output: the local stack cannot send (FACTS.md). */
+export type Hook = 'input' | 'output';
 
 export interface FaultOptions {
   readonly quick: boolean;
@@ -46,6 +49,7 @@ export interface FaultOptions {
   readonly targets: readonly TargetName[];
   readonly dir: string;
   readonly sidecarDir: string;
+  readonly hook: Hook;
   readonly say: (s: string) => void;
 }
 
@@ -94,7 +98,7 @@ async function upstreamFlows(port: number): Promise<number[]> {
 let tableCounter = 0;
 
 /** One nft table dropping every flow given as [upstreamPort, clientPorts], both directions. Returns a remover. */
-async function blackhole(flows: ReadonlyArray<[number, readonly number[]]>): Promise<() => void> {
+async function blackhole(flows: ReadonlyArray<[number, readonly number[]]>, hook: Hook): Promise<() => void> {
   const table = `ks_bench_${process.pid}_${++tableCounter}`;
   const rules: string[] = [];
   for (const [up, clients] of flows) {
@@ -102,7 +106,7 @@ async function blackhole(flows: ReadonlyArray<[number, readonly number[]]>): Pro
     const set = `{ ${clients.join(', ')} }`;
     rules.push(`    ip daddr 127.0.0.1 tcp dport ${up} tcp sport ${set} drop`, `    ip saddr 127.0.0.1 tcp sport ${up} tcp dport ${set} drop`);
   }
-  const text = [`table inet ${table} {`, '  chain c {', '    type filter hook input priority filter; policy accept;', ...rules, '  }', '}', ''].join('\n');
+  const text = [`table inet ${table} {`, '  chain c {', `    type filter hook ${hook} priority filter; policy accept;`, ...rules, '  }', '}', ''].join('\n');
   let removed = false;
   const remove = (): void => {
     if (removed) return;
@@ -188,7 +192,7 @@ async function runVariant(variant: FaultVariant, o: FaultOptions, unavailable: R
           flows.push([t.http!.upstreamPort, ports]);
           blackholed[t.name] = ports.length;
         }
-        removeBlackhole = await blackhole(flows);
+        removeBlackhole = await blackhole(flows, o.hook);
         o.say(`  ${variant}: blackholed ${Object.entries(blackholed).map(([n, c]) => `${n}=${c}`).join(' ')}`);
       }
       // Open loop: send everything due by now, whatever is still outstanding.
@@ -222,5 +226,5 @@ export async function runFault(o: FaultOptions): Promise<FaultRaw> {
     o.say(`  variant ${v}: ${VARIANT_DOC[v]}`);
     runs.push(await runVariant(v, o, unavailable));
   }
-  return { runs, unavailable, hook: 'input' };
+  return { runs, unavailable, hook: o.hook };
 }
