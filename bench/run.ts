@@ -10,7 +10,7 @@
  * summary, markdown and picture from <out>/raw without measuring).
  * Results: <out>/summary.json, <out>/README.md, <out>/timeline.svg/.png; raw samples in <out>/raw/ (git-ignored).
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { runFault } from './lib/fault.js';
@@ -96,6 +96,27 @@ function gitHead(dir: string): string | undefined {
   }
 }
 
+/** First line of each peer's version output, for the record. */
+function peerVersions(): Record<string, string> {
+  const out: Record<string, string> = {};
+  const probes: Array<[string, string[]]> = [
+    ['haproxy', ['-v']],
+    ['nginx', ['-v']],
+    ['wrk', ['--version']],
+    ['iperf3', ['--version']],
+  ];
+  for (const [cmd, a] of probes) {
+    if (!hasCommand(cmd)) continue;
+    // nginx -v prints to stderr, wrk --version exits 1: take both streams, whatever the exit code.
+    const r = spawnSync(cmd, a, { encoding: 'utf8' });
+    const line = `${r.stdout ?? ''}${r.stderr ?? ''}`.split('\n')[0] ?? '';
+    out[cmd] = line.replace(/ - https?:\S+$/, '').replace(/ Copyright.*$/, '').trim();
+  }
+  const np = join(repoRoot, 'node_modules', 'http-proxy', 'package.json');
+  if (existsSync(np)) out['http-proxy'] = (JSON.parse(readFileSync(np, 'utf8')) as { version: string }).version;
+  return out;
+}
+
 const say = (s: string): void => {
   process.stderr.write(`${s}\n`);
 };
@@ -127,6 +148,7 @@ async function main(): Promise<void> {
     sidecarDir: args.sidecarDir,
     // Which sidecar was measured: the checkout's HEAD, or BENCH_SIDECAR_REV for an exported tree.
     sidecarRev: process.env.BENCH_SIDECAR_REV ?? gitHead(args.sidecarDir),
+    peers: args.quick ? undefined : peerVersions(),
   };
 
   const allHttp: TargetName[] = ['direct', 'haproxy', 'nginx', 'node-http-proxy', 'sidecar-http', 'sidecar-tcp'];

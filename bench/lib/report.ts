@@ -303,7 +303,7 @@ const ms = (x: number): string => (x >= 1000 ? `${fmt(x / 1000)} s` : `${fmt(x)}
 export function renderMarkdown(s: Summary): string {
   const L: string[] = [];
   L.push(`# Benchmark results ${s.date}`, '');
-  L.push(`Sidecar ${s.env.sidecarRev !== undefined ? `commit ${String(s.env.sidecarRev)}` : `from ${String(s.env.sidecarDir)}`}; Node ${String(s.env.node)}, ${String(s.env.cpus)} CPUs, kernel ${String(s.env.kernel)}. Figures are medians over rounds, (min–max) in brackets; ratios are computed per round against the reference run in the same round, then the median is taken.`, '');
+  L.push(`Sidecar ${s.env.sidecarRev !== undefined ? `commit ${String(s.env.sidecarRev)}` : `from ${String(s.env.sidecarDir)}`}; Node ${String(s.env.node)}, ${String(s.env.cpus)} CPUs, kernel ${String(s.env.kernel)}. ${s.env.peers !== undefined ? `Peers: ${Object.entries(s.env.peers as Record<string, string>).map(([k, v]) => `${k}: \`${v}\``).join('; ')}. ` : ''}Figures are medians over rounds, (min–max) in brackets; ratios are computed per round against the reference run in the same round, then the median is taken.`, '');
   const checks = checkTargets(s);
   if (checks.length > 0) {
     L.push('## Targets (issue 7)', '', '| target | measured | met |', '|---|---|---|');
