@@ -206,6 +206,11 @@ export const routeSchema = {
       default: 0,
     },
     maxHeaderBytes: { doc: 'http: largest request header section; larger gets 431.', format: 'positive-int', default: 16384 },
+    downstreamIdleTimeoutMs: {
+      doc: 'http: how long an idle app (downstream) keep-alive connection is kept open. Longer than the usual client pool idle timeouts, so the app closes first and never reuses a connection we are closing (Node\'s own default of 5 s races with clients that keep connections longer).',
+      format: 'positive-int',
+      default: 75000,
+    },
     siblingEviction: {
       doc: 'http: when one connection to an upstream address dies of a dead-peer reason, retire the other idle ones to it.',
       format: Boolean,

@@ -36,6 +36,7 @@ export interface HttpConfig {
   readonly maxPending: number;
   readonly responseTimeoutMs: number;
   readonly maxHeaderBytes: number;
+  readonly downstreamIdleTimeoutMs: number;
   readonly siblingEviction: boolean;
   readonly retry: RetryConfig;
   readonly earlyRetry: EarlyRetryConfig;

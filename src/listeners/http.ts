@@ -70,6 +70,11 @@ export class HttpListener extends EventEmitter<HttpListenerEvents> implements Tu
     this.budget = new RetryBudget(route.http.retry);
     this.origin = `http://${route.upstream.host.includes(':') ? `[${route.upstream.host}]` : route.upstream.host}:${route.upstream.port}`;
     this.server = http.createServer({ maxHeaderSize: route.http.maxHeaderBytes, noDelay: true, keepAlive: true }, (req, res) => this.onRequest(req, res));
+    // The app's idle keep-alive connections: closed by us only after downstreamIdleTimeoutMs (Node's 5 s default
+    // would race with client pools that keep connections longer: a request written as we close gets a reset).
+    // headersTimeout must stay above it, or Node cuts an idle connection with 408 first.
+    this.server.keepAliveTimeout = route.http.downstreamIdleTimeoutMs;
+    this.server.headersTimeout = Math.max(this.server.headersTimeout, route.http.downstreamIdleTimeoutMs + 1000);
     this.server.on('connection', (s: Socket) => {
       this.downstreams.add(s);
       s.once('close', () => this.downstreams.delete(s));
