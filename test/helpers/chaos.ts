@@ -56,12 +56,19 @@ export async function requireChaos(t: TestContext): Promise<boolean> {
 
 export type Hook = 'output' | 'input';
 
-/** Feeds a ruleset to `nft -f -`. */
-function load(ruleset: string): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
+/**
+ * Creates one nft table (inet family) from the lines that go inside it, registers it for cleanup and returns
+ * its handle. Every chaos rule set goes through here.
+ */
+async function addTable(body: readonly string[]): Promise<Blackhole> {
+  const table = `ks_${process.pid}_${++counter}`;
+  const ruleset = [`table inet ${table} {`, ...body.map((l) => `  ${l}`), '}', ''].join('\n');
+  liveTables.add(table);
+  await new Promise<void>((resolve, reject) => {
     const child = execFile('nft', ['-f', '-'], (err) => (err ? reject(err) : resolve()));
     child.stdin?.end(ruleset);
   });
+  return handle(table);
 }
 
 function handle(table: string): Blackhole {
@@ -84,21 +91,13 @@ function handle(table: string): Blackhole {
 }
 
 /** Drops every SYN to 127.0.0.1:port (input hook): connects hang as to a host that vanished. */
-export async function dropSyns(port: number): Promise<Blackhole> {
-  const table = `ks_${process.pid}_${++counter}`;
-  liveTables.add(table);
-  await load(
-    [
-      `table inet ${table} {`,
-      '  chain c {',
-      '    type filter hook input priority filter; policy accept;',
-      `    ip daddr 127.0.0.1 tcp dport ${port} tcp flags & (syn | ack) == syn counter drop`,
-      '  }',
-      '}',
-      '',
-    ].join('\n'),
-  );
-  return handle(table);
+export function dropSyns(port: number): Promise<Blackhole> {
+  return addTable([
+    'chain c {',
+    '  type filter hook input priority filter; policy accept;',
+    `  ip daddr 127.0.0.1 tcp dport ${port} tcp flags & (syn | ack) == syn counter drop`,
+    '}',
+  ]);
 }
 
 export interface Blackhole {
@@ -115,21 +114,14 @@ export interface Blackhole {
  */
 export async function blackhole(serverPort: number, clientPorts: readonly number[], hook: Hook): Promise<Blackhole> {
   if (clientPorts.length === 0) throw new Error('blackhole: no client ports');
-  const table = `ks_${process.pid}_${++counter}`;
   const set = `{ ${clientPorts.join(', ')} }`;
-  const ruleset = [
-    `table inet ${table} {`,
-    '  chain c {',
-    `    type filter hook ${hook} priority filter; policy accept;`,
-    `    ip daddr 127.0.0.1 tcp dport ${serverPort} tcp sport ${set} counter drop`,
-    `    ip saddr 127.0.0.1 tcp sport ${serverPort} tcp dport ${set} counter drop`,
-    '  }',
+  return addTable([
+    'chain c {',
+    `  type filter hook ${hook} priority filter; policy accept;`,
+    `  ip daddr 127.0.0.1 tcp dport ${serverPort} tcp sport ${set} counter drop`,
+    `  ip saddr 127.0.0.1 tcp sport ${serverPort} tcp dport ${set} counter drop`,
     '}',
-    '',
-  ].join('\n');
-  liveTables.add(table);
-  await load(ruleset);
-  return handle(table);
+  ]);
 }
 
 /**
@@ -139,23 +131,16 @@ export async function blackhole(serverPort: number, clientPorts: readonly number
  * match the set and are accepted.
  */
 export async function dropFirstDataSegment(serverPort: number, clientPort: number, hook: Hook): Promise<Blackhole> {
-  const table = `ks_${process.pid}_${++counter}`;
   const flow = `ip daddr 127.0.0.1 tcp dport ${serverPort} tcp sport ${clientPort}`;
-  const ruleset = [
-    `table inet ${table} {`,
-    '  set seen {',
-    '    type ipv4_addr . inet_service',
-    '    flags dynamic',
-    '  }',
-    '  chain c {',
-    `    type filter hook ${hook} priority filter; policy accept;`,
-    `    ${flow} ip saddr . tcp sport @seen accept`,
-    `    ${flow} ip length > 80 add @seen { ip saddr . tcp sport } counter drop`,
-    '  }',
+  return addTable([
+    'set seen {',
+    '  type ipv4_addr . inet_service',
+    '  flags dynamic',
     '}',
-    '',
-  ].join('\n');
-  liveTables.add(table);
-  await load(ruleset);
-  return handle(table);
+    'chain c {',
+    `  type filter hook ${hook} priority filter; policy accept;`,
+    `  ${flow} ip saddr . tcp sport @seen accept`,
+    `  ${flow} ip length > 80 add @seen { ip saddr . tcp sport } counter drop`,
+    '}',
+  ]);
 }
