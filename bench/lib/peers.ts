@@ -102,6 +102,24 @@ export async function startTarget(name: TargetName, ports: TargetPorts, ctx: Sta
   }
 }
 
+/** Waits until a proxy peer listens on its ports, then describes it as a Target. */
+async function listeningTarget(
+  name: TargetName,
+  proc: Proc,
+  ports: TargetPorts,
+  httpPort: number | undefined,
+  tcpPort: number | undefined,
+): Promise<Target> {
+  for (const p of [httpPort, tcpPort]) if (p !== undefined) await waitForPort(p, 10000, proc);
+  return {
+    name,
+    proc,
+    http: httpPort !== undefined ? { port: httpPort, upstreamPort: ports.httpUpstream! } : undefined,
+    tcp: tcpPort !== undefined ? { port: tcpPort } : undefined,
+    stop: () => proc.stop(),
+  };
+}
+
 async function startHaproxy(ports: TargetPorts, ctx: StartContext): Promise<Target> {
   const httpPort = ports.httpUpstream !== undefined ? await freePort() : undefined;
   const tcpPort = ports.tcpUpstream !== undefined ? await freePort() : undefined;
@@ -147,14 +165,7 @@ async function startHaproxy(ports: TargetPorts, ctx: StartContext): Promise<Targ
   writeFileSync(cfg, lines.join('\n') + '\n');
   // -db: foreground, no master process: one pid carries all the CPU.
   const proc = spawnProc('haproxy', 'haproxy', ['-db', '-f', cfg], { cpu: ctx.proxyCpu, nofile: 65536 });
-  for (const p of [httpPort, tcpPort]) if (p !== undefined) await waitForPort(p, 10000, proc);
-  return {
-    name: 'haproxy',
-    proc,
-    http: httpPort !== undefined ? { port: httpPort, upstreamPort: ports.httpUpstream! } : undefined,
-    tcp: tcpPort !== undefined ? { port: tcpPort } : undefined,
-    stop: () => proc.stop(),
-  };
+  return listeningTarget('haproxy', proc, ports, httpPort, tcpPort);
 }
 
 async function startNginx(ports: TargetPorts, ctx: StartContext): Promise<Target> {
@@ -193,14 +204,7 @@ async function startNginx(ports: TargetPorts, ctx: StartContext): Promise<Target
   const cfg = join(prefix, 'nginx.conf');
   writeFileSync(cfg, lines.join('\n') + '\n');
   const proc = spawnProc('nginx', 'nginx', ['-p', prefix, '-c', cfg, '-e', `${prefix}/error.log`], { cpu: ctx.proxyCpu, nofile: 65536 });
-  for (const p of [httpPort, tcpPort]) if (p !== undefined) await waitForPort(p, 10000, proc);
-  return {
-    name: 'nginx',
-    proc,
-    http: httpPort !== undefined ? { port: httpPort, upstreamPort: ports.httpUpstream! } : undefined,
-    tcp: tcpPort !== undefined ? { port: tcpPort } : undefined,
-    stop: () => proc.stop(),
-  };
+  return listeningTarget('nginx', proc, ports, httpPort, tcpPort);
 }
 
 async function startNodeHttpProxy(ports: TargetPorts, ctx: StartContext): Promise<Target> {
