@@ -37,6 +37,8 @@ export type CloseReason = (typeof CLOSE_REASONS)[number];
 /** Why we could not obtain an upstream connection for a downstream. */
 export const ACQUIRE_FAILURES = [
   'overflow',
+  /** Waited in the pending queue longer than pendingTimeoutMs (HAProxy's `timeout queue`). */
+  'pending_timeout',
   'connect_refused',
   'connect_timeout',
   'connect_error',

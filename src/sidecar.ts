@@ -55,12 +55,13 @@ export async function startSidecar(config: Config, opts: StartOptions): Promise<
       let pool: Pool;
       let listener: TcpListener | HttpListener;
       if (route.mode === 'http') {
-        // warmSpares is a tcp feature: an http connection is read by its undici Client only once leased.
+        // warmSpares is a tcp feature (the config documents it so); http connects on demand.
         pool = new Pool({ ...route, warmSpares: 0 }, clock, {
           idleTimeoutMs: route.http.idleTimeoutMs,
           maxIdle: route.http.maxIdle,
           maxPending: route.http.maxPending,
-          hasOwnReader: true,
+          pendingTimeoutMs: route.http.pendingTimeoutMs,
+          driver: { kind: 'h1', origin: `http://${route.upstream.host.includes(':') ? `[${route.upstream.host}]` : route.upstream.host}:${route.upstream.port}` },
           siblingEviction: route.http.siblingEviction,
         });
         const http = new HttpListener(route, pool, clock);

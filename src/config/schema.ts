@@ -200,6 +200,11 @@ export const routeSchema = {
       default: 60000,
     },
     maxPending: { doc: 'http: requests that may wait for a connection; more get 503 at once.', format: 'nat', default: 1024 },
+    pendingTimeoutMs: {
+      doc: 'http: longest a request waits in the pending queue for a connection (HAProxy `timeout queue`); then 503 with x-sidecar-error: pending_timeout. 0 = no bound.',
+      format: 'nat',
+      default: 5000,
+    },
     responseTimeoutMs: {
       doc: 'http: time to wait for response headers (0 = off); on expiry 504 and the connection is destroyed.',
       format: 'nat',

@@ -34,6 +34,7 @@ export interface HttpConfig {
   readonly maxIdle: number;
   readonly idleTimeoutMs: number;
   readonly maxPending: number;
+  readonly pendingTimeoutMs: number;
   readonly responseTimeoutMs: number;
   readonly maxHeaderBytes: number;
   readonly downstreamIdleTimeoutMs: number;

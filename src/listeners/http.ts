@@ -15,11 +15,10 @@
 import { EventEmitter, once } from 'node:events';
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import { Client } from 'undici';
 import type { RouteConfig } from '../config/index.js';
 import type { CloseReason } from '../errors.js';
 import { hasNoAckEvidence } from '../liveness/index.js';
-import type { Lease, Pool, UpstreamConn } from '../pool/index.js';
+import type { Pool } from '../pool/index.js';
 import { proxyHttpRequest, proxyWebSocket, resetSocket, RetryBudget, upgradeTokens } from '../proxy/index.js';
 import type { Attempt, SidecarErrorReason, TunnelHost } from '../proxy/index.js';
 import { readTcpInfo } from '../sockopts/index.js';
@@ -54,12 +53,10 @@ export class HttpListener extends EventEmitter<HttpListenerEvents> implements Tu
   /** Every entry is an attempt whose request was handed to a connection and has no response headers yet. */
   private readonly outstanding = new Set<Attempt>();
   private sweepTimer: Timer | undefined;
-  private readonly clients = new WeakMap<UpstreamConn, Client>();
   private readonly downstreams = new Set<Socket>();
   private readonly tunnels = new Set<Socket>();
   private inflight = 0;
   private idleWaiters: Array<() => void> = [];
-  private readonly origin: string;
 
   constructor(
     readonly route: RouteConfig,
@@ -68,7 +65,6 @@ export class HttpListener extends EventEmitter<HttpListenerEvents> implements Tu
   ) {
     super();
     this.budget = new RetryBudget(route.http.retry);
-    this.origin = `http://${route.upstream.host.includes(':') ? `[${route.upstream.host}]` : route.upstream.host}:${route.upstream.port}`;
     this.server = http.createServer({ maxHeaderSize: route.http.maxHeaderBytes, noDelay: true, keepAlive: true }, (req, res) => this.onRequest(req, res));
     // The app's idle keep-alive connections: closed by us only after downstreamIdleTimeoutMs (Node's 5 s default
     // would race with client pools that keep connections longer: a request written as we close gets a reset).
@@ -125,40 +121,6 @@ export class HttpListener extends EventEmitter<HttpListenerEvents> implements Tu
   }
 
   // ExchangeHost -------------------------------------------------------------------------------------------
-
-  clientFor(lease: Lease): Client {
-    const conn = lease.conn;
-    let client = this.clients.get(conn);
-    if (client === undefined) {
-      const socket = conn.socket;
-      let isHandedOver = false;
-      // Far beyond our own idle timers: undici's keep-alive timer is only a backstop, ours retires first.
-      const backstopMs = this.route.maxAgeMs * 2;
-      client = new Client(this.origin, {
-        // Hand undici our connected socket exactly once. undici asks again only after that socket closed,
-        // and a closed connection is never leased again, so a second call is a bug we refuse loudly.
-        // The callback must run asynchronously: undici calls the connector from inside its resume loop and
-        // ignores a resume re-entered synchronously, which would leave the first request queued forever.
-        connect: (_opts, cb) => {
-          if (isHandedOver || socket.destroyed) {
-            process.nextTick(cb, new Error('pooled connection already used'), null);
-          } else {
-            isHandedOver = true;
-            process.nextTick(cb, null, socket);
-          }
-        },
-        pipelining: 1,
-        keepAliveTimeout: backstopMs,
-        keepAliveMaxTimeout: backstopMs,
-        // With threshold 0 undici's own timer fires at the upstream's hint; ours fires a margin earlier.
-        keepAliveTimeoutThreshold: 0,
-        headersTimeout: 0,
-        bodyTimeout: 0,
-      });
-      this.clients.set(conn, client);
-    }
-    return client;
-  }
 
   watch(attempt: Attempt): void {
     this.outstanding.add(attempt);

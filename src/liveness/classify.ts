@@ -8,6 +8,11 @@ export interface ClassifyContext {
   readonly hasDataInFlight: boolean;
   /** TCP_USER_TIMEOUT in force on the socket (0 = none). */
   readonly userTimeoutMs: number;
+  /**
+   * HTTP/1: no request is outstanding on the connection, so an error undici raised itself (not a kernel errno)
+   * means the upstream sent bytes nobody asked for: the framing is lost.
+   */
+  readonly isUnsolicited?: boolean;
 }
 
 /**
@@ -20,6 +25,8 @@ export interface ClassifyContext {
 export function classifyError(err: unknown, ctx: ClassifyContext): CloseReason {
   const code = errnoOf(err);
   if (code?.startsWith('HPE_') === true) return 'protocol_error';
+  // (UND_ERR_INFO excepted: undici's "reset" after a response that did not allow keep-alive, see below.)
+  if (ctx.isUnsolicited === true && code !== 'UND_ERR_INFO' && code?.startsWith('UND_ERR_') === true) return 'protocol_error';
   switch (code) {
     case 'ETIMEDOUT':
       return ctx.hasDataInFlight && ctx.userTimeoutMs > 0 ? 'user_timeout' : 'keepalive_timeout';

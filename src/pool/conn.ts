@@ -1,12 +1,46 @@
 /**
- * One upstream connection: its socket, its state (pool/state.ts) and what we learned about it. Only the pool
- * changes `state`; the proxy updates the traffic fields (lastRecvAt, bytesSent) it alone observes.
+ * One upstream connection and everything about it: its socket (this is the only code that attaches socket
+ * listeners; undici's Client adds its own once the H1 driver hands it the socket), its protocol driver, its
+ * idle reader, its in-flight accounting and `decideReason`, the one function that decides why it closed.
+ * Only the pool changes `state`; the proxy updates the traffic fields (lastRecvAt, bytesSent) it alone
+ * observes on a raw (tcp) connection.
  */
 import type { Socket } from 'node:net';
 import type { CloseReason, SocketSnapshot } from '../errors.js';
+import { classifyError } from '../liveness/index.js';
 import type { EffectiveSockopts } from '../sockopts/index.js';
-import type { Timer } from '../util/clock.js';
+import type { Clock, Timer } from '../util/clock.js';
+import type { H1Driver } from './h1-driver.js';
 import type { ConnState } from './state.js';
+
+/** Most bytes a raw (tcp) warm spare may receive while idle (a server greeting) before it is dropped. */
+export const MAX_IDLE_DATA_BYTES = 64 * 1024;
+
+/**
+ * What can end a connection. Each source reports its cause to `decideReason`; none works the reason out.
+ * - `error`: the socket's 'error' (the kernel's errno) or the driver's error (undici's onError, often the
+ *   same error object one listener later, or undici's own framing error).
+ * - `end`: the upstream's FIN.
+ * - `local`: our own decision (timers, sweep, shutdown, the downstream went away, bad framing).
+ */
+export type CloseCause =
+  | { readonly kind: 'error'; readonly err: unknown }
+  | { readonly kind: 'end' }
+  | { readonly kind: 'local'; readonly reason: CloseReason; readonly err?: unknown };
+
+/** What a connection tells its pool about its socket (the pool never listens to the socket itself). */
+export interface ConnOwner {
+  /** The TCP handshake completed. */
+  connConnected(conn: UpstreamConn): void;
+  /** The socket failed before connecting. */
+  connConnectFailed(conn: UpstreamConn, err: unknown): void;
+  /** The upstream sent FIN (the reason is already decided). */
+  connEnded(conn: UpstreamConn): void;
+  /** The socket closed; `conn.closeReason` is final. */
+  connClosed(conn: UpstreamConn): void;
+  /** The connection must be retired now (idle reader: unsolicited or too many bytes). */
+  connFailed(conn: UpstreamConn, reason: CloseReason): void;
+}
 
 export class UpstreamConn {
   state: ConnState;
@@ -15,21 +49,21 @@ export class UpstreamConn {
   connectedAt: number | undefined;
   /** When the last byte arrived from the upstream (clock ms); the connect time until then. */
   lastRecvAt: number;
-  /** Bytes we sent to the upstream, and that count when the last byte arrived: more now = data in flight. */
+  /** Raw (tcp, tunnel) accounting: bytes we sent, and that count when the last byte arrived. */
   bytesSent = 0;
   sentAtLastRecv = 0;
-  /** First cause of the close; never overwritten (the first error, timer or end wins). */
-  closeReason: CloseReason | undefined;
-  closeError: unknown;
+  private reason: CloseReason | undefined;
+  private reasonErr: unknown;
   /** We sent FIN first (the downstream ended), so a later upstream FIN is not the peer's initiative. */
   hasLocalEnded = false;
-  /** Bytes received while idle (e.g. a server greeting on a warm spare), handed to the next lease first. */
+  /** Bytes received while idle (e.g. a server greeting on a tcp warm spare), handed to the next lease first. */
   idleData: Buffer[] = [];
   idleDataBytes = 0;
+  private isIdleReading = false;
   /** Jittered deadline after which the connection is not reused. */
   maxAgeAt = Infinity;
   /**
-   * Idle and max-age timers, armed lazily and kept across lease/release cycles (see Pool.armIdleTimers): each
+   * Idle and max-age timers, armed lazily and kept across lease/release cycles (see pool/evictor.ts): each
    * re-checks the state when it fires. `idleTimerAt` is when the armed idle timer fires (Infinity: none armed),
    * `idleDeadline` when the current idle period ends.
    */
@@ -54,17 +88,61 @@ export class UpstreamConn {
     readonly socket: Socket,
     readonly openedAt: number,
     forLease: boolean,
+    private readonly owner: ConnOwner,
+    /** TCP_USER_TIMEOUT in force (0 = none): ETIMEDOUT with data in flight is then user_timeout. */
+    private readonly userTimeoutMs: number,
+    /** The protocol driver: undefined = raw byte pipe (tcp); H1Driver = HTTP/1 via undici. */
+    readonly h1: H1Driver | undefined = undefined,
   ) {
     this.state = { state: 'connecting', since: openedAt, forLease };
     this.lastRecvAt = openedAt;
+    // Every listener this connection needs, attached in the tick the socket was created (STYLE §9).
+    socket.on('error', (err) => {
+      if (this.connectedAt === undefined && this.state.state === 'connecting') owner.connConnectFailed(this, err);
+      else this.decideReason({ kind: 'error', err });
+    });
+    socket.on('end', () => {
+      this.decideReason({ kind: 'end' });
+      owner.connEnded(this);
+    });
+    socket.on('close', () => owner.connClosed(this));
+    socket.once('connect', () => owner.connConnected(this));
   }
 
-  /** Records the close reason unless one is already recorded. */
-  recordReason(reason: CloseReason, err?: unknown): void {
-    if (this.closeReason === undefined) {
-      this.closeReason = reason;
-      this.closeError = err;
+  /** The decided close reason (undefined while nothing ended the connection). */
+  get closeReason(): CloseReason | undefined {
+    return this.reason;
+  }
+
+  get closeError(): unknown {
+    return this.reasonErr;
+  }
+
+  /**
+   * The one function that decides why this connection closed: the first cause wins and is never revised; every
+   * later cause gets the decided reason back. The inputs are the cause and the driver's real state, so the
+   * same death gives the same reason whichever event (socket 'error' or undici's onError) reports it first.
+   */
+  decideReason(cause: CloseCause): CloseReason {
+    if (this.reason !== undefined) return this.reason;
+    switch (cause.kind) {
+      case 'local':
+        this.reasonErr = cause.err;
+        this.reason = cause.reason;
+        break;
+      case 'end':
+        this.reason = this.hasLocalEnded ? 'downstream_closed' : 'peer_closed';
+        break;
+      case 'error':
+        this.reasonErr = cause.err;
+        this.reason = classifyError(cause.err, {
+          hasDataInFlight: this.hasDataInFlight,
+          userTimeoutMs: this.userTimeoutMs,
+          isUnsolicited: this.h1 !== undefined && !this.h1.hasRequestInFlight,
+        });
+        break;
     }
+    return this.reason;
   }
 
   /** Called by the proxy for each chunk received from the upstream. */
@@ -73,8 +151,54 @@ export class UpstreamConn {
     this.sentAtLastRecv = this.bytesSent;
   }
 
+  /**
+   * "Last write newer than last read" (liveness/classify): for HTTP/1, a request was written and its response
+   * has not completed (the driver knows); for raw bytes (tcp, a WebSocket tunnel), more bytes sent than when the
+   * last byte arrived.
+   */
   get hasDataInFlight(): boolean {
-    return this.bytesSent > this.sentAtLastRecv;
+    return this.h1?.hasRequestInFlight === true || this.bytesSent > this.sentAtLastRecv;
+  }
+
+  /**
+   * Keep reading while idle: a paused socket would not notice FIN, RST or a keepalive death (libuv only polls
+   * a socket it reads from). Raw: bytes that arrive (a greeting) are kept for the next lease, up to a bound.
+   * HTTP/1: any byte while no request is outstanding is unsolicited, so the framing is lost: protocol_error,
+   * never handed to a later request. Once undici's Client owns the socket it reads it itself, and its error
+   * on unsolicited bytes decides protocol_error the same way (isUnsolicited in decideReason).
+   */
+  startIdleReader(clock: Clock): void {
+    if (this.isIdleReading || this.h1?.hasClient === true) return;
+    this.isIdleReading = true;
+    this.idleClock = clock;
+    this.socket.on('data', this.onIdleData);
+    this.socket.resume();
+  }
+
+  stopIdleReader(): void {
+    if (!this.isIdleReading) return;
+    this.isIdleReading = false;
+    this.socket.removeListener('data', this.onIdleData);
+    this.socket.pause();
+  }
+
+  private idleClock: Clock | undefined;
+
+  private readonly onIdleData = (chunk: Buffer): void => {
+    this.noteReceived(this.idleClock?.now() ?? this.lastRecvAt);
+    if (this.h1 !== undefined) {
+      this.owner.connFailed(this, 'protocol_error');
+      return;
+    }
+    this.idleData.push(chunk);
+    this.idleDataBytes += chunk.length;
+    if (this.idleDataBytes > MAX_IDLE_DATA_BYTES) this.owner.connFailed(this, 'protocol_error');
+  };
+
+  /** Reusable for another request: not failed, not ended by the peer, not destroyed. The one reuse check. */
+  get isReusable(): boolean {
+    const s = this.socket;
+    return this.reason === undefined && !s.destroyed && !s.readableEnded;
   }
 
   snapshot(): SocketSnapshot {

@@ -1,7 +1,10 @@
-// Upstream pool: owns upstream sockets (connect, idle set, leases), applies socket options on connect,
-// records each close's first cause. Emits typed events; never imports listeners, metrics, admin or log.
+// Upstream pool: policy (sets per state, limits, pending queue, eviction) over UpstreamConn objects, each of
+// which owns its socket, protocol driver (raw or HTTP/1), idle reader and the one decision of its close
+// reason. Emits typed events; never imports listeners, metrics, admin or log.
 export { Lease, Pool } from './pool.js';
 export type { AcquireOptions, CloseInfo, LeaseRequester, PoolEvents, PoolOptions, PoolStats } from './pool.js';
 export { UpstreamConn } from './conn.js';
+export type { CloseCause } from './conn.js';
+export type { H1Driver } from './h1-driver.js';
 export { transition } from './state.js';
 export type { ConnEvent, ConnState, Effect, StateName } from './state.js';

@@ -7,20 +7,22 @@
  * sockoptFailed, closed) and whoever cares subscribes.
  */
 import { EventEmitter, once } from 'node:events';
-import net from 'node:net';
+import type net from 'node:net';
 import type { PoolConfig } from '../config/index.js';
 import type { AcquireFailure, CloseReason } from '../errors.js';
 import { AcquireError, DEAD_PEER_REASONS } from '../errors.js';
-import { classifyConnectError, classifyError } from '../liveness/index.js';
-import { applySockopts } from '../sockopts/index.js';
+import { classifyConnectError } from '../liveness/index.js';
 import type { SockoptFailure } from '../sockopts/index.js';
 import type { Clock, Timer } from '../util/clock.js';
+import { CheckoutBatch, PendingQueue } from './checkout-queue.js';
+import type { CheckoutRecord, WaitOutcome } from './checkout-queue.js';
 import { UpstreamConn } from './conn.js';
+import type { ConnOwner } from './conn.js';
+import { configureSocket, openSocket } from './connector.js';
+import { Evictor } from './evictor.js';
+import { H1Driver } from './h1-driver.js';
 import { transition } from './state.js';
 import type { ConnEvent } from './state.js';
-
-/** Most bytes a warm spare may receive while idle (a server greeting) before it is dropped. */
-const MAX_IDLE_DATA_BYTES = 64 * 1024;
 /** Longest pause between attempts to refill spares after failed connects. */
 const MAX_REFILL_BACKOFF_MS = 30000;
 
@@ -61,11 +63,15 @@ export interface PoolOptions {
    */
   readonly maxPending?: number | undefined;
   /**
-   * A protocol client (http: one undici Client per connection) keeps reading the socket for its whole life,
-   * idle or not, and sees FIN/RST/errors itself; the pool must then not attach its own idle reader (two
-   * readers on one stream would steal each other's bytes).
+   * Longest wait in the pending queue (HAProxy's `timeout queue`); on expiry the acquire fails with
+   * pending_timeout. 0 or undefined = no bound.
    */
-  readonly hasOwnReader?: boolean | undefined;
+  readonly pendingTimeoutMs?: number | undefined;
+  /**
+   * The protocol driver each connection gets (Envoy's instantiateActiveClient hook): undefined = raw bytes
+   * (tcp); `h1` = HTTP/1 via one undici Client per connection, speaking to `origin`.
+   */
+  readonly driver?: { readonly kind: 'h1'; readonly origin: string } | undefined;
   /**
    * When a connection dies of a dead-peer reason (keepalive_timeout, user_timeout, no_ack), retire every idle
    * connection to the same remote address and port with sibling_evicted: they share the path that just
@@ -92,12 +98,7 @@ export interface LeaseRequester {
 const LEASE: ConnEvent = { type: 'lease' };
 const RELEASE: ConnEvent = { type: 'release' };
 
-/** A caller waiting for a connection slot (http maxPending queue). */
-interface Waiter {
-  readonly wake: () => void;
-}
-
-export class Pool extends EventEmitter<PoolEvents> {
+export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
   private readonly sets = {
     connecting: new Set<UpstreamConn>(),
     idle: new Set<UpstreamConn>(),
@@ -107,15 +108,11 @@ export class Pool extends EventEmitter<PoolEvents> {
   private isClosing = false;
   private refillFailures = 0;
   private refillTimer: Timer | undefined;
-  /** Every entry waits for a slot or an idle connection; FIFO. */
-  private readonly waiters: Waiter[] = [];
-  /**
-   * Checkouts waiting for their validation macrotask (see `checkout`): every conn here is leased and not yet
-   * handed out; the same index in the other two arrays holds its requester and abort signal.
-   */
-  private checkoutConns: UpstreamConn[] = [];
-  private checkoutRequesters: LeaseRequester[] = [];
-  private checkoutSignals: Array<AbortSignal | undefined> = [];
+  private readonly pending: PendingQueue;
+  private readonly batch: CheckoutBatch<LeaseRequester>;
+  private readonly evictor: Evictor;
+  /** Connect attempts still settling: the connect timer, the waiting promise and the abort hook. */
+  private readonly connects = new Map<UpstreamConn, PendingConnect>();
 
   constructor(
     readonly config: PoolConfig,
@@ -123,6 +120,9 @@ export class Pool extends EventEmitter<PoolEvents> {
     private readonly options: PoolOptions = {},
   ) {
     super();
+    this.pending = new PendingQueue(clock, options.pendingTimeoutMs ?? 0);
+    this.batch = new CheckoutBatch((records) => this.validateCheckouts(records));
+    this.evictor = new Evictor(clock, options.idleTimeoutMs, (conn, reason) => this.fail(conn, reason));
   }
 
   /** Starts keeping warm spares (if configured). */
@@ -149,13 +149,13 @@ export class Pool extends EventEmitter<PoolEvents> {
 
   /** Callers waiting in the pending queue (http maxPending). */
   get pendingCount(): number {
-    return this.waiters.length;
+    return this.pending.size;
   }
 
   /**
    * Hands out a connection: a validated idle one if any, else a new one. When maxConnections are in use the
-   * caller waits in a FIFO of at most maxPending entries (0 = fail at once). Rejects with AcquireError
-   * (overflow, connect_*, shutting_down).
+   * caller waits in a FIFO of at most maxPending entries (0 = fail at once) for at most pendingTimeoutMs.
+   * Rejects with AcquireError (overflow, pending_timeout, connect_*, shutting_down).
    */
   async acquire(signal?: AbortSignal, opts: AcquireOptions = {}): Promise<Lease> {
     for (;;) {
@@ -165,12 +165,11 @@ export class Pool extends EventEmitter<PoolEvents> {
         this.apply(conn, LEASE);
         // Checkout validation: yield one macrotask so a FIN or RST that already arrived is processed first.
         await new Promise<void>((resolve) => setImmediate(resolve));
-        const s = conn.socket;
-        if (conn.state.state === 'leased' && conn.closeReason === undefined && !s.destroyed && !s.readableEnded) {
+        if (conn.state.state === 'leased' && conn.isReusable) {
           this.fill();
           return new Lease(this, conn);
         }
-        this.fail(conn, conn.closeReason ?? 'peer_closed');
+        this.fail(conn, 'peer_closed');
         continue;
       }
       if (this.stats().total < this.config.maxConnections) break;
@@ -181,10 +180,14 @@ export class Pool extends EventEmitter<PoolEvents> {
         if (oldest !== undefined) this.fail(oldest, 'idle_evicted');
         continue;
       }
-      if (this.waiters.length >= (this.options.maxPending ?? 0)) {
+      if (this.pending.size >= (this.options.maxPending ?? 0)) {
         throw new AcquireError('overflow', `route ${this.config.name}: maxConnections (${this.config.maxConnections}) in use and maxPending (${this.options.maxPending ?? 0}) waiting`);
       }
-      await this.waitForSlot(signal);
+      const outcome = await new Promise<WaitOutcome>((resolve) => this.pending.wait(signal, resolve));
+      if (outcome === 'aborted') throw new AcquireError('connect_error', 'aborted: the downstream went away');
+      if (outcome === 'timed_out') {
+        throw new AcquireError('pending_timeout', `route ${this.config.name}: no connection free within pendingTimeoutMs (${this.options.pendingTimeoutMs ?? 0} ms)`);
+      }
     }
     const conn = await this.connect(true, signal);
     return new Lease(this, conn);
@@ -201,10 +204,7 @@ export class Pool extends EventEmitter<PoolEvents> {
       const conn = this.sets.idle.values().next().value;
       if (conn !== undefined) {
         this.apply(conn, LEASE);
-        this.checkoutConns.push(conn);
-        this.checkoutRequesters.push(requester);
-        this.checkoutSignals.push(signal);
-        if (this.checkoutConns.length === 1) setImmediate(this.validateCheckouts);
+        this.batch.add({ conn, requester, signal });
         return;
       }
     }
@@ -215,52 +215,16 @@ export class Pool extends EventEmitter<PoolEvents> {
   }
 
   /** Checkout validation, one macrotask after the checkouts: a FIN or RST that already arrived was handled. */
-  private readonly validateCheckouts = (): void => {
-    const conns = this.checkoutConns;
-    const requesters = this.checkoutRequesters;
-    const signals = this.checkoutSignals;
-    this.checkoutConns = [];
-    this.checkoutRequesters = [];
-    this.checkoutSignals = [];
-    for (let i = 0; i < conns.length; i++) {
-      const conn = conns[i]!;
-      const s = conn.socket;
-      if (conn.state.state === 'leased' && conn.closeReason === undefined && !s.destroyed && !s.readableEnded) {
+  private validateCheckouts(records: ReadonlyArray<CheckoutRecord<LeaseRequester>>): void {
+    for (const { conn, requester, signal } of records) {
+      if (conn.state.state === 'leased' && conn.isReusable) {
         this.fill();
-        requesters[i]!.onLease(new Lease(this, conn));
+        requester.onLease(new Lease(this, conn));
       } else {
-        this.fail(conn, conn.closeReason ?? 'peer_closed');
-        this.checkout(requesters[i]!, signals[i]);
+        this.fail(conn, 'peer_closed');
+        this.checkout(requester, signal);
       }
     }
-  };
-
-  /** Waits until a connection is released or closed (a slot may be free), or the signal aborts. */
-  private waitForSlot(signal: AbortSignal | undefined): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      if (signal?.aborted === true) {
-        reject(new AcquireError('connect_error', 'aborted: the downstream went away'));
-        return;
-      }
-      const onAbort = (): void => {
-        const i = this.waiters.indexOf(waiter);
-        if (i >= 0) this.waiters.splice(i, 1);
-        reject(new AcquireError('connect_error', 'aborted: the downstream went away'));
-      };
-      const waiter: Waiter = {
-        wake: () => {
-          signal?.removeEventListener('abort', onAbort);
-          resolve();
-        },
-      };
-      this.waiters.push(waiter);
-      signal?.addEventListener('abort', onAbort, { once: true });
-    });
-  }
-
-  /** Wakes the first waiter, if any: a connection went idle or a slot was freed. */
-  private wakeWaiter(): void {
-    this.waiters.shift()?.wake();
   }
 
   /**
@@ -274,27 +238,34 @@ export class Pool extends EventEmitter<PoolEvents> {
     const closed = conns.map((c) => (c.socket.closed ? undefined : once(c.socket, 'close')));
     for (const conn of conns) this.fail(conn, 'local_shutdown', true);
     // Waiters loop back into acquire and see isClosing.
-    while (this.waiters.length > 0) this.wakeWaiter();
+    this.pending.wakeAll();
     await Promise.all(closed);
   }
 
-  /** Retires a connection: records the reason (first cause wins) and destroys the socket. */
+  /** Retires a connection: the reason is decided by the connection (first cause wins); destroys the socket. */
   fail(conn: UpstreamConn, reason: CloseReason, reset = false): void {
-    conn.recordReason(reason);
-    this.apply(conn, { type: 'fail', reason: conn.closeReason ?? reason }, reset);
+    const decided = conn.decideReason({ kind: 'local', reason });
+    const pc = this.connects.get(conn);
+    if (pc !== undefined) {
+      // Shutdown or abort while connecting.
+      this.connects.delete(conn);
+      pc.timer.clear();
+      pc.signal?.removeEventListener('abort', pc.onAbort);
+      pc.reject(new AcquireError(this.isClosing ? 'shutting_down' : 'connect_error', `connect abandoned: ${decided}`));
+    }
+    this.apply(conn, { type: 'fail', reason: decided }, reset);
   }
 
-  /** Puts a leased connection back as idle (http keep-alive), or retires it when past its max age. */
+  /** Puts a leased connection back as idle (http keep-alive), or retires it when it is not reusable. */
   release(conn: UpstreamConn): void {
     if (conn.state.state !== 'leased') return;
     const now = this.clock.now();
-    if (now >= conn.maxAgeAt) {
-      this.fail(conn, 'max_age');
+    if (!conn.isReusable) {
+      this.fail(conn, 'peer_closed');
       return;
     }
-    const s = conn.socket;
-    if (conn.closeReason !== undefined || s.destroyed || s.readableEnded) {
-      this.fail(conn, conn.closeReason ?? 'peer_closed');
+    if (now >= conn.maxAgeAt) {
+      this.fail(conn, 'max_age');
       return;
     }
     if (this.options.maxIdle !== undefined && this.sets.idle.size >= this.options.maxIdle) {
@@ -307,7 +278,7 @@ export class Pool extends EventEmitter<PoolEvents> {
       return;
     }
     this.apply(conn, RELEASE, false, now);
-    this.wakeWaiter();
+    this.pending.wakeOne();
   }
 
   /**
@@ -329,90 +300,98 @@ export class Pool extends EventEmitter<PoolEvents> {
   }
 
   private connect(forLease: boolean, signal: AbortSignal | undefined): Promise<UpstreamConn> {
-    const { host, port } = this.config.upstream;
     const startedAt = this.clock.now();
-    const socket = net.connect({ host, port, allowHalfOpen: true });
-    const conn = new UpstreamConn(this.nextId++, this.config.name, socket, startedAt, forLease);
+    const socket = openSocket(this.config.upstream);
+    const d = this.options.driver;
+    // Far beyond our own idle timers: undici's keep-alive timer is only a backstop, ours retires first.
+    const h1 = d?.kind === 'h1' ? new H1Driver(socket, d.origin, this.config.maxAgeMs * 2) : undefined;
+    const conn = new UpstreamConn(this.nextId++, this.config.name, socket, startedAt, forLease, this, this.config.keepalive.userTimeoutMs, h1);
     this.sets.connecting.add(conn);
     return new Promise<UpstreamConn>((resolve, reject) => {
-      let settled = false;
-      const settleFailure = (reason: AcquireFailure, err: unknown): void => {
-        if (settled) return;
-        settled = true;
-        timer.clear();
-        signal?.removeEventListener('abort', onAbort);
-        this.apply(conn, { type: 'connect_failed', reason }, true);
-        this.emit('connectFailed', reason, err, this.clock.now() - startedAt);
-        if (!forLease) this.scheduleRefill();
-        reject(new AcquireError(reason, `connect to ${host}:${port} failed: ${reason}`, { cause: err }));
-      };
-      // The downstream went away while we connected: not an upstream failure, so nothing is counted.
       const onAbort = (): void => {
-        if (settled) return;
-        settled = true;
-        timer.clear();
+        // The downstream went away while we connected: not an upstream failure, so nothing is counted.
         this.fail(conn, 'downstream_closed');
-        reject(new AcquireError('connect_error', 'aborted: the downstream went away'));
       };
-      const timer = this.clock.setTimeout(() => settleFailure('connect_timeout', undefined), this.config.connectTimeoutMs);
+      const timer = this.clock.setTimeout(() => this.connectFailed(conn, 'connect_timeout', undefined), this.config.connectTimeoutMs);
+      this.connects.set(conn, { startedAt, forLease, signal, onAbort, timer, resolve, reject });
       signal?.addEventListener('abort', onAbort, { once: true });
-      // Error listener in the same tick the socket is created (STYLE §9).
-      socket.on('error', (err) => {
-        if (!settled) settleFailure(classifyConnectError(err, false), err);
-        else conn.recordReason(classifyError(err, { hasDataInFlight: conn.hasDataInFlight, userTimeoutMs: this.config.keepalive.userTimeoutMs }), err);
-      });
-      socket.on('end', () => this.onEnd(conn));
-      socket.on('close', () => this.onClose(conn));
-      socket.once('connect', () => {
-        if (settled) return;
-        settled = true;
-        timer.clear();
-        signal?.removeEventListener('abort', onAbort);
-        const now = this.clock.now();
-        conn.connectedAt = now;
-        conn.lastRecvAt = now;
-        conn.remoteAddress = socket.remoteAddress;
-        conn.remotePort = socket.remotePort;
-        conn.localPort = socket.localPort;
-        conn.maxAgeAt = now + this.config.maxAgeMs * (0.9 + 0.2 * Math.random());
-        const result = applySockopts(socket, this.config.keepalive);
-        conn.sockopts = result.effective;
-        for (const f of result.failures) this.emit('sockoptFailed', conn, f);
-        if (!forLease) this.refillFailures = 0;
-        this.apply(conn, { type: 'connected' });
-        this.emit('connected', conn, now - startedAt);
-        resolve(conn);
-      });
     });
   }
 
-  private onEnd(conn: UpstreamConn): void {
-    conn.recordReason(conn.hasLocalEnded ? 'downstream_closed' : 'peer_closed');
+  private connectFailed(conn: UpstreamConn, reason: AcquireFailure, err: unknown): void {
+    const pc = this.connects.get(conn);
+    if (pc === undefined) return;
+    this.connects.delete(conn);
+    pc.timer.clear();
+    pc.signal?.removeEventListener('abort', pc.onAbort);
+    this.apply(conn, { type: 'connect_failed', reason }, true);
+    this.emit('connectFailed', reason, err, this.clock.now() - pc.startedAt);
+    if (!pc.forLease) this.scheduleRefill();
+    const { host, port } = this.config.upstream;
+    pc.reject(new AcquireError(reason, `connect to ${host}:${port} failed: ${reason}`, { cause: err }));
+  }
+
+  // ConnOwner: what a connection reports about its socket ------------------------------------------------
+
+  connConnectFailed(conn: UpstreamConn, err: unknown): void {
+    this.connectFailed(conn, classifyConnectError(err, false), err);
+  }
+
+  connConnected(conn: UpstreamConn): void {
+    const pc = this.connects.get(conn);
+    if (pc === undefined) return;
+    this.connects.delete(conn);
+    pc.timer.clear();
+    pc.signal?.removeEventListener('abort', pc.onAbort);
+    const socket = conn.socket;
+    const now = this.clock.now();
+    conn.connectedAt = now;
+    conn.lastRecvAt = now;
+    conn.remoteAddress = socket.remoteAddress;
+    conn.remotePort = socket.remotePort;
+    conn.localPort = socket.localPort;
+    conn.maxAgeAt = now + this.config.maxAgeMs * (0.9 + 0.2 * Math.random());
+    const result = configureSocket(socket, this.config.keepalive);
+    conn.sockopts = result.effective;
+    for (const f of result.failures) this.emit('sockoptFailed', conn, f);
+    if (!pc.forLease) this.refillFailures = 0;
+    this.apply(conn, { type: 'connected' });
+    this.emit('connected', conn, now - pc.startedAt);
+    pc.resolve(conn);
+  }
+
+  connEnded(conn: UpstreamConn): void {
     // An idle connection that got FIN is useless; a leased one is the proxy's to half-close.
     if (conn.state.state === 'idle') this.fail(conn, 'peer_closed');
   }
 
-  private onClose(conn: UpstreamConn): void {
+  connFailed(conn: UpstreamConn, reason: CloseReason): void {
+    this.fail(conn, reason);
+  }
+
+  connClosed(conn: UpstreamConn): void {
     const wasConnected = conn.connectedAt !== undefined;
-    this.apply(conn, { type: 'fail', reason: conn.closeReason ?? 'other' });
+    if (this.connects.has(conn)) this.connectFailed(conn, 'connect_error', conn.closeError);
+    const reason = conn.decideReason({ kind: 'local', reason: 'other' });
+    this.apply(conn, { type: 'fail', reason });
     // A slot is free now (a waiter may connect).
-    this.wakeWaiter();
+    this.pending.wakeOne();
     if (!wasConnected) return;
     const now = this.clock.now();
     const s = conn.socket;
     this.emit('closed', conn, {
-      reason: conn.closeReason ?? 'other',
+      reason,
       ageMs: now - (conn.connectedAt ?? now),
       sinceLastRecvMs: now - conn.lastRecvAt,
       bytesRead: s.bytesRead,
       bytesWritten: s.bytesWritten,
       err: conn.closeError,
     });
-    if (this.options.siblingEviction === true && conn.closeReason !== undefined && DEAD_PEER_REASONS.has(conn.closeReason)) {
-      this.evictSiblings(conn);
-    }
+    if (this.options.siblingEviction === true && DEAD_PEER_REASONS.has(reason)) this.evictSiblings(conn);
     this.fill();
   }
+
+  // -------------------------------------------------------------------------------------------------------
 
   /** Runs one transition and carries out its effects. The only place that moves a connection between sets. */
   private apply(conn: UpstreamConn, event: ConnEvent, reset = false, now = this.clock.now()): void {
@@ -422,13 +401,16 @@ export class Pool extends EventEmitter<PoolEvents> {
     for (const effect of effects) {
       switch (effect) {
         case 'arm_idle_timers':
-          this.armIdleTimers(conn, now);
+          this.evictor.arm(conn, now);
+          conn.startIdleReader(this.clock);
           break;
         case 'clear_idle_timers':
-          this.clearIdleTimers(conn);
+          // Leaving idle: stop the idle reader. The timers stay armed and re-check the state when they fire.
+          conn.stopIdleReader();
           break;
         case 'destroy':
-          this.clearTimers(conn);
+          this.evictor.clear(conn);
+          conn.stopIdleReader();
           if (reset && !conn.socket.destroyed && conn.socket.readyState === 'open') conn.socket.resetAndDestroy();
           else conn.socket.destroy();
           break;
@@ -441,83 +423,6 @@ export class Pool extends EventEmitter<PoolEvents> {
     if (prev !== 'closed') this.sets[prev].delete(conn);
     conn.state = next;
     if (next.state !== 'closed') this.sets[next.state].add(conn);
-  }
-
-  private readonly idleDataHandlers = new WeakMap<UpstreamConn, (chunk: Buffer) => void>();
-
-  /**
-   * Arms the idle and max-age timers, lazily. A keep-alive connection goes idle once per request; arming two
-   * fresh timers on every release and clearing them at the next lease cost ~2-3 µs per request (Node's timer
-   * list insertion). So a connection keeps at most one idle and one max-age timer across lease/release cycles,
-   * and each re-checks the state when it fires: an idle connection whose idle period is over is retired, one
-   * still inside it re-arms for what remains, a leased one drops the timer (the next release arms it again).
-   * What is observable stays as before: eviction at idleSince + idle timeout, or at maxAgeAt while idle
-   * (release() retires a leased connection past its max age). Both timers are cleared on destroy.
-   */
-  private armIdleTimers(conn: UpstreamConn, now: number): void {
-    conn.maxAgeTimer ??= this.clock.setTimeout(() => this.onMaxAgeTimer(conn), Math.max(0, conn.maxAgeAt - now));
-    // The lower of the configured idle timeout and the upstream's Keep-Alive hint (already minus a margin):
-    // we retire the socket before the upstream closes it, so a request never races the upstream's FIN.
-    const idleMs = Math.min(this.options.idleTimeoutMs ?? Infinity, conn.idleTimeoutHintMs ?? Infinity);
-    conn.idleDeadline = now + idleMs;
-    // A timer already armed to fire before the new deadline is kept (it re-arms for the rest when it fires).
-    if (idleMs !== Infinity && conn.idleDeadline < conn.idleTimerAt) {
-      conn.idleTimer?.clear();
-      this.armIdleTimer(conn, idleMs, now);
-    }
-    if (this.options.hasOwnReader === true) return;
-    // Keep reading while idle: a paused socket would not notice FIN, RST or a keepalive death (libuv only
-    // polls a socket it reads from). Bytes that arrive are kept for the next lease.
-    const onData = (chunk: Buffer): void => {
-      conn.noteReceived(this.clock.now());
-      conn.idleData.push(chunk);
-      conn.idleDataBytes += chunk.length;
-      if (conn.idleDataBytes > MAX_IDLE_DATA_BYTES) this.fail(conn, 'protocol_error');
-    };
-    this.idleDataHandlers.set(conn, onData);
-    conn.socket.on('data', onData);
-    conn.socket.resume();
-  }
-
-  private armIdleTimer(conn: UpstreamConn, ms: number, now: number): void {
-    conn.idleTimerAt = now + ms;
-    conn.idleTimer = this.clock.setTimeout(() => this.onIdleTimer(conn), ms);
-  }
-
-  private onIdleTimer(conn: UpstreamConn): void {
-    conn.idleTimer = undefined;
-    conn.idleTimerAt = Infinity;
-    if (conn.state.state !== 'idle') return;
-    const now = this.clock.now();
-    const leftMs = conn.idleDeadline - now;
-    // Under 1 ms left is due: timers have 1 ms granularity, and the old per-period timer fired just as early.
-    if (leftMs < 1) this.fail(conn, 'idle_evicted');
-    else this.armIdleTimer(conn, leftMs, now);
-  }
-
-  private onMaxAgeTimer(conn: UpstreamConn): void {
-    conn.maxAgeTimer = undefined;
-    if (conn.state.state === 'idle') this.fail(conn, 'max_age');
-  }
-
-  /** Leaving idle: stop the idle reader. The timers stay armed and re-check the state when they fire. */
-  private clearIdleTimers(conn: UpstreamConn): void {
-    const onData = this.idleDataHandlers.get(conn);
-    if (onData !== undefined) {
-      conn.socket.removeListener('data', onData);
-      this.idleDataHandlers.delete(conn);
-      conn.socket.pause();
-    }
-  }
-
-  /** Destroyed: clear every timer (and the idle reader). */
-  private clearTimers(conn: UpstreamConn): void {
-    conn.idleTimer?.clear();
-    conn.idleTimer = undefined;
-    conn.idleTimerAt = Infinity;
-    conn.maxAgeTimer?.clear();
-    conn.maxAgeTimer = undefined;
-    this.clearIdleTimers(conn);
   }
 
   private fill(): void {
@@ -541,6 +446,17 @@ export class Pool extends EventEmitter<PoolEvents> {
       this.fill();
     }, delay);
   }
+}
+
+/** A connect under way: settled once by connected, a connect failure, or fail() (abort, shutdown). */
+interface PendingConnect {
+  readonly startedAt: number;
+  readonly forLease: boolean;
+  readonly signal: AbortSignal | undefined;
+  readonly onAbort: () => void;
+  readonly timer: Timer;
+  readonly resolve: (conn: UpstreamConn) => void;
+  readonly reject: (err: unknown) => void;
 }
 
 /**
@@ -569,6 +485,13 @@ export class Lease {
   end(): void {
     this.conn.hasLocalEnded = true;
     this.conn.socket.end();
+  }
+
+  /** The HTTP/1 driver of this connection (http routes); throws on a raw connection, which has none. */
+  get h1(): H1Driver {
+    const d = this.conn.h1;
+    if (d === undefined) throw new Error('connection has no HTTP/1 driver');
+    return d;
   }
 
   /** Returns the connection to the idle set (keep-alive reuse). */

@@ -17,11 +17,10 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { PassThrough } from 'node:stream';
-import type { Client, Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
 import type { RouteConfig } from '../config/index.js';
 import type { AcquireFailure, CloseReason } from '../errors.js';
 import { AcquireError } from '../errors.js';
-import { classifyError } from '../liveness/index.js';
 import type { AcquireOptions, Lease, LeaseRequester, Pool } from '../pool/index.js';
 import type { Clock } from '../util/clock.js';
 import { isRetrySafe, requestHeaders, responseHeaders } from './http-headers.js';
@@ -47,8 +46,6 @@ export interface ExchangeHost {
   readonly pool: Pool;
   readonly clock: Clock;
   readonly budget: RetryBudget;
-  /** The undici Client bound to this lease's connection (one Client per pooled socket). */
-  clientFor(lease: Lease): Client;
   /** Adds/removes an attempt to/from the sweep set (attempts waiting for response headers). */
   watch(attempt: Attempt): void;
   unwatch(attempt: Attempt): void;
@@ -181,7 +178,7 @@ class HttpExchange implements LeaseRequester {
   onLeaseFailed(err: unknown): void {
     if (this.isDownstreamGone) return;
     const reason: AcquireFailure = err instanceof AcquireError ? err.reason : 'connect_error';
-    this.replyError(reason === 'overflow' || reason === 'shutting_down' ? 503 : 502, reason);
+    this.replyError(reason === 'overflow' || reason === 'shutting_down' || reason === 'pending_timeout' ? 503 : 502, reason);
   }
 
   /** The current attempt is over: the response was forwarded, or cut, or the downstream went away. */
@@ -250,13 +247,11 @@ export class Attempt implements Dispatcher.DispatchHandler {
   }
 
   start(): void {
-    const conn = this.lease.conn;
-    // Mark data in flight for the close classifier: "last write newer than last read" (liveness/classify).
-    conn.bytesSent = conn.sentAtLastRecv + 1;
     this.ex.host.watch(this);
     const req = this.ex.req;
     const method = req.method ?? 'GET';
-    this.ex.host.clientFor(this.lease).dispatch(
+    // The connection's HTTP/1 driver counts the request as in flight until requestEnded().
+    this.lease.h1.dispatch(
       {
         origin: undefined,
         path: req.url ?? '/',
@@ -333,6 +328,7 @@ export class Attempt implements Dispatcher.DispatchHandler {
     const host = this.ex.host;
     const now = host.clock.now();
     this.lease.conn.noteReceived(now);
+    this.lease.h1.requestEnded();
     this.ex.res.end();
     host.completed(this.status, now - this.ex.startedAt);
     if (this.isUpstreamClosing) {
@@ -350,8 +346,9 @@ export class Attempt implements Dispatcher.DispatchHandler {
     this.isSettled = true;
     this.ex.host.unwatch(this);
     const conn = this.lease.conn;
-    // The pool's socket listeners ran first and recorded the first cause; classify only if they did not.
-    const reason = conn.closeReason ?? classifyError(err, { hasDataInFlight: conn.hasDataInFlight, userTimeoutMs: this.ex.host.route.keepalive.userTimeoutMs });
+    // The connection decides (first cause wins: its socket 'error' may have reported the same death already).
+    const reason = conn.decideReason({ kind: 'error', err });
+    this.lease.h1.requestEnded();
     this.lease.destroy(reason);
     if (this.hasResponseStarted) {
       // Part of the response went out: the only honest signal left is to cut the downstream response.

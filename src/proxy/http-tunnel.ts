@@ -11,7 +11,6 @@ import type { Socket } from 'node:net';
 import type { Dispatcher } from 'undici';
 import type { CloseReason } from '../errors.js';
 import { AcquireError } from '../errors.js';
-import { classifyError } from '../liveness/index.js';
 import type { Lease } from '../pool/index.js';
 import type { ExchangeHost, SidecarErrorReason } from './http-exchange.js';
 import { requestHeaders, responseHeaders } from './http-headers.js';
@@ -44,8 +43,9 @@ export function proxyWebSocket(host: TunnelHost, req: IncomingMessage, down: Soc
     },
     (err: unknown) => {
       const reason = err instanceof AcquireError ? err.reason : 'connect_error';
-      host.failed(reason, 502);
-      replyRaw(down, reason === 'overflow' || reason === 'shutting_down' ? 503 : 502, reason);
+      const status = reason === 'overflow' || reason === 'shutting_down' || reason === 'pending_timeout' ? 503 : 502;
+      host.failed(reason, status);
+      replyRaw(down, status, reason);
     },
   );
 }
@@ -54,13 +54,15 @@ function dispatchUpgrade(host: TunnelHost, lease: Lease, req: IncomingMessage, d
   let isSettled = false;
   let res: http.ServerResponse | undefined;
   const conn = lease.conn;
-  conn.bytesSent = conn.sentAtLastRecv + 1;
+  const h1 = lease.h1;
   const handler: Dispatcher.DispatchHandler = {
     onConnect() {},
     onUpgrade(statusCode, rawHeaders, upSocket) {
       if (isSettled) return;
       isSettled = true;
       conn.noteReceived(host.clock.now());
+      // The connection leaves HTTP: from here its in-flight accounting is raw bytes (tcp-pipe).
+      h1.requestEnded();
       // The 101 goes back as the upstream sent it: here Connection/Upgrade are the point, not hop-by-hop noise.
       const lines = [`HTTP/1.1 ${statusCode} Switching Protocols`];
       const raw = (rawHeaders ?? []) as Array<Buffer | string>;
@@ -90,13 +92,16 @@ function dispatchUpgrade(host: TunnelHost, lease: Lease, req: IncomingMessage, d
       if (isSettled) return;
       isSettled = true;
       res?.end();
+      h1.requestEnded();
       // undici closes a connection after an upgrade request that was answered without 101.
       queueMicrotask(() => lease.release());
     },
     onError(err) {
       if (isSettled) return;
       isSettled = true;
-      const reason = conn.closeReason ?? classifyError(err, { hasDataInFlight: conn.hasDataInFlight, userTimeoutMs: host.route.keepalive.userTimeoutMs });
+      // The connection decides (first cause wins: its socket 'error' may have reported the same death already).
+      const reason = conn.decideReason({ kind: 'error', err });
+      h1.requestEnded();
       lease.destroy(reason);
       host.failed(reason, 502);
       if (res !== undefined) resetSocket(down);
@@ -108,7 +113,7 @@ function dispatchUpgrade(host: TunnelHost, lease: Lease, req: IncomingMessage, d
     isSettled = true;
     lease.destroy('downstream_closed');
   });
-  host.clientFor(lease).dispatch(
+  h1.dispatch(
     { path: req.url ?? '/', method: 'GET', headers: requestHeaders(req.rawHeaders), upgrade: 'websocket', headersTimeout: 0, bodyTimeout: 0 },
     handler,
   );

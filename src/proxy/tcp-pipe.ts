@@ -54,7 +54,7 @@ export function pipeTcp(down: Socket, lease: Lease, clock: Clock, onUpstreamLost
   else down.on('end', () => lease.end());
 
   up.on('close', () => {
-    const reason = conn.closeReason ?? 'other';
+    const reason = conn.decideReason({ kind: 'local', reason: 'other' });
     if (CLEAN_REASONS.has(reason) || down.destroyed) return;
     resetSocket(down);
     onUpstreamLost(reason);

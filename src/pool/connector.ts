@@ -1,0 +1,20 @@
+/**
+ * The connector: opens the socket and, once connected, applies the socket options in this one place (like
+ * linkerd2-proxy's connect.rs). Failures to set an option are returned to be reported and tolerated; the
+ * startup self-check already refused options this kernel cannot set.
+ */
+import net from 'node:net';
+import type { Socket } from 'node:net';
+import type { PoolConfig } from '../config/index.js';
+import { applySockopts } from '../sockopts/index.js';
+import type { ApplyResult } from '../sockopts/index.js';
+
+/** Starts a TCP connect to the route's upstream. allowHalfOpen: FIN travels on per direction (tcp half-close). */
+export function openSocket(upstream: PoolConfig['upstream']): Socket {
+  return net.connect({ host: upstream.host, port: upstream.port, allowHalfOpen: true });
+}
+
+/** Sets nodelay, keepalive and TCP_USER_TIMEOUT on a connected socket and reads them back. */
+export function configureSocket(socket: Socket, keepalive: PoolConfig['keepalive']): ApplyResult {
+  return applySockopts(socket, keepalive);
+}

@@ -1,0 +1,100 @@
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { describe, it } from 'node:test';
+import type { CloseReason } from '../errors.js';
+import { FakeClock } from '../util/fake-clock.js';
+import { UpstreamConn } from './conn.js';
+import type { ConnOwner } from './conn.js';
+import { Evictor } from './evictor.js';
+
+const owner: ConnOwner = { connConnected: () => {}, connConnectFailed: () => {}, connEnded: () => {}, connClosed: () => {}, connFailed: () => {} };
+
+function setup(idleTimeoutMs: number | undefined, maxAgeAt = Infinity) {
+  const clock = new FakeClock();
+  const evicted: Array<[number, CloseReason]> = [];
+  const ev = new Evictor(clock, idleTimeoutMs, (c, r) => {
+    evicted.push([clock.now(), r]);
+    c.state = { state: 'closed', closeReason: r, closedAt: clock.now() };
+    ev.clear(c);
+  });
+  const conn = new UpstreamConn(1, 'r', new net.Socket(), 0, false, owner, 0);
+  conn.maxAgeAt = maxAgeAt;
+  const idle = (): void => {
+    conn.state = { state: 'idle', idleSince: clock.now() };
+    ev.arm(conn, clock.now());
+  };
+  const lease = (): void => {
+    conn.state = { state: 'leased', leasedAt: clock.now() };
+  };
+  return { clock, ev, conn, evicted, idle, lease };
+}
+
+describe('Evictor: lazy idle and max-age timers', () => {
+  it('retires an idle connection at idleSince + idleTimeoutMs', () => {
+    const { clock, evicted, idle } = setup(1000);
+    idle();
+    clock.advance(999);
+    assert.deepEqual(evicted, []);
+    clock.advance(1);
+    assert.deepEqual(evicted, [[1000, 'idle_evicted']]);
+  });
+
+  it('a timer outliving its idle period re-checks when it fires: re-arms for what remains, one timer only', () => {
+    const { clock, conn, evicted, idle, lease } = setup(1000);
+    idle();
+    clock.advance(400);
+    lease();
+    clock.advance(100);
+    idle(); // new idle period from 500: deadline 1500; the timer armed for 1000 is kept (not re-armed)
+    assert.equal(conn.idleTimerAt, 1000);
+    assert.equal(clock.pendingTimers, 2); // that idle timer and the max-age timer
+    clock.advance(500); // t=1000: the old timer fires, finds 500 ms left, re-arms
+    assert.deepEqual(evicted, []);
+    assert.equal(conn.idleTimerAt, 1500);
+    clock.advance(500);
+    assert.deepEqual(evicted, [[1500, 'idle_evicted']]);
+  });
+
+  it('a timer that fires while leased drops itself; the next release arms again', () => {
+    const { clock, conn, evicted, idle, lease } = setup(1000);
+    idle();
+    clock.advance(10);
+    lease();
+    clock.advance(2000);
+    assert.deepEqual(evicted, []);
+    assert.equal(conn.idleTimer, undefined);
+    idle();
+    clock.advance(1000);
+    assert.deepEqual(evicted, [[3010, 'idle_evicted']]);
+  });
+
+  it('a shorter Keep-Alive hint replaces a later timer', () => {
+    const { clock, conn, evicted, idle } = setup(60000);
+    idle();
+    conn.state = { state: 'leased', leasedAt: 0 };
+    conn.idleTimeoutHintMs = 2000;
+    idle();
+    clock.advance(2000);
+    assert.deepEqual(evicted, [[2000, 'idle_evicted']]);
+  });
+
+  it('max age retires an idle connection; while leased its timer fires and does nothing', () => {
+    const a = setup(undefined, 5000);
+    a.idle();
+    a.clock.advance(5000);
+    assert.deepEqual(a.evicted, [[5000, 'max_age']]);
+    const b = setup(undefined, 5000);
+    b.idle();
+    b.lease();
+    b.clock.advance(6000);
+    assert.deepEqual(b.evicted, []);
+  });
+
+  it('clear (destroy) clears every timer', () => {
+    const { clock, ev, conn, idle } = setup(1000, 5000);
+    idle();
+    assert.equal(clock.pendingTimers, 2);
+    ev.clear(conn);
+    assert.equal(clock.pendingTimers, 0);
+  });
+});

@@ -1,0 +1,69 @@
+/**
+ * HTTP/1 protocol driver of one upstream connection: the undici Client bound to exactly this socket, created
+ * on the connection's first request and owned by the connection (it used to live in a WeakMap in the HTTP
+ * listener). It also keeps the connection's in-flight accounting: a request was written and its response has
+ * not completed. The close reason reads that (liveness/classify: ETIMEDOUT with a request outstanding is
+ * user_timeout, and undici's own error with nothing outstanding means the upstream sent unsolicited bytes).
+ */
+import type { Socket } from 'node:net';
+import { Client } from 'undici';
+import type { Dispatcher } from 'undici';
+
+export class H1Driver {
+  readonly kind = 'h1';
+  private client: Client | undefined;
+  /** Requests handed to the Client whose response has not completed or failed yet (0 or 1: pipelining 1). */
+  outstanding = 0;
+
+  constructor(
+    private readonly socket: Socket,
+    private readonly origin: string,
+    /** undici's keep-alive timer is only a backstop far beyond ours (ours retires first). */
+    private readonly backstopMs: number,
+  ) {}
+
+  /** The Client exists (it then reads the socket for the connection's whole life). */
+  get hasClient(): boolean {
+    return this.client !== undefined;
+  }
+
+  get hasRequestInFlight(): boolean {
+    return this.outstanding > 0;
+  }
+
+  /** Sends one request on this connection. `requestEnded()` must follow once its response completes or fails. */
+  dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): void {
+    this.outstanding++;
+    (this.client ??= this.createClient()).dispatch(opts, handler);
+  }
+
+  requestEnded(): void {
+    if (this.outstanding > 0) this.outstanding--;
+  }
+
+  private createClient(): Client {
+    const socket = this.socket;
+    let isHandedOver = false;
+    return new Client(this.origin, {
+      // Hand undici our connected socket exactly once. undici asks again only after that socket closed,
+      // and a closed connection is never leased again, so a second call is a bug we refuse loudly.
+      // The callback must run asynchronously: undici calls the connector from inside its resume loop and
+      // ignores a resume re-entered synchronously, which would leave the first request queued forever.
+      connect: (_opts, cb) => {
+        if (isHandedOver || socket.destroyed) {
+          process.nextTick(cb, new Error('pooled connection already used'), null);
+        } else {
+          isHandedOver = true;
+          process.nextTick(cb, null, socket);
+        }
+      },
+      pipelining: 1,
+      keepAliveTimeout: this.backstopMs,
+      keepAliveMaxTimeout: this.backstopMs,
+      // With threshold 0 undici's own timer fires at the upstream's hint; ours fires a margin earlier.
+      keepAliveTimeoutThreshold: 0,
+      headersTimeout: 0,
+      bodyTimeout: 0,
+    });
+  }
+}
