@@ -37,12 +37,15 @@ describe('PendingQueue', () => {
     const clock = new FakeClock();
     const q = new PendingQueue(clock, 5000);
     const seen: string[] = [];
-    q.wait(undefined, (o) => seen.push(o));
+    const push = (o: string): void => {
+      seen.push(o);
+    };
+    q.wait(undefined, push);
     clock.advance(4999);
     assert.deepEqual(seen, []);
     clock.advance(1);
     assert.deepEqual(seen, ['timed_out']);
-    q.wait(undefined, (o) => seen.push(o));
+    q.wait(undefined, push);
     q.wakeOne();
     assert.equal(clock.pendingTimers, 0);
     clock.advance(10000);
