@@ -55,8 +55,9 @@ export async function startSidecar(config: Config, opts: StartOptions): Promise<
       let pool: Pool;
       let listener: TcpListener | HttpListener;
       if (route.mode === 'http') {
-        // warmSpares is a tcp feature (the config documents it so); http connects on demand.
-        pool = new Pool({ ...route, warmSpares: 0 }, clock, {
+        // No warmSpares override any more: an h1 connection idle before its first request is read by its own
+        // idle reader (any byte -> protocol_error) and handed to undici intact (test/integration/pool.test.ts).
+        pool = new Pool(route, clock, {
           idleTimeoutMs: route.http.idleTimeoutMs,
           maxIdle: route.http.maxIdle,
           maxPending: route.http.maxPending,

@@ -142,6 +142,48 @@ describe('pool policy (real loopback sockets, fake clock)', () => {
   });
 });
 
+describe('HTTP/1 driver handover', () => {
+  let up: HttpFixture;
+  before(async () => {
+    up = await httpUpstream((_req, res) => res.end('fine'));
+  });
+  after(async () => {
+    await up.close();
+  });
+
+  it('a connection read by the idle reader before its first request is handed to undici intact', async () => {
+    const clock = new FakeClock();
+    const p = new Pool(routeFor(up.port, { maxConnections: 1 }), clock, { idleTimeoutMs: 60000, driver: { kind: 'h1', origin: `http://127.0.0.1:${up.port}` } });
+    try {
+      const first = await p.acquire();
+      first.release(); // released without a request (the downstream went away): idle, read by the pool reader
+      await new Promise((r) => setImmediate(r));
+      const l = await p.acquire();
+      assert.equal(l.conn, first.conn);
+      const body = await new Promise<string>((resolve, reject) => {
+        let text = '';
+        l.h1.dispatch(
+          { path: '/', method: 'GET', headers: [], headersTimeout: 0, bodyTimeout: 0 } as never,
+          {
+            onConnect() {},
+            onHeaders: () => true,
+            onData: (c: Buffer) => ((text += c.toString()), true),
+            onComplete: () => resolve(text),
+            onError: reject,
+          } as never,
+        );
+      });
+      l.h1.requestEnded();
+      assert.equal(body, 'fine');
+      l.release();
+      await new Promise((r) => setImmediate(r));
+      assert.equal(p.stats().idle, 1);
+    } finally {
+      await p.close();
+    }
+  });
+});
+
 describe('http route: unsolicited bytes after a response, and the pending queue bound', () => {
   let up: HttpFixture;
   let release: (() => void) | undefined;
