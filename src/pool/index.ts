@@ -1,7 +1,8 @@
 // Upstream pool: policy (sets per state, limits, pending queue, eviction) over UpstreamConn objects, each of
 // which owns its socket, protocol driver (raw or HTTP/1), idle reader and the one decision of its close
 // reason. Emits typed events; never imports listeners, metrics, admin or log.
-export { Lease, Pool } from './pool.js';
+export { Lease } from './lease.js';
+export { Pool } from './pool.js';
 export type { AcquireOptions, CloseInfo, LeaseRequester, PoolEvents, PoolOptions, PoolStats } from './pool.js';
 export { UpstreamConn } from './conn.js';
 export type { CloseCause } from './conn.js';

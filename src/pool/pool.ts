@@ -1,13 +1,13 @@
 /**
- * Owns upstream sockets for one route. A socket belongs to exactly one of: the connector (connecting set),
- * the idle set, or one Lease (leased set); closed connections are in no set. Only `moveTo` changes sets, so
- * stats() is derived from set sizes and cannot drift.
+ * Policy over the upstream connections (UpstreamConn) of one route: one set per state, limits, the pending
+ * queue, eviction and sibling eviction. A connection belongs to exactly one of: the connecting set, the idle
+ * set, or one Lease (leased set); closed connections are in no set. Only `moveTo` changes sets, so stats()
+ * is derived from set sizes and cannot drift. Protocol differences come in through the connection's driver.
  *
  * The pool never imports metrics or logging: it emits typed events (connected, connectFailed,
  * sockoptFailed, closed) and whoever cares subscribes.
  */
 import { EventEmitter, once } from 'node:events';
-import type net from 'node:net';
 import type { PoolConfig } from '../config/index.js';
 import type { AcquireFailure, CloseReason } from '../errors.js';
 import { AcquireError, DEAD_PEER_REASONS } from '../errors.js';
@@ -21,6 +21,7 @@ import type { ConnOwner } from './conn.js';
 import { configureSocket, openSocket } from './connector.js';
 import { Evictor } from './evictor.js';
 import { H1Driver } from './h1-driver.js';
+import { Lease } from './lease.js';
 import { transition } from './state.js';
 import type { ConnEvent } from './state.js';
 /** Longest pause between attempts to refill spares after failed connects. */
@@ -457,54 +458,4 @@ interface PendingConnect {
   readonly timer: Timer;
   readonly resolve: (conn: UpstreamConn) => void;
   readonly reject: (err: unknown) => void;
-}
-
-/**
- * A connection handed to one user. `release()` and `destroy()` are idempotent; the first call ends the lease.
- */
-export class Lease {
-  private isEnded = false;
-  constructor(
-    private readonly pool: Pool,
-    readonly conn: UpstreamConn,
-  ) {}
-
-  get socket(): net.Socket {
-    return this.conn.socket;
-  }
-
-  /** Bytes that arrived while the connection was idle; the caller must forward them first. */
-  takeIdleData(): Buffer[] {
-    const data = this.conn.idleData;
-    this.conn.idleData = [];
-    this.conn.idleDataBytes = 0;
-    return data;
-  }
-
-  /** Half-closes towards the upstream (we send FIN) because the downstream did. */
-  end(): void {
-    this.conn.hasLocalEnded = true;
-    this.conn.socket.end();
-  }
-
-  /** The HTTP/1 driver of this connection (http routes); throws on a raw connection, which has none. */
-  get h1(): H1Driver {
-    const d = this.conn.h1;
-    if (d === undefined) throw new Error('connection has no HTTP/1 driver');
-    return d;
-  }
-
-  /** Returns the connection to the idle set (keep-alive reuse). */
-  release(): void {
-    if (this.isEnded) return;
-    this.isEnded = true;
-    this.pool.release(this.conn);
-  }
-
-  /** Retires the connection with a reason; `reset` sends RST instead of FIN. */
-  destroy(reason: CloseReason, reset = false): void {
-    if (this.isEnded) return;
-    this.isEnded = true;
-    this.pool.fail(this.conn, reason, reset);
-  }
 }
