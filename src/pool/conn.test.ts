@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
 import net from 'node:net';
+import { dirname, join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import type { CloseReason } from '../errors.js';
 import { UpstreamConn } from './conn.js';
@@ -95,5 +98,27 @@ describe('UpstreamConn.decideReason: the one place a close reason is decided', (
     assert.equal(conn.hasDataInFlight, false);
     conn.bytesSent = 11;
     assert.equal(conn.decideReason({ kind: 'error', err: errno('ETIMEDOUT') }), 'user_timeout');
+  });
+});
+
+describe('one decision point', () => {
+  it('no code outside pool/conn and liveness/classify classifies an error or works a reason out from closeReason', () => {
+    // Reads the compiled tree this test lives in (dist/src): no socket, no network.
+    const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+    const offenders: string[] = [];
+    const walk = (dir: string): void => {
+      for (const e of readdirSync(dir, { withFileTypes: true })) {
+        const p = join(dir, e.name);
+        if (e.isDirectory()) walk(p);
+        else if (e.name.endsWith('.js') && !e.name.endsWith('.test.js')) {
+          const rel = relative(root, p);
+          if (rel === join('pool', 'conn.js') || rel === join('liveness', 'classify.js')) continue;
+          const text = readFileSync(p, 'utf8');
+          if (/classifyError\(|closeReason \?\?|recordReason/.test(text)) offenders.push(rel);
+        }
+      }
+    };
+    walk(root);
+    assert.deepEqual(offenders, []);
   });
 });
