@@ -59,6 +59,8 @@ export interface ThroughputOptions {
   readonly rounds: number;
   readonly httpSeconds: number;
   readonly tcpSeconds: number;
+  /** Fixed iperf3 rate (-b), Gbit/s; undefined = as fast as it goes (then CPU/GB depends on each target's rate). */
+  readonly tcpRateGbps?: number | undefined;
   readonly concurrencies: readonly number[];
   readonly httpTargets: readonly TargetName[];
   readonly tcpTargets: readonly TargetName[];
@@ -116,7 +118,7 @@ export async function runThroughput(o: ThroughputOptions): Promise<ThroughputRaw
     const httpLoad = (port: number, c: number, secs: number): Promise<HttpLoadResult> =>
       o.quick ? nodeLoad(port, c, secs) : wrkLoad(o.dir, port, c, secs, o.loadCpu);
     const bulkLoad = (port: number, d: Direction, secs: number): Promise<BulkResult> =>
-      o.quick ? nodeBulk(port, d, secs) : iperfLoad(port, d, secs, o.loadCpu);
+      o.quick ? nodeBulk(port, d, secs) : iperfLoad(port, d, secs, o.loadCpu, o.tcpRateGbps);
 
     const httpTs = o.httpTargets.map((n) => targets.get(n)).filter((t): t is Target => t?.http !== undefined);
     const tcpTs = o.tcpTargets.map((n) => targets.get(n)).filter((t): t is Target => t?.tcp !== undefined);
@@ -188,6 +190,6 @@ export async function runThroughput(o: ThroughputOptions): Promise<ThroughputRaw
     unavailable,
     tools: o.quick
       ? { http: 'built-in Node closed-loop client', tcp: 'built-in Node bulk client', upstream: 'built-in Node upstream' }
-      : { http: 'wrk -t1 (keep-alive)', tcp: 'iperf3, 1 stream', upstream: 'nginx (return 200), iperf3 -s' },
+      : { http: 'wrk -t1 (keep-alive)', tcp: `iperf3, 1 stream${o.tcpRateGbps !== undefined ? `, fixed ${o.tcpRateGbps} Gbit/s (-b)` : ', unlimited rate'}`, upstream: 'nginx (return 200), iperf3 -s' },
   };
 }
