@@ -39,6 +39,8 @@ interface Args {
   only: string[] | undefined;
   updateReadme: boolean;
   hook: Hook;
+  /** iperf3 -b: every target carries the same Gbit/s, so CPU per GB compares like with like. */
+  tcpRateGbps: number | undefined;
 }
 
 function parseArgs(argv: readonly string[]): Args {
@@ -57,6 +59,7 @@ function parseArgs(argv: readonly string[]): Args {
     only: undefined,
     updateReadme: false,
     hook: 'input',
+    tcpRateGbps: undefined,
   };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i]!;
@@ -78,6 +81,7 @@ function parseArgs(argv: readonly string[]): Args {
     else if (k === '--report-only') a.reportOnly = true;
     else if (k === '--only') a.only = next().split(',');
     else if (k === '--update-readme') a.updateReadme = true;
+    else if (k === '--tcp-rate') a.tcpRateGbps = Number(next());
     else if (k === '--hook') {
       const h = next();
       if (h !== 'input' && h !== 'output') throw new Error('--hook takes input or output');
@@ -174,6 +178,7 @@ async function main(): Promise<void> {
       rounds: args.rounds ?? (args.quick ? 1 : 3),
       httpSeconds: args.seconds ?? (args.quick ? 1 : 5),
       tcpSeconds: args.quick ? 1 : 4,
+      tcpRateGbps: args.tcpRateGbps,
       concurrencies: args.quick ? [50] : [50, 200],
       httpTargets: pick(args.quick ? ['direct', 'sidecar-http', 'sidecar-tcp'] : allHttp),
       tcpTargets: pick(args.quick ? ['direct', 'sidecar-tcp'] : allTcp),

@@ -8,7 +8,8 @@ import type { Registry } from 'prom-client';
 import { AdminServer } from './admin/index.js';
 import type { Config } from './config/index.js';
 import { shutdown } from './lifecycle/index.js';
-import { HttpListener, TcpListener } from './listeners/index.js';
+import type { HttpListener } from './listeners/http.js';
+import { TcpListener } from './listeners/tcp.js';
 import type { Logger } from './log/index.js';
 import { logHttpListenerEvents, logListenerEvents, logPoolEvents } from './log/index.js';
 import { createHttpMetrics, createMetrics, createRegistry } from './metrics/index.js';
@@ -65,6 +66,8 @@ export async function startSidecar(config: Config, opts: StartOptions): Promise<
           driver: { kind: 'h1', origin: `http://${route.upstream.host.includes(':') ? `[${route.upstream.host}]` : route.upstream.host}:${route.upstream.port}` },
           siblingEviction: route.http.siblingEviction,
         });
+        // Loaded only for http routes: undici and the HTTP path cost a tcp-only sidecar ~20 MiB RSS.
+        const { HttpListener } = await import('./listeners/http.js');
         const http = new HttpListener(route, pool, clock);
         logHttpListenerEvents(http, log);
         httpMetrics.observeHttpListener(http);

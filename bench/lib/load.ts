@@ -82,9 +82,10 @@ export interface BulkResult {
   readonly seconds: number;
 }
 
-/** iperf3 client, one stream; download = -R (server sends). */
-export async function iperfLoad(port: number, dir: Direction, seconds: number, cpu: string | undefined): Promise<BulkResult> {
-  const args = ['-c', '127.0.0.1', '-p', String(port), '-t', String(seconds), '-J', ...(dir === 'download' ? ['-R'] : [])];
+/** iperf3 client, one stream; download = -R (server sends); rateGbps = -b (fixed rate). */
+export async function iperfLoad(port: number, dir: Direction, seconds: number, cpu: string | undefined, rateGbps?: number): Promise<BulkResult> {
+  const rate = rateGbps !== undefined ? ['-b', `${rateGbps}G`] : [];
+  const args = ['-c', '127.0.0.1', '-p', String(port), '-t', String(seconds), '-J', ...rate, ...(dir === 'download' ? ['-R'] : [])];
   const { stdout } = cpu !== undefined ? await run('taskset', ['-c', cpu, 'iperf3', ...args], { timeout: (seconds + 30) * 1000 }) : await run('iperf3', args, { timeout: (seconds + 30) * 1000 });
   const o = JSON.parse(stdout) as { end?: { sum_received?: { bytes: number; seconds: number } }; error?: string };
   if (o.error !== undefined || o.end?.sum_received === undefined) throw new Error(`iperf3: ${o.error ?? 'no summary'}`);

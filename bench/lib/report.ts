@@ -18,6 +18,8 @@ export interface HttpRow {
   readonly p50Ms: Spread;
   readonly p99Ms: Spread;
   readonly cpuUsPerReq: Spread;
+  /** Proxy CPU-seconds per wall second (1 = its CPU saturated); absent in raw data from before it existed. */
+  readonly cpuBusy: Spread;
   readonly vsHaproxy: Spread;
   readonly vsNodeHttpProxy: Spread;
   readonly newUpstreamConnsMax: number;
@@ -31,6 +33,7 @@ export interface TcpRow {
   readonly gbps: Spread;
   readonly vsDirect: Spread;
   readonly cpuSPerGB: Spread;
+  readonly cpuBusy: Spread;
   readonly vsHaproxy: Spread;
   readonly rssKiBMax: number;
 }
@@ -126,6 +129,7 @@ function summarizeThroughput(raw: ThroughputRaw): ThroughputSummary {
       p50Ms: spread(xs.map((s) => s.p50Ms)),
       p99Ms: spread(xs.map((s) => s.p99Ms)),
       cpuUsPerReq: spread(xs.map((s) => s.cpuUsPerReq)),
+      cpuBusy: spread(xs.map((s) => s.cpuBusy ?? NaN)),
       vsHaproxy: spread(ratios(xs, raw.http, 'haproxy', (s) => s.cpuUsPerReq, sameC)),
       vsNodeHttpProxy: spread(ratios(xs, raw.http, 'node-http-proxy', (s) => s.cpuUsPerReq, sameC)),
       newUpstreamConnsMax: Math.max(...xs.map((s) => s.newUpstreamConns)),
@@ -144,6 +148,7 @@ function summarizeThroughput(raw: ThroughputRaw): ThroughputSummary {
       gbps: spread(xs.map((s) => s.gbps)),
       vsDirect: spread(ratios(xs, raw.tcp, 'direct', (s) => s.gbps, sameDir)),
       cpuSPerGB: spread(xs.map((s) => s.cpuSPerGB)),
+      cpuBusy: spread(xs.map((s) => s.cpuBusy ?? NaN)),
       vsHaproxy: spread(ratios(xs, raw.tcp, 'haproxy', (s) => s.cpuSPerGB, sameDir)),
       rssKiBMax: Math.max(...xs.map((s) => s.rssKiB)),
     });
@@ -313,20 +318,20 @@ export function renderMarkdown(s: Summary): string {
   const tp = s.throughput;
   if (tp !== undefined) {
     L.push('## HTTP keep-alive GETs', '');
-    L.push(`Load: ${tp.tools.http}; upstream: ${tp.tools.upstream}; ${tp.rounds} interleaved rounds. Proxy pinned to CPU 0, load and upstream to CPU 1. CPU = proxy utime+stime from /proc.`, '');
-    L.push('| target | c | req/s | × direct | p50 ms | p99 ms | proxy CPU µs/req | × HAProxy | × node-http-proxy | new upstream conns (max/run) | errors | RSS MiB |');
-    L.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+    L.push(`Load: ${tp.tools.http}; upstream: ${tp.tools.upstream}; ${tp.rounds} interleaved rounds. Proxy pinned to CPU 0, load and upstream to CPU 1. CPU = proxy utime+stime from /proc (all threads); busy = proxy CPU-s per wall second. Per-request cost depends on busy: a proxy idling between events pays wake-ups a saturated one batches away, so compare costs at similar busy figures.`, '');
+    L.push('| target | c | req/s | × direct | p50 ms | p99 ms | proxy CPU µs/req | busy % | × HAProxy | × node-http-proxy | new upstream conns (max/run) | errors | RSS MiB |');
+    L.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
     for (const r of [...tp.http].sort((a, b) => a.c - b.c)) {
       L.push(
-        `| ${label(r.target)} | ${r.c} | ${fmtSpread(r.rps, 0)} | ${fmt(r.vsDirect.median)} | ${fmtSpread(r.p50Ms)} | ${fmtSpread(r.p99Ms)} | ${fmtSpread(r.cpuUsPerReq)} | ${fmt(r.vsHaproxy.median)} | ${fmt(r.vsNodeHttpProxy.median)} | ${r.newUpstreamConnsMax} | ${r.errors} | ${fmt(r.rssKiBMax / 1024, 1)} |`,
+        `| ${label(r.target)} | ${r.c} | ${fmtSpread(r.rps, 0)} | ${fmt(r.vsDirect.median)} | ${fmtSpread(r.p50Ms)} | ${fmtSpread(r.p99Ms)} | ${fmtSpread(r.cpuUsPerReq)} | ${fmt(100 * r.cpuBusy.median, 0)} | ${fmt(r.vsHaproxy.median)} | ${fmt(r.vsNodeHttpProxy.median)} | ${r.newUpstreamConnsMax} | ${r.errors} | ${fmt(r.rssKiBMax / 1024, 1)} |`,
       );
     }
     L.push('');
     if (tp.tcp.length > 0) {
       L.push('## TCP bulk', '', `Load: ${tp.tools.tcp}.`, '');
-      L.push('| target | direction | Gbit/s | × direct | proxy CPU-s/GB | × HAProxy | RSS MiB |', '|---|---|---:|---:|---:|---:|---:|');
+      L.push('| target | direction | Gbit/s | × direct | proxy CPU-s/GB | busy % | × HAProxy | RSS MiB |', '|---|---|---:|---:|---:|---:|---:|---:|');
       for (const r of tp.tcp) {
-        L.push(`| ${label(r.target)} | ${r.dir} | ${fmtSpread(r.gbps)} | ${fmt(r.vsDirect.median)} | ${fmtSpread(r.cpuSPerGB)} | ${fmt(r.vsHaproxy.median)} | ${fmt(r.rssKiBMax / 1024, 1)} |`);
+        L.push(`| ${label(r.target)} | ${r.dir} | ${fmtSpread(r.gbps)} | ${fmt(r.vsDirect.median)} | ${fmtSpread(r.cpuSPerGB)} | ${fmt(100 * r.cpuBusy.median, 0)} | ${fmt(r.vsHaproxy.median)} | ${fmt(r.rssKiBMax / 1024, 1)} |`);
       }
       L.push('');
     }

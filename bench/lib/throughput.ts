@@ -7,7 +7,7 @@ import type { HttpLoadResult, BulkResult, Direction } from './load.js';
 import { iperfLoad, nodeBulk, nodeLoad, wrkLoad } from './load.js';
 import type { HttpUpstream, Target, TargetName } from './peers.js';
 import { TargetUnavailable, startIperf, startNginxUpstream, startNodeUpstream, startTarget } from './peers.js';
-import { cpuSeconds, rssKiB } from './proc.js';
+import { cpuTimes, rssKiB } from './proc.js';
 
 export interface HttpSample {
   readonly round: number;
@@ -20,6 +20,15 @@ export interface HttpSample {
   readonly p99Ms: number;
   /** Proxy CPU per request, µs (NaN for direct). */
   readonly cpuUsPerReq: number;
+  /** Its user and system parts, µs per request. */
+  readonly userUsPerReq: number;
+  readonly sysUsPerReq: number;
+  /**
+   * Proxy CPU-seconds per wall second (1 = its pinned CPU saturated). Per-request and per-GB costs depend on
+   * it: a proxy with idle time between events pays a wake-up (epoll, scheduler) per few requests, a
+   * saturated one batches. Compare targets' costs at similar busy fractions, or say they differ.
+   */
+  readonly cpuBusy: number;
   readonly newUpstreamConns: number;
   readonly rssKiB: number;
 }
@@ -32,6 +41,8 @@ export interface TcpSample {
   readonly bytes: number;
   /** Proxy CPU-seconds per GB (NaN for direct). */
   readonly cpuSPerGB: number;
+  /** Proxy CPU-seconds per wall second (see HttpSample.cpuBusy). */
+  readonly cpuBusy: number;
   readonly rssKiB: number;
 }
 
@@ -48,6 +59,8 @@ export interface ThroughputOptions {
   readonly rounds: number;
   readonly httpSeconds: number;
   readonly tcpSeconds: number;
+  /** Fixed iperf3 rate (-b), Gbit/s; undefined = as fast as it goes (then CPU/GB depends on each target's rate). */
+  readonly tcpRateGbps?: number | undefined;
   readonly concurrencies: readonly number[];
   readonly httpTargets: readonly TargetName[];
   readonly tcpTargets: readonly TargetName[];
@@ -105,7 +118,7 @@ export async function runThroughput(o: ThroughputOptions): Promise<ThroughputRaw
     const httpLoad = (port: number, c: number, secs: number): Promise<HttpLoadResult> =>
       o.quick ? nodeLoad(port, c, secs) : wrkLoad(o.dir, port, c, secs, o.loadCpu);
     const bulkLoad = (port: number, d: Direction, secs: number): Promise<BulkResult> =>
-      o.quick ? nodeBulk(port, d, secs) : iperfLoad(port, d, secs, o.loadCpu);
+      o.quick ? nodeBulk(port, d, secs) : iperfLoad(port, d, secs, o.loadCpu, o.tcpRateGbps);
 
     const httpTs = o.httpTargets.map((n) => targets.get(n)).filter((t): t is Target => t?.http !== undefined);
     const tcpTs = o.tcpTargets.map((n) => targets.get(n)).filter((t): t is Target => t?.tcp !== undefined);
@@ -117,10 +130,12 @@ export async function runThroughput(o: ThroughputOptions): Promise<ThroughputRaw
       for (const c of o.concurrencies) {
         for (const t of rotate(httpTs, round)) {
           const pid = t.proc?.pid;
-          const cpu0 = pid !== undefined ? cpuSeconds(pid) : NaN;
+          const cpu0 = pid !== undefined ? cpuTimes(pid) : { user: NaN, sys: NaN };
           const acc0 = await upstream.accepts();
           const r = await httpLoad(t.http!.port, c, o.httpSeconds);
-          const cpu1 = pid !== undefined ? cpuSeconds(pid) : NaN;
+          const cpu1 = pid !== undefined ? cpuTimes(pid) : { user: NaN, sys: NaN };
+          const user = cpu1.user - cpu0.user;
+          const sys = cpu1.sys - cpu0.sys;
           const acc1 = await upstream.accepts();
           const s: HttpSample = {
             round,
@@ -131,31 +146,36 @@ export async function runThroughput(o: ThroughputOptions): Promise<ThroughputRaw
             errors: r.errors,
             p50Ms: r.p50Ms,
             p99Ms: r.p99Ms,
-            cpuUsPerReq: ((cpu1 - cpu0) * 1e6) / r.requests,
+            cpuUsPerReq: ((user + sys) * 1e6) / r.requests,
+            userUsPerReq: (user * 1e6) / r.requests,
+            sysUsPerReq: (sys * 1e6) / r.requests,
+            cpuBusy: (user + sys) / r.seconds,
             newUpstreamConns: acc1 - acc0,
             rssKiB: pid !== undefined ? rssKiB(pid) : NaN,
           };
           http.push(s);
-          o.say(`  http r${round} c=${c} ${t.name}: ${s.rps.toFixed(0)} req/s, p99 ${s.p99Ms.toFixed(2)} ms, ${s.cpuUsPerReq.toFixed(1)} µs/req, ${s.newUpstreamConns} new upstream conns, ${s.errors} errors`);
+          o.say(`  http r${round} c=${c} ${t.name}: ${s.rps.toFixed(0)} req/s, p99 ${s.p99Ms.toFixed(2)} ms, ${s.cpuUsPerReq.toFixed(1)} µs/req (user ${s.userUsPerReq.toFixed(1)}, sys ${s.sysUsPerReq.toFixed(1)}; CPU ${(100 * s.cpuBusy).toFixed(0)}% busy), ${s.newUpstreamConns} new upstream conns, ${s.errors} errors`);
         }
       }
       for (const d of ['upload', 'download'] as const) {
         for (const t of rotate(tcpTs, round)) {
           const pid = t.proc?.pid;
-          const cpu0 = pid !== undefined ? cpuSeconds(pid) : NaN;
+          const c0 = pid !== undefined ? cpuTimes(pid) : { user: NaN, sys: NaN };
           const r = await bulkLoad(t.tcp!.port, d, o.tcpSeconds);
-          const cpu1 = pid !== undefined ? cpuSeconds(pid) : NaN;
+          const c1 = pid !== undefined ? cpuTimes(pid) : { user: NaN, sys: NaN };
+          const cpu = c1.user + c1.sys - (c0.user + c0.sys);
           const s: TcpSample = {
             round,
             target: t.name,
             dir: d,
             gbps: (r.bytes * 8) / r.seconds / 1e9,
             bytes: r.bytes,
-            cpuSPerGB: (cpu1 - cpu0) / (r.bytes / 1e9),
+            cpuSPerGB: cpu / (r.bytes / 1e9),
+            cpuBusy: cpu / r.seconds,
             rssKiB: pid !== undefined ? rssKiB(pid) : NaN,
           };
           tcp.push(s);
-          o.say(`  tcp r${round} ${d} ${t.name}: ${s.gbps.toFixed(2)} Gbit/s, ${s.cpuSPerGB.toFixed(2)} CPU-s/GB`);
+          o.say(`  tcp r${round} ${d} ${t.name}: ${s.gbps.toFixed(2)} Gbit/s, ${s.cpuSPerGB.toFixed(2)} CPU-s/GB (CPU ${(100 * s.cpuBusy).toFixed(0)}% busy)`);
         }
       }
     }
@@ -170,6 +190,6 @@ export async function runThroughput(o: ThroughputOptions): Promise<ThroughputRaw
     unavailable,
     tools: o.quick
       ? { http: 'built-in Node closed-loop client', tcp: 'built-in Node bulk client', upstream: 'built-in Node upstream' }
-      : { http: 'wrk -t1 (keep-alive)', tcp: 'iperf3, 1 stream', upstream: 'nginx (return 200), iperf3 -s' },
+      : { http: 'wrk -t1 (keep-alive)', tcp: `iperf3, 1 stream${o.tcpRateGbps !== undefined ? `, fixed ${o.tcpRateGbps} Gbit/s (-b)` : ', unlimited rate'}`, upstream: 'nginx (return 200), iperf3 -s' },
   };
 }

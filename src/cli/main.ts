@@ -6,10 +6,7 @@ import type { AddressInfo } from 'node:net';
 import type { Config } from '../config/index.js';
 import { loadConfig, redactConfig } from '../config/index.js';
 import { readFile } from 'node:fs/promises';
-import { startDemoHttpUpstream, startDemoUpstream } from '../demo/upstream.js';
-import { runDoctor } from '../doctor/index.js';
 import { ConfigError, InjectError, SockoptUnsupportedError, UsageError } from '../errors.js';
-import { injectManifests, parseRouteSpec, validateRoutes } from '../inject/index.js';
 import { createLogger } from '../log/index.js';
 import { startSidecar } from '../sidecar.js';
 import { selfCheckSockopts } from '../sockopts/index.js';
@@ -89,6 +86,8 @@ function report(err: unknown, io: CliIo): number {
 
 /** Reads the manifests, adds the sidecar, prints the result; nothing reaches stdout unless it all worked. */
 async function inject(args: InjectArgs, io: CliIo): Promise<number> {
+  // inject/, doctor/ and demo/ are loaded by their commands only (yaml alone is ~7 MiB of a running sidecar).
+  const { injectManifests, parseRouteSpec, validateRoutes } = await import('../inject/index.js');
   const routes = args.routes.map(parseRouteSpec);
   validateRoutes(routes, args.adminPort);
   let text: string;
@@ -135,6 +134,7 @@ async function serve(config: Config, io: CliIo, onStarted?: (admin: AddressInfo 
 const DEMO_PORT = 15000;
 
 async function demo(configFile: string | undefined, io: CliIo): Promise<number> {
+  const { startDemoHttpUpstream, startDemoUpstream } = await import('../demo/upstream.js');
   const upstream = await startDemoUpstream();
   const httpUpstream = await startDemoHttpUpstream();
   const up = upstream.address() as AddressInfo;
@@ -204,6 +204,7 @@ async function doctor(args: ParsedArgs, io: CliIo): Promise<number> {
     const h = ['0.0.0.0', '::', ''].includes(config.admin.host) ? '127.0.0.1' : config.admin.host;
     adminUrl = `http://${h.includes(':') ? `[${h}]` : h}:${config.admin.port}`;
   }
+  const { runDoctor } = await import('../doctor/index.js');
   const report = await runDoctor({
     procRoot: args.procRoot ?? '/proc',
     routes: config.routes,
