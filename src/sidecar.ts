@@ -58,15 +58,16 @@ export async function startSidecar(config: Config, opts: StartOptions): Promise<
       if (route.mode === 'http') {
         // No warmSpares override any more: an h1 connection idle before its first request is read by its own
         // idle reader (any byte -> protocol_error) and handed to undici intact (test/integration/pool.test.ts).
+        // Loaded only for http routes: undici and the HTTP path cost a tcp-only sidecar ~20 MiB RSS.
+        const { h1DriverFactory } = await import('./pool/h1-driver.js');
         pool = new Pool(route, clock, {
           idleTimeoutMs: route.http.idleTimeoutMs,
           maxIdle: route.http.maxIdle,
           maxPending: route.http.maxPending,
           pendingTimeoutMs: route.http.pendingTimeoutMs,
-          driver: { kind: 'h1', origin: `http://${route.upstream.host.includes(':') ? `[${route.upstream.host}]` : route.upstream.host}:${route.upstream.port}` },
+          driver: h1DriverFactory(`http://${route.upstream.host.includes(':') ? `[${route.upstream.host}]` : route.upstream.host}:${route.upstream.port}`),
           siblingEviction: route.http.siblingEviction,
         });
-        // Loaded only for http routes: undici and the HTTP path cost a tcp-only sidecar ~20 MiB RSS.
         const { HttpListener } = await import('./listeners/http.js');
         const http = new HttpListener(route, pool, clock);
         logHttpListenerEvents(http, log);

@@ -67,3 +67,11 @@ export class H1Driver {
     });
   }
 }
+
+/**
+ * The pool's driver hook for http routes: one H1Driver per new socket, speaking to `origin`. Imported lazily
+ * by the composition root (only for http routes), so a tcp-only sidecar never loads undici.
+ */
+export function h1DriverFactory(origin: string): (socket: Socket, backstopMs: number) => H1Driver {
+  return (socket, backstopMs) => new H1Driver(socket, origin, backstopMs);
+}

@@ -9,6 +9,7 @@
  */
 import { EventEmitter, once } from 'node:events';
 import type { PoolConfig } from '../config/index.js';
+import type { Socket } from 'node:net';
 import type { AcquireFailure, CloseReason } from '../errors.js';
 import { AcquireError, DEAD_PEER_REASONS } from '../errors.js';
 import { classifyConnectError } from '../liveness/index.js';
@@ -20,7 +21,7 @@ import { UpstreamConn } from './conn.js';
 import type { ConnOwner } from './conn.js';
 import { configureSocket, openSocket } from './connector.js';
 import { Evictor } from './evictor.js';
-import { H1Driver } from './h1-driver.js';
+import type { H1Driver } from './h1-driver.js';
 import { Lease } from './lease.js';
 import { transition } from './state.js';
 import type { ConnEvent } from './state.js';
@@ -70,9 +71,10 @@ export interface PoolOptions {
   readonly pendingTimeoutMs?: number | undefined;
   /**
    * The protocol driver each connection gets (Envoy's instantiateActiveClient hook): undefined = raw bytes
-   * (tcp); `h1` = HTTP/1 via one undici Client per connection, speaking to `origin`.
+   * (tcp); otherwise a factory called once per new socket (HTTP/1: `h1DriverFactory`, one undici Client per
+   * connection). A factory, not a kind, so a tcp-only sidecar never loads undici (~18 MiB RSS).
    */
-  readonly driver?: { readonly kind: 'h1'; readonly origin: string } | undefined;
+  readonly driver?: ((socket: Socket, backstopMs: number) => H1Driver) | undefined;
   /**
    * When a connection dies of a dead-peer reason (keepalive_timeout, user_timeout, no_ack), retire every idle
    * connection to the same remote address and port with sibling_evicted: they share the path that just
@@ -303,9 +305,8 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
   private connect(forLease: boolean, signal: AbortSignal | undefined): Promise<UpstreamConn> {
     const startedAt = this.clock.now();
     const socket = openSocket(this.config.upstream);
-    const d = this.options.driver;
     // Far beyond our own idle timers: undici's keep-alive timer is only a backstop, ours retires first.
-    const h1 = d?.kind === 'h1' ? new H1Driver(socket, d.origin, this.config.maxAgeMs * 2) : undefined;
+    const h1 = this.options.driver?.(socket, this.config.maxAgeMs * 2);
     const conn = new UpstreamConn(this.nextId++, this.config.name, socket, startedAt, forLease, this, this.config.keepalive.userTimeoutMs, h1);
     this.sets.connecting.add(conn);
     return new Promise<UpstreamConn>((resolve, reject) => {

@@ -12,6 +12,7 @@ import type { RouteConfig } from '../../src/config/index.js';
 import { AcquireError } from '../../src/errors.js';
 import type { CloseInfo, Lease, PoolOptions, UpstreamConn } from '../../src/pool/index.js';
 import { Pool } from '../../src/pool/index.js';
+import { h1DriverFactory } from '../../src/pool/h1-driver.js';
 import { FakeClock } from '../../src/util/fake-clock.js';
 import { httpUpstream, request } from '../fixtures/http-upstreams.js';
 import type { HttpFixture } from '../fixtures/http-upstreams.js';
@@ -127,7 +128,7 @@ describe('pool policy (real loopback sockets, fake clock)', () => {
 
   it('HTTP/1 driver: a connection idle in the pool that receives any byte is destroyed with protocol_error', async () => {
     const clock = new FakeClock();
-    const p = pool(clock, { maxConnections: 2 }, { idleTimeoutMs: 60000, driver: { kind: 'h1', origin: `http://127.0.0.1:${up.port}` } });
+    const p = pool(clock, { maxConnections: 2 }, { idleTimeoutMs: 60000, driver: h1DriverFactory(`http://127.0.0.1:${up.port}`) });
     const l: Lease = await p.acquire();
     l.release();
     assert.equal(p.stats().idle, 1);
@@ -153,7 +154,7 @@ describe('HTTP/1 driver handover', () => {
 
   it('a connection read by the idle reader before its first request is handed to undici intact', async () => {
     const clock = new FakeClock();
-    const p = new Pool(routeFor(up.port, { maxConnections: 1 }), clock, { idleTimeoutMs: 60000, driver: { kind: 'h1', origin: `http://127.0.0.1:${up.port}` } });
+    const p = new Pool(routeFor(up.port, { maxConnections: 1 }), clock, { idleTimeoutMs: 60000, driver: h1DriverFactory(`http://127.0.0.1:${up.port}`) });
     try {
       const first = await p.acquire();
       first.release(); // released without a request (the downstream went away): idle, read by the pool reader
