@@ -5,7 +5,7 @@ import { PendingQueue } from './checkout-queue.js';
 
 describe('PendingQueue', () => {
   it('wakes waiters in FIFO order, each exactly once', () => {
-    const q = new PendingQueue(new FakeClock(), 0);
+    const q = new PendingQueue(new FakeClock());
     const seen: string[] = [];
     for (const name of ['a', 'b', 'c']) q.wait(undefined, (o) => seen.push(`${name}:${o}`));
     q.wakeOne();
@@ -18,7 +18,7 @@ describe('PendingQueue', () => {
   });
 
   it('an aborted waiter leaves the queue and the next one is woken instead', () => {
-    const q = new PendingQueue(new FakeClock(), 0);
+    const q = new PendingQueue(new FakeClock());
     const seen: string[] = [];
     const ac = new AbortController();
     q.wait(ac.signal, (o) => seen.push(`a:${o}`));
@@ -35,20 +35,30 @@ describe('PendingQueue', () => {
 
   it('times out a waiter after timeoutMs (not before), and clears the timer of a woken one', () => {
     const clock = new FakeClock();
-    const q = new PendingQueue(clock, 5000);
+    const q = new PendingQueue(clock);
     const seen: string[] = [];
     const push = (o: string): void => {
       seen.push(o);
     };
-    q.wait(undefined, push);
+    q.wait(undefined, push, 5000);
     clock.advance(4999);
     assert.deepEqual(seen, []);
     clock.advance(1);
     assert.deepEqual(seen, ['timed_out']);
-    q.wait(undefined, push);
+    q.wait(undefined, push, 5000);
     q.wakeOne();
     assert.equal(clock.pendingTimers, 0);
     clock.advance(10000);
     assert.deepEqual(seen, ['timed_out', 'woken']);
+  });
+
+  it('puts a woken waiter that lost its slot back at the head of the line (FIFO survives a re-wait)', () => {
+    const q = new PendingQueue(new FakeClock());
+    const seen: string[] = [];
+    q.wait(undefined, () => seen.push('b'));
+    q.wait(undefined, () => seen.push('a-again'), 0, true);
+    q.wakeOne();
+    q.wakeOne();
+    assert.deepEqual(seen, ['a-again', 'b']);
   });
 });

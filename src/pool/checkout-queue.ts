@@ -45,18 +45,17 @@ export class PendingQueue {
   /** Every entry waits for a slot or an idle connection; FIFO. */
   private readonly waiters: Waiter[] = [];
 
-  constructor(
-    private readonly clock: Clock,
-    /** 0 = wait without a bound. */
-    private readonly timeoutMs: number,
-  ) {}
+  constructor(private readonly clock: Clock) {}
 
   get size(): number {
     return this.waiters.length;
   }
 
-  /** Queues a caller; `done` is called exactly once. */
-  wait(signal: AbortSignal | undefined, done: (outcome: WaitOutcome) => void): void {
+  /**
+   * Queues a caller for at most `timeoutMs` (0 = no bound); `done` is called exactly once. `isFront`: a woken
+   * waiter that lost its slot to a racing checkout goes back to the head of the line, not the tail.
+   */
+  wait(signal: AbortSignal | undefined, done: (outcome: WaitOutcome) => void, timeoutMs = 0, isFront = false): void {
     if (signal?.aborted === true) {
       done('aborted');
       return;
@@ -67,9 +66,10 @@ export class PendingQueue {
       signal,
       onAbort: () => this.remove(waiter, 'aborted'),
     };
-    if (this.timeoutMs > 0) waiter.timer = this.clock.setTimeout(() => this.remove(waiter, 'timed_out'), this.timeoutMs);
+    if (timeoutMs > 0) waiter.timer = this.clock.setTimeout(() => this.remove(waiter, 'timed_out'), timeoutMs);
     signal?.addEventListener('abort', waiter.onAbort, { once: true });
-    this.waiters.push(waiter);
+    if (isFront) this.waiters.unshift(waiter);
+    else this.waiters.push(waiter);
   }
 
   /** Wakes the first waiter, if any: a connection went idle or a slot was freed. */

@@ -123,7 +123,7 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
     private readonly options: PoolOptions = {},
   ) {
     super();
-    this.pending = new PendingQueue(clock, options.pendingTimeoutMs ?? 0);
+    this.pending = new PendingQueue(clock);
     this.batch = new CheckoutBatch((records) => this.validateCheckouts(records));
     this.evictor = new Evictor(clock, options.idleTimeoutMs, (conn, reason) => this.fail(conn, reason));
   }
@@ -161,6 +161,8 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
    * Rejects with AcquireError (overflow, pending_timeout, connect_*, shutting_down).
    */
   async acquire(signal?: AbortSignal, opts: AcquireOptions = {}): Promise<Lease> {
+    /** Set at the first wait: pendingTimeoutMs bounds the whole time in the queue (HAProxy's `timeout queue`). */
+    let deadline: number | undefined;
     for (;;) {
       if (this.isClosing) throw new AcquireError('shutting_down', 'the sidecar is shutting down');
       const conn = opts.isFresh === true ? undefined : this.sets.idle.values().next().value;
@@ -170,7 +172,7 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
         await new Promise<void>((resolve) => setImmediate(resolve));
         if (conn.state.state === 'leased' && conn.isReusable) {
           this.fill();
-          return new Lease(this, conn);
+          return this.handOut(conn);
         }
         this.fail(conn, 'peer_closed');
         continue;
@@ -186,7 +188,11 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
       if (this.pending.size >= (this.options.maxPending ?? 0)) {
         throw new AcquireError('overflow', `route ${this.config.name}: maxConnections (${this.config.maxConnections}) in use and maxPending (${this.options.maxPending ?? 0}) waiting`);
       }
-      const outcome = await new Promise<WaitOutcome>((resolve) => this.pending.wait(signal, resolve));
+      const isRequeue = deadline !== undefined;
+      const timeoutMs = this.options.pendingTimeoutMs ?? 0;
+      deadline ??= this.clock.now() + timeoutMs;
+      const leftMs = timeoutMs > 0 ? Math.max(1, deadline - this.clock.now()) : 0;
+      const outcome = await new Promise<WaitOutcome>((resolve) => this.pending.wait(signal, resolve, leftMs, isRequeue));
       if (outcome === 'aborted') throw new AcquireError('connect_error', 'aborted: the downstream went away');
       if (outcome === 'timed_out') {
         throw new AcquireError('pending_timeout', `route ${this.config.name}: no connection free within pendingTimeoutMs (${this.options.pendingTimeoutMs ?? 0} ms)`);
@@ -217,12 +223,18 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
     );
   }
 
+  /** An idle connection passed checkout validation: stop its idle reader and lease it out. */
+  private handOut(conn: UpstreamConn): Lease {
+    conn.stopIdleReader();
+    return new Lease(this, conn);
+  }
+
   /** Checkout validation, one macrotask after the checkouts: a FIN or RST that already arrived was handled. */
   private validateCheckouts(records: ReadonlyArray<CheckoutRecord<LeaseRequester>>): void {
     for (const { conn, requester, signal } of records) {
       if (conn.state.state === 'leased' && conn.isReusable) {
         this.fill();
-        requester.onLease(new Lease(this, conn));
+        requester.onLease(this.handOut(conn));
       } else {
         this.fail(conn, 'peer_closed');
         this.checkout(requester, signal);
@@ -360,6 +372,8 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
     this.apply(conn, { type: 'connected' });
     this.emit('connected', conn, now - pc.startedAt);
     pc.resolve(conn);
+    // A spare that just went idle serves the first waiter (its slot may be the one a woken waiter lost).
+    if (conn.state.state === 'idle') this.pending.wakeOne();
   }
 
   connEnded(conn: UpstreamConn): void {
@@ -407,8 +421,9 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
           conn.startIdleReader(this.clock);
           break;
         case 'clear_idle_timers':
-          // Leaving idle: stop the idle reader. The timers stay armed and re-check the state when they fire.
-          conn.stopIdleReader();
+          // Leaving idle. The timers stay armed and re-check the state when they fire. The idle reader keeps
+          // running through checkout validation (handOut stops it): on a paused socket a FIN that arrives in
+          // the validation window is buffered without 'end' and bytes go unseen, so validation would pass.
           break;
         case 'destroy':
           this.evictor.clear(conn);
@@ -428,7 +443,8 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
   }
 
   private fill(): void {
-    if (this.isClosing || this.config.warmSpares === 0 || this.refillTimer !== undefined) return;
+    // Waiters first: a freed slot goes to a queued request, not to a new spare.
+    if (this.isClosing || this.config.warmSpares === 0 || this.refillTimer !== undefined || this.pending.size > 0) return;
     let spares = this.sets.idle.size;
     for (const c of this.sets.connecting) if (c.state.state === 'connecting' && !c.state.forLease) spares++;
     while (spares < this.config.warmSpares && this.stats().total < this.config.maxConnections) {

@@ -141,6 +141,43 @@ describe('pool policy (real loopback sockets, fake clock)', () => {
     assert.equal(conn, l.conn);
     assert.equal(info.reason, 'protocol_error');
   });
+
+  it('checkout validation sees bytes that arrive in the validation window: that connection is never handed out', async () => {
+    const clock = new FakeClock();
+    const p = pool(clock, { maxConnections: 2 }, { idleTimeoutMs: 60000, driver: h1DriverFactory(`http://127.0.0.1:${up.port}`) });
+    const l: Lease = await p.acquire();
+    l.release();
+    const server = up.sockets.find((s: net.Socket) => s.remotePort === l.conn.localPort);
+    assert.ok(server !== undefined);
+    const closed = closedWith(p);
+    // A stale "408, connection: close" from the upstream lands in our receive buffer with no poll phase between it
+    // and the checkout (the checkout runs in the timers phase; the wait makes sure the kernel has the bytes), so
+    // only the poll phase inside the validation window can see it: the idle reader must still be running there.
+    server.write('HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+    await new Promise((r) => setTimeout(r, 0));
+    const next = await p.acquire();
+    const [conn, info] = await closed;
+    assert.equal(conn, l.conn);
+    assert.equal(info.reason, 'protocol_error');
+    assert.notEqual(next.conn, l.conn, 'a fresh connection, not the one that spoke unasked');
+    next.destroy('downstream_closed');
+  });
+
+  it('warm spares never starve a waiter: a freed slot goes to the queued request, and a spare that connects serves it', async () => {
+    const clock = new FakeClock();
+    const p = pool(clock, { maxConnections: 1, warmSpares: 1 }, { maxPending: 4, idleTimeoutMs: 60000 });
+    p.start();
+    await waitFor(() => p.stats().idle === 1, 5000, 'the spare is up');
+    const a = await p.acquire();
+    const b = p.acquire();
+    assert.equal(p.pendingCount, 1);
+    a.destroy('downstream_closed');
+    const lb = await b;
+    assert.notEqual(lb.conn, a.conn);
+    assert.equal(p.pendingCount, 0);
+    lb.destroy('downstream_closed');
+  });
 });
 
 describe('HTTP/1 driver handover', () => {
