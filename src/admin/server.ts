@@ -196,7 +196,7 @@ export class AdminServer {
     this.server = new BoundedServer(cfg, routes, ADMIN_LIMITS.adminMaxConnections, (path) => {
       if (path.startsWith('/debug')) {
         const where = this.deps.debugUrl?.();
-        return `not found: ${path}\n/debug/* is served only on the loopback debug listener (debug.host:debug.port${where !== undefined ? `, here ${where}` : ''}), not on the admin port\n`;
+        return `not found: ${path}\n/debug/* is served only on the loopback debug listener (debug.host:debug.port${where !== undefined ? `, here ${where}` : ''}), not on the admin port\nendpoints: ${ADMIN_PATHS.join(' ')}\n`;
       }
       return `not found: ${path}\nendpoints: ${ADMIN_PATHS.join(' ')}\n`;
     });
