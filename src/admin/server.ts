@@ -60,9 +60,9 @@ export const DEBUG_PATHS = ['/debug/connections', '/debug/config'] as const;
 /** Fixed bounds of both listeners (not config: they protect the process, nobody needs to raise them). */
 export const ADMIN_LIMITS = {
   /** Concurrent sockets on the admin port; more are closed on accept (kubelet + Prometheus need a handful). */
-  adminMaxConnections: 64,
+  adminMaxConnections: 32,
   /** Concurrent sockets on the debug port (humans and doctor). */
-  debugMaxConnections: 16,
+  debugMaxConnections: 8,
   /** A client has this long to send its request head (slowloris), and this long for the whole request. */
   headersTimeoutMs: 5000,
   requestTimeoutMs: 10_000,
@@ -71,8 +71,13 @@ export const ADMIN_LIMITS = {
   /** /debug/connections: entries per response by default, and at most. */
   connectionsDefaultLimit: 100,
   connectionsMaxLimit: 1000,
-  /** Views built (TCP_INFO + getsockopt) and serialized per loop turn; the rest after setImmediate. */
-  connectionsSliceSize: 50,
+  /**
+   * Views built and serialized per loop turn; the rest after setImmediate. One view costs ~50 µs here
+   * (six getsockopt calls through FFI plus TCP_INFO), so a slice is ~1 ms of loop time.
+   */
+  connectionsSliceSize: 20,
+  /** A finished page is served again to requests for the same page within this long (a storm builds ~4/s). */
+  connectionsMaxAgeMs: 250,
 } as const;
 
 /** The body of /debug/connections: one page of the upstream sockets, in route order then id order. */
@@ -166,26 +171,45 @@ class BoundedServer {
   }
 }
 
-/** Shares one in-progress collection among concurrent callers with the same key. */
+/**
+ * Shares one in-progress collection among concurrent callers with the same key, and reuses its result for
+ * `maxAgeMs` after it finished (0 = only while in flight). The promise is kept, not only its result.
+ */
 class SingleFlight<T> {
-  private readonly inFlight = new Map<string, Promise<T>>();
+  private readonly entries = new Map<string, { readonly result: Promise<T>; doneAt: number | undefined }>();
+
+  constructor(
+    private readonly clock: Clock,
+    private readonly maxAgeMs: number,
+  ) {}
 
   run(key: string, collect: () => Promise<T>): Promise<T> {
-    let p = this.inFlight.get(key);
-    if (p === undefined) {
-      p = collect().finally(() => this.inFlight.delete(key));
-      this.inFlight.set(key, p);
-    }
-    return p;
+    const now = this.clock.now();
+    const hit = this.entries.get(key);
+    if (hit !== undefined && (hit.doneAt === undefined || now - hit.doneAt < this.maxAgeMs)) return hit.result;
+    // Expired entries of other keys go too, so the map holds at most the keys asked within maxAgeMs.
+    for (const [k, e] of this.entries) if (e.doneAt !== undefined && now - e.doneAt >= this.maxAgeMs) this.entries.delete(k);
+    const entry: { result: Promise<T>; doneAt: number | undefined } = { result: collect(), doneAt: undefined };
+    entry.result.then(
+      () => {
+        entry.doneAt = this.clock.now();
+        if (this.maxAgeMs === 0) this.entries.delete(key);
+      },
+      () => this.entries.delete(key),
+    );
+    this.entries.set(key, entry);
+    return entry.result;
   }
 }
 
 /** The pod-facing listener: /live, /ready, /metrics. /debug/* is 404 naming the debug listener. */
 export class AdminServer {
   private readonly server: BoundedServer;
-  private readonly scrapes = new SingleFlight<Buffer>();
+  private readonly scrapes: SingleFlight<Buffer>;
 
   constructor(cfg: AdminConfig, private readonly deps: AdminDeps) {
+    // Only while in flight: our own metrics are never cached (the registry caches process metrics 1 s).
+    this.scrapes = new SingleFlight(deps.clock, 0);
     const routes = new Map<string, Route>([
       ['/live', async () => [200, 'text/plain', 'ok\n']],
       ['/ready', async () => (deps.isReady() ? [200, 'text/plain', 'ready\n'] : [503, 'text/plain', 'not ready\n'])],
@@ -214,9 +238,10 @@ export class AdminServer {
 /** The loopback listener: /debug/connections (paginated), /debug/config. */
 export class DebugServer {
   private readonly server: BoundedServer;
-  private readonly pages = new SingleFlight<Buffer>();
+  private readonly pages: SingleFlight<Buffer>;
 
   constructor(cfg: DebugConfig, private readonly deps: AdminDeps) {
+    this.pages = new SingleFlight(deps.clock, ADMIN_LIMITS.connectionsMaxAgeMs);
     const routes = new Map<string, Route>([
       ['/debug/connections', (q) => this.connectionsRoute(q)],
       ['/debug/config', async () => [200, 'application/json', JSON.stringify(redactConfig(deps.config), null, 2) + '\n']],
