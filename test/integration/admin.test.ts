@@ -142,16 +142,20 @@ describe('admin server', () => {
     clients.push(client);
     client.write('page\n');
     await readUntil(client, 'page\n');
-    const all = JSON.parse((await request(debugPort, '/debug/connections')).body) as ConnectionsPage;
-    assert.ok(all.total >= 2, `total ${all.total}`);
-    assert.equal(all.connections.length, all.total);
+    // A finished page is reused for ADMIN_LIMITS.connectionsMaxAgeMs, so pages asked at different moments
+    // may count different totals: only each page's own consistency is asserted.
     const first = JSON.parse((await request(debugPort, '/debug/connections?limit=1')).body) as ConnectionsPage;
-    assert.deepEqual([first.total, first.limit, first.connections.length, first.next], [all.total, 1, 1, '?offset=1&limit=1']);
+    assert.ok(first.total >= 2, `total ${first.total}`);
+    assert.deepEqual([first.limit, first.connections.length, first.next], [1, 1, '?offset=1&limit=1']);
     const second = JSON.parse((await request(debugPort, `/debug/connections${first.next}`)).body) as ConnectionsPage;
-    assert.deepEqual([second.total, second.offset, second.connections.length], [all.total, 1, 1]);
+    assert.ok(second.total >= 2, `total ${second.total}`);
+    assert.deepEqual([second.offset, second.connections.length], [1, 1]);
     assert.notEqual(second.connections[0]!.id, first.connections[0]!.id);
+    const all = JSON.parse((await request(debugPort, '/debug/connections?limit=1000')).body) as ConnectionsPage;
+    assert.deepEqual([all.connections.length, all.next], [all.total, null]);
     const past = JSON.parse((await request(debugPort, '/debug/connections?offset=1000')).body) as ConnectionsPage;
-    assert.deepEqual([past.total, past.connections.length, past.next], [all.total, 0, null]);
+    assert.deepEqual([past.connections.length, past.next], [0, null]);
+    assert.ok(past.total >= 2);
     for (const q of ['limit=0', `limit=${ADMIN_LIMITS.connectionsMaxLimit + 1}`, 'limit=x', 'offset=-1', 'offset=1.5']) {
       const res = await request(debugPort, `/debug/connections?${q}`);
       assert.equal(res.status, 400, q);
