@@ -179,6 +179,50 @@ describe('admin server', () => {
   });
 });
 
+describe('admin server: bounded against slow and many clients (#11)', () => {
+  let upstream: Fixture;
+  let sc: TestSidecar;
+  before(async () => {
+    upstream = await echoServer();
+    sc = await startTestSidecar({ routes: [tcpRoute(upstream.port)] });
+  });
+  after(async () => {
+    await sc.stop();
+    await upstream.close();
+  });
+
+  it('a request head that never finishes is answered 408 with Connection: close within headersTimeout (+1 s check interval)', async () => {
+    const s = await connectClient(sc.sidecar.admin!.port);
+    const t0 = performance.now();
+    s.write('GET /live HTTP/1.1\r\nHost: x\r\n');
+    const got = await readUntil(s, '\r\n\r\n');
+    const ms = performance.now() - t0;
+    s.destroy();
+    assert.match(got, /^HTTP\/1\.1 408 Request Timeout\r\nConnection: close/);
+    assert.ok(ms >= ADMIN_LIMITS.headersTimeoutMs - 100 && ms < ADMIN_LIMITS.headersTimeoutMs + 1500, `closed after ${Math.round(ms)} ms`);
+  });
+
+  it('past adminMaxConnections a new connection is closed at once; /live answers again once they go', async () => {
+    const held: net.Socket[] = [];
+    try {
+      for (let i = 0; i < ADMIN_LIMITS.adminMaxConnections; i++) held.push(await connectClient(sc.sidecar.admin!.port));
+      // The server counts a connection when it accepts it: wait until the last one held is answered.
+      held.at(-1)!.write('GET /live HTTP/1.1\r\nHost: x\r\n\r\n');
+      await readUntil(held.at(-1)!, 'ok\n');
+      await assert.rejects(request(sc.sidecar.admin!.port, '/live'), /ECONNRESET|socket hang up/);
+    } finally {
+      await Promise.all(held.map((h) => {
+        const closed = whenClosed(h);
+        h.destroy();
+        return closed;
+      }));
+    }
+    let status = 0;
+    for (let i = 0; i < 50 && status !== 200; i++) status = await request(sc.sidecar.admin!.port, '/live').then((r) => r.status, () => 0);
+    assert.equal(status, 200);
+  });
+});
+
 describe('admin server: configurable host', () => {
   it('binds the configured admin host (127.0.0.2) and serves there', async () => {
     const upstream = await echoServer();
