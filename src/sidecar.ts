@@ -5,7 +5,7 @@
  */
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
-import { AdminServer } from './admin/index.js';
+import { AdminServer, DebugServer } from './admin/index.js';
 import type { Config } from './config/index.js';
 import { shutdown } from './lifecycle/index.js';
 import type { HttpListener } from './listeners/http.js';
@@ -29,6 +29,8 @@ export interface RunningRoute {
 export interface Sidecar {
   readonly routes: readonly RunningRoute[];
   readonly admin: AddressInfo | undefined;
+  /** The loopback /debug/* listener (bound when admin is enabled). */
+  readonly debug: AddressInfo | undefined;
   readonly registry: Registry;
   /** Drains and stops; resolves 'drained' or 'forced'. Idempotent. */
   stop(): Promise<'drained' | 'forced'>;
@@ -97,31 +99,40 @@ export async function startSidecar(config: Config, opts: StartOptions): Promise<
   }
 
   let admin: AdminServer | undefined;
+  let debug: DebugServer | undefined;
   let adminAddress: AddressInfo | undefined;
+  let debugAddress: AddressInfo | undefined;
   if (config.admin.enabled) {
-    admin = new AdminServer(config.admin, {
+    const deps = {
       registry,
       pools: routes.map((r) => r.pool),
       config,
       clock,
       isReady: () => !isDraining && routes.every((r) => r.listener.isListening),
-    });
+      debugUrl: () => (debugAddress !== undefined ? urlOf(debugAddress) : undefined),
+    };
+    admin = new AdminServer(config.admin, deps);
+    debug = new DebugServer(config.debug, deps);
     try {
       adminAddress = await admin.listen();
+      debugAddress = await debug.listen();
     } catch (err) {
+      await admin.close();
+      await debug.close();
       for (const r of routes) {
         await r.pool.close();
         await r.listener.stopAccepting();
       }
       throw err;
     }
-    log.info({ admin: `http://${adminAddress.address}:${adminAddress.port}` }, 'admin listening');
+    log.info({ admin: urlOf(adminAddress), debug: urlOf(debugAddress) }, 'admin listening');
   }
 
   let stopping: Promise<'drained' | 'forced'> | undefined;
   return {
     routes,
     admin: adminAddress,
+    debug: debugAddress,
     registry,
     stop() {
       stopping ??= shutdown({
@@ -132,11 +143,17 @@ export async function startSidecar(config: Config, opts: StartOptions): Promise<
         closePools: async () => {
           await Promise.all(routes.map((r) => r.pool.close()));
         },
-        closeAdmin: () => admin?.close() ?? Promise.resolve(),
+        closeAdmin: async () => {
+          await Promise.all([admin?.close(), debug?.close()]);
+        },
         drainTimeoutMs: config.shutdown.drainTimeoutMs,
         clock,
       });
       return stopping;
     },
   };
+}
+
+function urlOf(a: AddressInfo): string {
+  return `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`;
 }

@@ -1,4 +1,5 @@
-// Admin: /live, /ready, /metrics and /debug/* on their own port. Read-only views of pools and config;
-// it must never change connection state.
-export { ADMIN_PATHS, AdminServer } from './server.js';
-export type { AdminDeps, ConnectionView } from './server.js';
+// Admin: /live, /ready, /metrics on the pod-facing admin port; /debug/* on the loopback debug port. Read-only
+// views of pools and config, bounded in connections, time and work per request; it must never change
+// connection state.
+export { ADMIN_LIMITS, ADMIN_PATHS, AdminServer, DEBUG_PATHS, DebugServer } from './server.js';
+export type { AdminDeps, ConnectionsPage, ConnectionView } from './server.js';

@@ -12,6 +12,8 @@ export interface ParsedArgs {
   readonly inject?: InjectArgs;
   /** doctor: admin base URL of a running sidecar. */
   readonly adminUrl?: string | undefined;
+  /** doctor: debug base URL (loopback) of a running sidecar. */
+  readonly debugUrl?: string | undefined;
   /** doctor: root of the proc filesystem (default /proc). */
   readonly procRoot?: string | undefined;
 }
@@ -33,7 +35,7 @@ export const HELP = `keepalive-sidecar: a sidecar proxy that drops dead upstream
 
 Usage: keepalive-sidecar [command] [--config FILE]
        keepalive-sidecar inject [FILE|-] --route name=pg,listen=15432,upstream=postgres:5432 [--route ...]
-       keepalive-sidecar doctor [--config FILE] [--admin-url URL] [--proc-root DIR]
+       keepalive-sidecar doctor [--config FILE] [--admin-url URL] [--debug-url URL] [--proc-root DIR]
 
 Commands:
   run            serve the configured routes (the default)
@@ -48,6 +50,8 @@ Commands:
 Options:
   -c, --config FILE   JSON or YAML configuration file (or SIDECAR_CONFIG)
   --admin-url URL     doctor: admin address of a running sidecar (default: the configured admin port)
+  --debug-url URL     doctor: its loopback debug address for /debug/connections (default: the configured
+                      debug.host and debug.port)
   --proc-root DIR     doctor: read sysctls from DIR/sys/net/ipv4 instead of /proc/sys/net/ipv4
   -h, --help          this help
   -v, --version       print the version
@@ -76,6 +80,7 @@ export function parseCliArgs(argv: readonly string[]): ParsedArgs {
       options: {
         config: { type: 'string', short: 'c' },
         'admin-url': { type: 'string' },
+        'debug-url': { type: 'string' },
         'proc-root': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
@@ -98,11 +103,11 @@ export function parseCliArgs(argv: readonly string[]): ParsedArgs {
     if (positionals.length > 1) throw new UsageError(`unexpected arguments: ${positionals.slice(1).join(' ')}`);
     if (injectOnly.length > 0) throw new UsageError(`--${injectOnly[0]} is an option of "inject" only`);
     if (command !== 'doctor') {
-      for (const opt of ['admin-url', 'proc-root'] as const) {
+      for (const opt of ['admin-url', 'debug-url', 'proc-root'] as const) {
         if (values[opt] !== undefined) throw new UsageError(`--${opt} is only used by "doctor"`);
       }
     }
-    return { command: command as Command, configFile: values.config, adminUrl: values['admin-url'], procRoot: values['proc-root'] };
+    return { command: command as Command, configFile: values.config, adminUrl: values['admin-url'], debugUrl: values['debug-url'], procRoot: values['proc-root'] };
   }
   if (positionals.length > 2) throw new UsageError(`inject takes one input (a file or -), got: ${positionals.slice(1).join(' ')}`);
   if (values.config !== undefined) throw new UsageError('inject takes its routes from --route, not --config');

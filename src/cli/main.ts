@@ -109,10 +109,10 @@ async function readProcessStdin(): Promise<string> {
 }
 
 /** Serves until SIGTERM or SIGINT, then drains. */
-async function serve(config: Config, io: CliIo, onStarted?: (admin: AddressInfo | undefined, routes: ReadonlyArray<{ name: string; address: AddressInfo }>) => void): Promise<number> {
+async function serve(config: Config, io: CliIo, onStarted?: (admin: AddressInfo | undefined, routes: ReadonlyArray<{ name: string; address: AddressInfo }>, debug: AddressInfo | undefined) => void): Promise<number> {
   const logger = createLogger(config.log.level);
   const sidecar = await startSidecar(config, { logger });
-  onStarted?.(sidecar.admin, sidecar.routes);
+  onStarted?.(sidecar.admin, sidecar.routes, sidecar.debug);
   await new Promise<void>((resolve) => {
     const onSignal = (signal: NodeJS.Signals): void => {
       process.off('SIGTERM', onSignal);
@@ -154,7 +154,7 @@ async function demo(configFile: string | undefined, io: CliIo): Promise<number> 
     ],
   };
   try {
-    return await serve(config, io, (admin, routes) => {
+    return await serve(config, io, (admin, routes, debug) => {
       const r = routes[0];
       const h = routes[1];
       const lines = [
@@ -169,8 +169,12 @@ async function demo(configFile: string | undefined, io: CliIo): Promise<number> 
         ...(admin !== undefined
           ? [
               `  Metrics:      curl -s http://${admin.address}:${admin.port}/metrics | grep -E 'keepalive_sidecar_(upstream|http)'`,
-              `  Connections:  curl -s http://${admin.address}:${admin.port}/debug/connections`,
-              `  Doctor:       npx keepalive-sidecar doctor --admin-url http://${admin.address}:${admin.port}`,
+              ...(debug !== undefined
+                ? [
+                    `  Connections:  curl -s http://${debug.address}:${debug.port}/debug/connections`,
+                    `  Doctor:       npx keepalive-sidecar doctor --admin-url http://${admin.address}:${admin.port} --debug-url http://${debug.address}:${debug.port}`,
+                  ]
+                : []),
             ]
           : []),
         '  Stop with Ctrl-C.',
@@ -205,12 +209,18 @@ async function doctor(args: ParsedArgs, io: CliIo): Promise<number> {
     adminUrl = `http://${h.includes(':') ? `[${h}]` : h}:${config.admin.port}`;
   }
   const { runDoctor } = await import('../doctor/index.js');
+  let debugUrl = args.debugUrl;
+  if (debugUrl === undefined && config.debug.port !== 0) {
+    const h = config.debug.host;
+    debugUrl = `http://${h.includes(':') ? `[${h}]` : h}:${config.debug.port}`;
+  }
   const report = await runDoctor({
     procRoot: args.procRoot ?? '/proc',
     routes: config.routes,
     configSource: source,
     adminUrl,
     isAdminUrlExplicit: args.adminUrl !== undefined,
+    debugUrl,
   });
   io.out(report.text);
   return report.problems.length > 0 ? EXIT.problem : EXIT.ok;

@@ -65,6 +65,11 @@ describe('loadConfig', () => {
     ['bad route name', { routes: [route({ name: 'Bad Name' })] }, {}, ['routes[0] (Bad Name).name']],
     ['duplicate listen port', { routes: [route(), route({ name: 'pg2' })] }, {}, ['routes[1] (pg2).listen.port: 15432 is already used']],
     ['listen port = admin port', { routes: [route({ listen: { port: 9901 } })] }, {}, ['listen.port: 9901 is already used by admin.port']],
+    ['debug.host not loopback (0.0.0.0)', { routes: [route()], debug: { host: '0.0.0.0' } }, {}, ['debug.host: "0.0.0.0" is not a loopback address']],
+    ['debug.host not loopback (pod IP, env)', { routes: [route()] }, { SIDECAR_DEBUG_HOST: '10.1.2.3' }, ['debug.host: "10.1.2.3" is not a loopback address']],
+    ['debug.host a name', { routes: [route()], debug: { host: 'pod.local' } }, {}, ['debug.host: "pod.local" is not a loopback address']],
+    ['debug port = admin port', { routes: [route()], debug: { port: 9901 } }, {}, ['debug.port: 9901 is already used by admin.port']],
+    ['listen port = debug port', { routes: [route({ listen: { port: 9902 } })] }, {}, ['listen.port: 9902 is already used by debug.port']],
     ['duplicate route name', { routes: [route(), route({ listen: { port: 2 } })] }, {}, ['duplicate route name']],
     ['no routes', {}, {}, ['routes: no route configured']],
     ['route not an object', { routes: [42] }, {}, ['routes[0]: must be an object']],
@@ -82,6 +87,13 @@ describe('loadConfig', () => {
       for (const f of fragments) assert.ok(got.some((p) => p.includes(f)), `"${f}" in ${JSON.stringify(got)}`);
     });
   }
+
+  it('accepts loopback debug hosts and port 0', () => {
+    for (const host of ['127.0.0.1', '127.0.0.9', '::1', 'localhost']) {
+      assert.equal(load({ debug: { host, port: 0 }, routes: [route()] }).debug.host, host);
+    }
+    assert.deepEqual(load({ routes: [route()] }).debug, { host: '127.0.0.1', port: 9902 });
+  });
 
   it('lists every problem at once', () => {
     const got = problems({ bogus: 1, admin: { port: -1 }, routes: [route({ keepalive: { idleMs: 10, probes: 500 } }), route()] });

@@ -65,6 +65,7 @@ export function loadConfig(inputs: LoadInputs): Config {
 
   const config: Config = {
     admin: { enabled: top.get('admin.enabled'), host: top.get('admin.host'), port: top.get('admin.port') },
+    debug: { host: top.get('debug.host'), port: top.get('debug.port') },
     log: { level: top.get('log.level') as Config['log']['level'] },
     shutdown: { drainTimeoutMs: top.get('shutdown.drainTimeoutMs') },
     routes,
@@ -173,6 +174,13 @@ function checkRelations(config: Config, rawRoutes: readonly unknown[]): string[]
   const names = new Map<string, number>();
   const ports = new Map<number, string>();
   if (config.admin.enabled && config.admin.port !== 0) ports.set(config.admin.port, 'admin.port');
+  if (config.admin.enabled && config.debug.port !== 0) {
+    if (ports.has(config.debug.port)) problems.push(`debug.port: ${config.debug.port} is already used by admin.port`);
+    else ports.set(config.debug.port, 'debug.port');
+  }
+  if (!isLoopbackHost(config.debug.host)) {
+    problems.push(`debug.host: "${config.debug.host}" is not a loopback address: /debug/* shows upstream addresses and config and must stay inside the pod (use 127.0.0.1, another 127.x address or ::1; probes and /metrics belong on admin.host)`);
+  }
   rawRoutes.forEach((raw, i) => {
     const r = (raw ?? {}) as { name?: unknown; listen?: { port?: unknown } };
     const name = typeof r.name === 'string' ? r.name : undefined;
@@ -220,4 +228,12 @@ function parseJsonOrYaml(text: string): unknown {
   }
   const yaml = createRequire(import.meta.url)('yaml') as typeof import('yaml');
   return yaml.parse(text) as unknown;
+}
+
+/** 127.0.0.0/8, ::1, or localhost: what the debug listener may bind (#11). A name other than localhost is refused
+ * rather than resolved: the check must not depend on DNS at startup. */
+export function isLoopbackHost(host: string): boolean {
+  if (host === 'localhost' || host === '::1' || host === '[::1]') return true;
+  const m = /^127\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(host);
+  return m !== null && m.slice(1).every((o) => Number(o) <= 255);
 }

@@ -93,7 +93,7 @@ export const topSchema = {
   },
   admin: {
     enabled: {
-      doc: 'Serve /live, /ready, /metrics and /debug/* on the admin listener.',
+      doc: 'Serve /live, /ready and /metrics on the admin listener, and /debug/* on the debug listener.',
       format: Boolean,
       default: true,
       env: 'SIDECAR_ADMIN_ENABLED',
@@ -109,6 +109,22 @@ export const topSchema = {
       format: 'listen-port',
       default: 9901,
       env: 'SIDECAR_ADMIN_PORT',
+    },
+  },
+  // Debug listener (#11): /debug/* only, on loopback, apart from the pod-facing admin port (as Envoy's admin
+  // stays on localhost while Istio's agent serves probes and merged metrics on the pod IP).
+  debug: {
+    host: {
+      doc: 'Debug listener address for /debug/* (connections, config). Must be a loopback address (127.0.0.0/8 or ::1): the views show addresses and config, and are never exposed to the pod network.',
+      format: 'required-string',
+      default: '127.0.0.1',
+      env: 'SIDECAR_DEBUG_HOST',
+    },
+    port: {
+      doc: 'Debug listener port (0 = pick a free port). Served only while admin.enabled is true.',
+      format: 'listen-port',
+      default: 9902,
+      env: 'SIDECAR_DEBUG_PORT',
     },
   },
   log: {

@@ -68,8 +68,15 @@ export interface AdminConfig {
   readonly port: number;
 }
 
+/** The loopback-only /debug/* listener (#11); runs when admin.enabled. */
+export interface DebugConfig {
+  readonly host: string;
+  readonly port: number;
+}
+
 export interface Config {
   readonly admin: AdminConfig;
+  readonly debug: DebugConfig;
   readonly log: { readonly level: LogLevel };
   readonly shutdown: { readonly drainTimeoutMs: number };
   readonly routes: readonly RouteConfig[];

@@ -1,9 +1,12 @@
-/** Asks a running sidecar's admin port for /ready and /debug/connections (GET, short timeout, no retries). */
+/** Asks a running sidecar's admin port for /ready and its loopback debug port for /debug/connections (GET,
+ * short timeout, no retries; pages followed up to MAX_PAGES). */
 import http from 'node:http';
-import type { ConnectionView } from '../admin/index.js';
+import type { ConnectionsPage, ConnectionView } from '../admin/index.js';
 import type { AdminProbe } from './diagnose.js';
 
 const TIMEOUT_MS = 2000;
+/** Pages of /debug/connections read at most (1000 sockets each). */
+const MAX_PAGES = 10;
 
 function get(url: URL): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
@@ -19,23 +22,35 @@ function get(url: URL): Promise<{ status: number; body: string }> {
   });
 }
 
-/** Never throws: a sidecar that does not answer is reported as such. */
-export async function probeAdmin(base: string, isExplicit: boolean): Promise<AdminProbe> {
+/** Never throws: a sidecar that does not answer is reported as such. `base` is the admin URL (/ready),
+ * `debugBase` the debug URL (/debug/connections, loopback only since #11). */
+export async function probeAdmin(base: string, debugBase: string, isExplicit: boolean): Promise<AdminProbe> {
   let root: URL;
+  let debugRoot: URL;
   try {
     root = new URL(base);
-    if (root.protocol !== 'http:') throw new Error(`only http:// is served by the admin port, got ${root.protocol}`);
+    debugRoot = new URL(debugBase);
+    for (const u of [root, debugRoot]) {
+      if (u.protocol !== 'http:') throw new Error(`only http:// is served by the admin and debug ports, got ${u.protocol}`);
+    }
   } catch (err) {
     return { url: base, isExplicit, ok: false, error: (err as Error).message };
   }
-  const at = (p: string): URL => new URL(p, root);
   try {
-    const ready = await get(at('/ready'));
-    const conns = await get(at('/debug/connections'));
-    if (conns.status !== 200) throw new Error(`/debug/connections answered HTTP ${conns.status}`);
-    const parsed: unknown = JSON.parse(conns.body);
-    if (!Array.isArray(parsed)) throw new Error('/debug/connections did not answer a JSON array');
-    return { url: base, isExplicit, ok: true, isReady: ready.status === 200, connections: parsed as ConnectionView[] };
+    const ready = await get(new URL('/ready', root));
+    const connections: ConnectionView[] = [];
+    let total = 0;
+    let next: string | null = '?limit=1000';
+    for (let i = 0; i < MAX_PAGES && next !== null; i++) {
+      const conns = await get(new URL(`/debug/connections${next}`, debugRoot));
+      if (conns.status !== 200) throw new Error(`${debugBase}/debug/connections answered HTTP ${conns.status}`);
+      const page = JSON.parse(conns.body) as Partial<ConnectionsPage>;
+      if (!Array.isArray(page.connections) || typeof page.total !== 'number') throw new Error('/debug/connections did not answer a page ({ total, connections })');
+      connections.push(...page.connections);
+      total = page.total;
+      next = page.next ?? null;
+    }
+    return { url: base, isExplicit, ok: true, isReady: ready.status === 200, connections, total };
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     return { url: base, isExplicit, ok: false, error: e.code ?? e.message };

@@ -12,7 +12,7 @@ import type { KernelReading } from './kernel.js';
 
 /** What a running sidecar's admin port said, or why it said nothing. */
 export type AdminProbe =
-  | { readonly url: string; readonly isExplicit: boolean; readonly ok: true; readonly isReady: boolean; readonly connections: readonly ConnectionView[] }
+  | { readonly url: string; readonly isExplicit: boolean; readonly ok: true; readonly isReady: boolean; readonly connections: readonly ConnectionView[]; readonly total?: number }
   | { readonly url: string; readonly isExplicit: boolean; readonly ok: false; readonly error: string };
 
 export interface DoctorInput {
@@ -110,7 +110,9 @@ export function diagnose(input: DoctorInput): DoctorReport {
     out.push(`Running sidecar at ${a.url}: no answer (${a.error}).`);
     if (a.isExplicit) problems.push(`admin URL ${a.url} did not answer: ${a.error}`);
   } else {
-    out.push(`Running sidecar at ${a.url}: ${a.isReady ? 'ready' : 'NOT ready'}, ${a.connections.length} upstream socket(s).`);
+    const total = a.total ?? a.connections.length;
+    const listed = total > a.connections.length ? ` (first ${a.connections.length} listed)` : '';
+    out.push(`Running sidecar at ${a.url}: ${a.isReady ? 'ready' : 'NOT ready'}, ${total} upstream socket(s)${listed}.`);
     if (!a.isReady) warnings.push(`the sidecar at ${a.url} reports not ready (starting or draining)`);
     for (const c of a.connections) out.push(...describeSocket(c, problems, warnings));
   }

@@ -15,6 +15,8 @@ export interface DoctorOptions {
   /** Admin base URL, and whether the user gave it (an unanswered explicit URL is a problem). */
   readonly adminUrl: string | undefined;
   readonly isAdminUrlExplicit: boolean;
+  /** Debug base URL (loopback) for /debug/connections; defaults to the admin URL's host with debug.port. */
+  readonly debugUrl: string | undefined;
 }
 
 /** Reads the sysctls, self-checks the routes' socket options, asks the admin URL (if any), and diagnoses. */
@@ -26,6 +28,6 @@ export async function runDoctor(opts: DoctorOptions): Promise<DoctorReport> {
   } catch (err) {
     sockoptProblems = err instanceof SockoptUnsupportedError ? err.problems : [`self-check failed: ${(err as Error).message}`];
   }
-  const admin = opts.adminUrl !== undefined ? await probeAdmin(opts.adminUrl, opts.isAdminUrlExplicit) : undefined;
+  const admin = opts.adminUrl !== undefined ? await probeAdmin(opts.adminUrl, opts.debugUrl ?? opts.adminUrl, opts.isAdminUrlExplicit) : undefined;
   return diagnose({ procRoot: opts.procRoot, kernel, configSource: opts.configSource, routes: opts.routes, sockoptProblems, admin });
 }

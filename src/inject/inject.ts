@@ -13,7 +13,7 @@ import type { Document, Node, Pair, YAMLMap, YAMLSeq } from 'yaml';
 import { isMap, isScalar, isSeq, parseAllDocuments, parseDocument, stringify } from 'yaml';
 import { InjectError } from '../errors.js';
 import type { SidecarOptions } from './sidecar.js';
-import { CONFIG_VOLUME, MANAGED_BY, SIDECAR_NAME, configMap, configMapName, configVolume, needsConfigMap, sidecarContainer } from './sidecar.js';
+import { CONFIG_VOLUME, DEBUG_PORT, MANAGED_BY, SIDECAR_NAME, configMap, configMapName, configVolume, needsConfigMap, sidecarContainer } from './sidecar.js';
 
 export type InjectOptions = SidecarOptions;
 
@@ -194,9 +194,13 @@ function listOf(podSpec: Js, key: ListKey): Js[] {
   return Array.isArray(v) ? (v as Js[]) : [];
 }
 
-/** Our listen ports and the admin port must not be any other container's port (they share the pod's network). */
+/** Our listen ports, the admin port and the loopback debug port must not be any other container's port (they
+ * share the pod's network namespace, loopback included). */
 function checkPorts(podSpec: Js, opts: InjectOptions, where: string): void {
-  const wanted = new Map<number, string>([[opts.adminPort, 'the admin port']]);
+  const wanted = new Map<number, string>([
+    [opts.adminPort, 'the admin port'],
+    [DEBUG_PORT, 'the sidecar debug port (loopback)'],
+  ]);
   for (const r of opts.routes) wanted.set(r.listen.port, `route ${r.name}`);
   for (const key of ['initContainers', 'containers'] as const) {
     for (const c of listOf(podSpec, key)) {

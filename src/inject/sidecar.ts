@@ -10,6 +10,8 @@ import { routesForFile } from './routes.js';
 export const SIDECAR_NAME = 'keepalive-sidecar';
 /** Container port name of the admin listener; PodMonitors select it (at most 15 characters). */
 export const ADMIN_PORT_NAME = 'sidecar-admin';
+/** The loopback-only debug port (/debug/*, #11): the config default, never a container port. */
+export const DEBUG_PORT = 9902;
 export const CONFIG_VOLUME = 'keepalive-sidecar-config';
 export const CONFIG_DIR = '/etc/keepalive-sidecar';
 export const MANAGED_BY = 'keepalive-sidecar-inject';
@@ -42,6 +44,10 @@ export function sidecarContainer(opts: SidecarOptions): Record<string, unknown> 
     // every address. The routes stay on 127.0.0.1, reachable only from inside the pod.
     { name: 'SIDECAR_ADMIN_HOST', value: '0.0.0.0' },
     { name: 'SIDECAR_ADMIN_PORT', value: String(opts.adminPort) },
+    // /debug/* (upstream addresses, socket state, config) stays on loopback, reachable only from inside the
+    // pod (kubectl exec / port-forward), as Envoy's admin does under Istio. Not a container port.
+    { name: 'SIDECAR_DEBUG_HOST', value: '127.0.0.1' },
+    { name: 'SIDECAR_DEBUG_PORT', value: String(DEBUG_PORT) },
   ];
   if (useFile) {
     env.push({ name: 'SIDECAR_CONFIG', value: `${CONFIG_DIR}/config.yaml` });

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import type net from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import type { ConnectionView } from '../../src/admin/index.js';
+import type { ConnectionsPage, ConnectionView } from '../../src/admin/index.js';
 import { cliMain, EXIT } from '../../src/cli/index.js';
 import { idleDetectionMs } from '../../src/liveness/index.js';
 import { echoServer } from '../fixtures/upstreams.js';
@@ -78,8 +78,8 @@ describe('metrics under silent upstream death (nftables blackhole)', () => {
   async function whenVisiblyStuck(ports: readonly number[]): Promise<ConnectionView[]> {
     let last: ConnectionView[] = [];
     for (let i = 0; i < 30; i++) {
-      const res = await request(sc.sidecar.admin!.port, '/debug/connections');
-      last = (JSON.parse(res.body) as ConnectionView[]).filter((c) => ports.some((p) => c.local?.endsWith(`:${p}`)));
+      const res = await request(sc.sidecar.debug!.port, '/debug/connections');
+      last = (JSON.parse(res.body) as ConnectionsPage).connections.filter((c) => ports.some((p) => c.local?.endsWith(`:${p}`)));
       // Unacknowledged data alone is normal; a retransmission, backoff or a probe out means no answer came.
       const stuck = (c: ConnectionView): boolean => c.tcpInfo !== null && (c.tcpInfo.retransmits > 0 || c.tcpInfo.backoff > 0 || c.tcpInfo.probes > 0);
       if (last.length === ports.length && last.every(stuck)) return last;
@@ -115,7 +115,7 @@ describe('metrics under silent upstream death (nftables blackhole)', () => {
       const stuck = await whenVisiblyStuck(busy.map((b) => b.upstreamLocalPort));
       t.diagnostic(`in-flight TCP_INFO before death: ${stuck.map((c) => `unacked ${c.tcpInfo!.unacked} retransmits ${c.tcpInfo!.retransmits} backoff ${c.tcpInfo!.backoff} probes ${c.tcpInfo!.probes}`).join('; ')}`);
       let out = '';
-      const code = await cliMain(['doctor', '--admin-url', `http://127.0.0.1:${sc.sidecar.admin!.port}`], { env: {}, out: (x) => (out += x), err: () => {} });
+      const code = await cliMain(['doctor', '--admin-url', `http://127.0.0.1:${sc.sidecar.admin!.port}`, '--debug-url', `http://127.0.0.1:${sc.sidecar.debug!.port}`], { env: {}, out: (x) => (out += x), err: () => {} });
       assert.equal(code, EXIT.ok, out);
       assert.match(out, /the peer is not answering right now/);
 

@@ -23,7 +23,7 @@ export function configFrom(obj: unknown, env: Record<string, string> = {}): Conf
 }
 
 export async function startTestSidecar(obj: Record<string, unknown>): Promise<TestSidecar> {
-  const config = configFrom({ admin: { port: 0 }, shutdown: { drainTimeoutMs: 2000 }, ...obj });
+  const config = configFrom({ admin: { port: 0 }, debug: { port: 0 }, shutdown: { drainTimeoutMs: 2000 }, ...obj });
   const logs: Array<Record<string, unknown>> = [];
   const sink = new Writable({
     write(chunk: Buffer, _enc, cb) {

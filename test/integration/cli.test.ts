@@ -133,7 +133,7 @@ describe('cli', () => {
     const up = await echoServer();
     fixtures.push(up);
     const cfg = writeConfig('drain.json', {
-      admin: { port: 0 },
+      admin: { port: 0 }, debug: { port: 0 },
       shutdown: { drainTimeoutMs: 5000 },
       routes: [{ name: 'r1', listen: { port: 0 }, upstream: { host: '127.0.0.1', port: up.port } }],
     });
@@ -162,7 +162,7 @@ describe('cli', () => {
     const up = await echoServer();
     fixtures.push(up);
     const cfg = writeConfig('forced.json', {
-      admin: { port: 0 },
+      admin: { port: 0 }, debug: { port: 0 },
       shutdown: { drainTimeoutMs: 300 },
       routes: [{ name: 'r1', listen: { port: 0 }, upstream: { host: '127.0.0.1', port: up.port } }],
     });
@@ -181,7 +181,7 @@ describe('cli', () => {
   });
 
   it('start without a config runs the demo (the README\'s first command): echo through the route, SIGINT exits 0', async () => {
-    const p = start(['start'], { SIDECAR_DEMO_PORT: '0', SIDECAR_ADMIN_PORT: '0' });
+    const p = start(['start'], { SIDECAR_DEMO_PORT: '0', SIDECAR_ADMIN_PORT: '0', SIDECAR_DEBUG_PORT: '0' });
     const port = listenPort(await p.waitLine((l) => l.msg === 'route listening' && l.route === 'demo'));
     const client = await connectClient(port);
     await readUntil(client, 'hello from the demo upstream');
@@ -198,7 +198,7 @@ describe('cli', () => {
     const held = net.createServer().listen(0, '127.0.0.1');
     await once(held, 'listening');
     const port = (held.address() as net.AddressInfo).port;
-    const p = start(['run'], { SIDECAR_UPSTREAM: '127.0.0.1:5432', SIDECAR_LISTEN: String(port), SIDECAR_ADMIN_PORT: '0' });
+    const p = start(['run'], { SIDECAR_UPSTREAM: '127.0.0.1:5432', SIDECAR_LISTEN: String(port), SIDECAR_ADMIN_PORT: '0', SIDECAR_DEBUG_PORT: '0' });
     assert.equal(await p.exit, 1);
     held.close();
     assert.match(p.stderr, /address already in use/);

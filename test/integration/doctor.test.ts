@@ -28,14 +28,16 @@ describe('doctor', () => {
   let dir: string;
   let configFile: string;
   let adminUrl: string;
+  let debugUrl: string;
 
   before(async () => {
     upstream = await echoServer();
     sc = await startTestSidecar({ routes: [tcpRoute(upstream.port, { keepalive: KEEPALIVE })] });
     adminUrl = `http://127.0.0.1:${sc.sidecar.admin!.port}`;
+    debugUrl = `http://127.0.0.1:${sc.sidecar.debug!.port}`;
     dir = mkdtempSync(path.join(tmpdir(), 'ks-doctor-'));
     configFile = path.join(dir, 'config.json');
-    writeFileSync(configFile, JSON.stringify({ admin: { port: 0 }, routes: [tcpRoute(upstream.port, { keepalive: KEEPALIVE })] }));
+    writeFileSync(configFile, JSON.stringify({ admin: { port: 0 }, debug: { port: 0 }, routes: [tcpRoute(upstream.port, { keepalive: KEEPALIVE })] }));
   });
   after(async () => {
     await sc.stop();
@@ -48,7 +50,7 @@ describe('doctor', () => {
     client.write('ping\n');
     await readUntil(client, 'ping\n');
     try {
-      const r = await doctor(['--config', configFile, '--admin-url', adminUrl]);
+      const r = await doctor(['--config', configFile, '--admin-url', adminUrl, '--debug-url', debugUrl]);
       assert.equal(r.code, EXIT.ok, r.out + r.err);
       const real = (name: string): string => readFileSync(`/proc/sys/net/ipv4/${name}`, 'utf8').trim();
       assert.match(r.out, new RegExp(`tcp_keepalive_time = ${real('tcp_keepalive_time')} s`));
@@ -73,14 +75,14 @@ describe('doctor', () => {
     for (const [k, v] of Object.entries({ tcp_keepalive_time: 600, tcp_keepalive_intvl: 30, tcp_keepalive_probes: 5, tcp_retries2: 8 })) {
       writeFileSync(path.join(proc, 'sys', 'net', 'ipv4', k), `${v}\n`);
     }
-    const r = await doctor(['--config', configFile, '--proc-root', proc, '--admin-url', adminUrl]);
+    const r = await doctor(['--config', configFile, '--proc-root', proc, '--admin-url', adminUrl, '--debug-url', debugUrl]);
     assert.equal(r.code, EXIT.ok, r.out);
     assert.match(r.out, /hangs for about 102\.2 s \(1 min 42 s\): 8 retransmissions/);
     assert.match(r.out, /noticed after 750 s \(12 min 30 s\)/);
   });
 
   it('exits 5 (problem) when the sysctls cannot be read', async () => {
-    const r = await doctor(['--config', configFile, '--proc-root', path.join(dir, 'nothing-here'), '--admin-url', adminUrl]);
+    const r = await doctor(['--config', configFile, '--proc-root', path.join(dir, 'nothing-here'), '--admin-url', adminUrl, '--debug-url', debugUrl]);
     assert.equal(r.code, EXIT.problem);
     assert.match(r.out, /Result: 4 problem\(s\) found/);
   });
@@ -92,7 +94,7 @@ describe('doctor', () => {
   });
 
   it('without a configuration it explains the defaults', async () => {
-    const r = await doctor(['--admin-url', adminUrl]);
+    const r = await doctor(['--admin-url', adminUrl, '--debug-url', debugUrl]);
     assert.equal(r.code, EXIT.ok, r.out);
     assert.match(r.out, /configuration: none given, so the defaults of a tcp route/);
     assert.match(r.out, /keepalive 3 s idle \/ 1 s interval \/ 3 probes, TCP_USER_TIMEOUT 5000 ms/);
@@ -105,6 +107,6 @@ describe('doctor', () => {
     assert.match(err, /only used by "doctor"/);
     let out = '';
     await cliMain(['--help'], { env: {}, out: (t) => (out += t), err: () => {} });
-    assert.match(out, /doctor \[--config FILE\] \[--admin-url URL\] \[--proc-root DIR\]/);
+    assert.match(out, /doctor \[--config FILE\] \[--admin-url URL\] \[--debug-url URL\] \[--proc-root DIR\]/);
   });
 });

@@ -251,6 +251,7 @@ describe('image layout: the runtime stage replayed into a temporary root', () =>
         SIDECAR_UPSTREAM: `127.0.0.1:${upstream.port}`,
         SIDECAR_LISTEN: '127.0.0.1:0',
         SIDECAR_ADMIN_PORT: '0',
+        SIDECAR_DEBUG_PORT: '0',
         SIDECAR_DRAIN_TIMEOUT_MS: '2000',
       }),
       stdio: ['ignore', 'pipe', 'pipe'],
