@@ -58,6 +58,8 @@ export class HttpListener extends EventEmitter<HttpListenerEvents> implements Tu
   private readonly downstreams = new Set<Socket>();
   private readonly tunnels = new Set<Socket>();
   private inflight = 0;
+  /** Set once at the drain's start; never cleared (a listener is not restarted). */
+  private isDraining = false;
   private idleWaiters: Array<() => void> = [];
   private readonly origin: string;
 
@@ -102,13 +104,24 @@ export class HttpListener extends EventEmitter<HttpListenerEvents> implements Tu
     return this.downstreams.size;
   }
 
-  /** Stops accepting; idle keep-alive downstreams are closed, requests in flight go on. */
-  stopAccepting(): Promise<void> {
-    return new Promise((resolve) => {
-      if (!this.server.listening) resolve();
-      else this.server.close(() => resolve());
-      this.server.closeIdleConnections();
-    });
+  /**
+   * Starts the drain (issue 11): closes the listening socket and returns at once (server.close()'s callback
+   * waits for every keep-alive connection, so it is never awaited). From now on every response carries
+   * `Connection: close` and its connection closes after it; idle app connections are closed now; a response
+   * whose head is already out closes its connection once it has finished. Nothing waits on an app's idle
+   * connection (HAProxy and Envoy do the same).
+   */
+  async stopAccepting(): Promise<void> {
+    this.isDraining = true;
+    if (this.server.listening) this.server.close();
+    for (const s of this.downstreams) {
+      // Node keeps the response being written on its socket (`_httpMessage`); pipelined ones queue behind it.
+      const res = (s as Socket & { _httpMessage?: http.ServerResponse | null })._httpMessage;
+      if (res === undefined || res === null || this.tunnels.has(s)) continue;
+      if (!res.headersSent) res.shouldKeepAlive = false;
+      else res.once('finish', () => s.end());
+    }
+    this.server.closeIdleConnections();
   }
 
   /** Resolves when no request is in flight and no tunnel is open. */
@@ -119,8 +132,21 @@ export class HttpListener extends EventEmitter<HttpListenerEvents> implements Tu
     this.server.closeAllConnections();
   }
 
-  resetAll(_reason: 'local_shutdown'): void {
-    for (const s of this.tunnels) resetSocket(s);
+  /**
+   * At the drain timeout: every app connection still open (a request in flight, a tunnel, a head half
+   * written) is reset. Runs just before the pool closes, in the same tick, so the upstreams still record
+   * local_shutdown (first cause wins) and no exchange answers a reset app with a generated 502.
+   */
+  resetInFlight(reason: 'local_shutdown'): void {
+    for (const s of this.downstreams) {
+      if (s.destroyed) continue;
+      resetSocket(s);
+      this.emit('downstreamReset', reason);
+    }
+  }
+
+  resetAll(reason: 'local_shutdown'): void {
+    this.resetInFlight(reason);
     this.server.closeAllConnections();
   }
 
@@ -198,6 +224,8 @@ export class HttpListener extends EventEmitter<HttpListenerEvents> implements Tu
 
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
     this.inflight++;
+    // While draining: `Connection: close` on the response, and Node closes the connection after it.
+    if (this.isDraining) res.shouldKeepAlive = false;
     // The exchange reports the response's 'close' through requestClosed (one listener per request, not two).
     proxyHttpRequest(this, req, res);
   }
