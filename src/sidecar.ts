@@ -8,7 +8,7 @@ import type { Registry } from 'prom-client';
 import { AdminServer } from './admin/index.js';
 import type { Config } from './config/index.js';
 import { shutdown } from './lifecycle/index.js';
-import { HttpListener, TcpListener } from './listeners/index.js';
+import { FdBudget, HttpListener, RESERVE_FDS, TcpListener } from './listeners/index.js';
 import type { Logger } from './log/index.js';
 import { logHttpListenerEvents, logListenerEvents, logPoolEvents } from './log/index.js';
 import { createHttpMetrics, createMetrics, createRegistry } from './metrics/index.js';
@@ -50,6 +50,9 @@ export async function startSidecar(config: Config, opts: StartOptions): Promise<
   let isDraining = false;
   const routes: RunningRoute[] = [];
   const started: Array<{ pool: Pool; listener: TcpListener | HttpListener }> = [];
+  // One fd budget for every route's app connections, so /live keeps its fds (issue 11).
+  const fds = new FdBudget();
+  log.info({ maxAppConnections: fds.maxAdmitted, reserveFds: RESERVE_FDS }, 'fd budget');
   try {
     for (const route of config.routes) {
       let pool: Pool;
@@ -63,13 +66,13 @@ export async function startSidecar(config: Config, opts: StartOptions): Promise<
           hasOwnReader: true,
           siblingEviction: route.http.siblingEviction,
         });
-        const http = new HttpListener(route, pool, clock);
+        const http = new HttpListener(route, pool, clock, fds);
         logHttpListenerEvents(http, log);
         httpMetrics.observeHttpListener(http);
         listener = http;
       } else {
         pool = new Pool(route, clock);
-        const tcp = new TcpListener(route, pool, clock);
+        const tcp = new TcpListener(route, pool, clock, fds);
         logListenerEvents(tcp, log);
         listener = tcp;
       }

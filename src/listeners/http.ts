@@ -17,13 +17,14 @@ import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { Client } from 'undici';
 import type { RouteConfig } from '../config/index.js';
-import type { CloseReason } from '../errors.js';
+import type { CloseReason, DownstreamRejectReason } from '../errors.js';
 import { hasNoAckEvidence } from '../liveness/index.js';
 import type { Lease, Pool, UpstreamConn } from '../pool/index.js';
 import { proxyHttpRequest, proxyWebSocket, resetSocket, RetryBudget, upgradeTokens } from '../proxy/index.js';
 import type { Attempt, SidecarErrorReason, TunnelHost } from '../proxy/index.js';
 import { readTcpInfo } from '../sockopts/index.js';
 import type { Clock, Timer } from '../util/clock.js';
+import { FdBudget } from './fd-budget.js';
 
 /** Status classes, the `code_class` metric label. */
 export type CodeClass = '1xx' | '2xx' | '3xx' | '4xx' | '5xx';
@@ -39,6 +40,8 @@ export interface HttpListenerEvents {
   requestFailed: [reason: SidecarErrorReason, status: number];
   /** A WebSocket tunnel's downstream was reset because its upstream died. */
   downstreamReset: [reason: CloseReason];
+  /** An app connection was refused at accept (reset), with why; `err` only for accept_error. */
+  downstreamRejected: [reason: DownstreamRejectReason, err?: Error];
 }
 
 /** Sweep period: coarse on purpose; the early-retry bound (afterMs + one period) stays well under 1 s. */
@@ -70,6 +73,7 @@ export class HttpListener extends EventEmitter<HttpListenerEvents> implements Tu
     readonly route: RouteConfig,
     readonly pool: Pool,
     readonly clock: Clock,
+    private readonly fds: FdBudget = new FdBudget(Infinity, 0),
   ) {
     super();
     this.budget = new RetryBudget(route.http.retry);
@@ -90,9 +94,21 @@ export class HttpListener extends EventEmitter<HttpListenerEvents> implements Tu
     // included) stays at Node's 300 s, so slow uploads are not cut; Node requires it >= headersTimeout.
     this.server.headersTimeout = route.http.requestHeadTimeoutMs;
     this.server.on('connection', (s: Socket) => {
+      // Node's own connection listener (registered first) already gave it a parser and an error listener.
+      // Over the cap: reset at once, like the tcp listener (no 503: the app has not sent a request yet, and
+      // answering one it has not sent would be misread; a reset on a fresh connection is what client pools
+      // treat as a connect failure to retry elsewhere, and it costs no parser or timer).
+      if (this.downstreams.size >= this.route.http.maxDownstreamConnections) return this.reject(s, 'overflow');
+      if (!this.fds.tryAdmit()) return this.reject(s, 'fd_reserve');
       this.downstreams.add(s);
-      s.once('close', () => this.downstreams.delete(s));
+      s.once('close', () => {
+        this.downstreams.delete(s);
+        this.fds.release();
+      });
     });
+    // accept() failures (EMFILE/ENFILE past libuv's reserve-fd trick, which otherwise accepts and closes
+    // silently) arrive here; without a listener they would crash the process.
+    this.server.on('error', (err: Error) => this.emit('downstreamRejected', 'accept_error', err));
     this.server.on('upgrade', (req: http.IncomingMessage, socket: Socket, head: Buffer) => this.onUpgrade(req, socket, head));
   }
 
@@ -271,6 +287,11 @@ export class HttpListener extends EventEmitter<HttpListenerEvents> implements Tu
     res.shouldKeepAlive = false;
     res.once('finish', () => socket.end());
     this.onRequest(req, res);
+  }
+
+  private reject(s: Socket, reason: DownstreamRejectReason): void {
+    resetSocket(s);
+    this.emit('downstreamRejected', reason);
   }
 
   private wakeIdleWaiters(): void {
