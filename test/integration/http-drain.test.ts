@@ -36,6 +36,12 @@ async function upstream(): Promise<Upstream> {
       timers.add(t);
       res.on('close', () => clearTimeout(t));
     } else if (path === '/during') held.push(res);
+    else if (path === '/streaming') {
+      // The head and half the body go out at once; the rest when releaseDuring() is called.
+      res.writeHead(200, { 'content-length': String(2 * 4096) });
+      res.write('a'.repeat(4096));
+      held.push(res);
+    }
     // '/never': no answer at all.
   });
   server.listen(0, '127.0.0.1');
@@ -44,7 +50,7 @@ async function upstream(): Promise<Upstream> {
     port: (server.address() as AddressInfo).port,
     seen,
     releaseDuring: () => {
-      for (const r of held.splice(0)) r.end(`body of /during `.repeat(200));
+      for (const r of held.splice(0)) r.end(r.headersSent ? 'b'.repeat(4096) : `body of /during `.repeat(200));
     },
     close: async () => {
       for (const t of timers) clearTimeout(t);
@@ -153,6 +159,43 @@ describe('http drain', () => {
     console.log(`drain: exit ${Math.round(exitMs)} ms after SIGTERM, idle connections closed within ${Math.round(lastIdle)} ms`);
     idleAgent.destroy();
     slowAgent.destroy();
+  });
+
+  it('a response whose head was already out at SIGTERM finishes intact, then its connection closes; all done → exits at once ("drained")', async () => {
+    const DRAIN_MS = 5000;
+    const up = await upstream();
+    ups.push(up);
+    const p = spawnSidecar(config(up.port, DRAIN_MS));
+    procs.push(p);
+    const port = await p.routePort();
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    let sock: Socket | undefined;
+    const headArrived = new Promise<void>((resolve) => {
+      const req = http.get({ host: '127.0.0.1', port, path: '/streaming', agent }, (res) => {
+        sock = res.socket;
+        resolve();
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (body += c));
+        res.on('end', () => bodyDone(body));
+      });
+      req.on('error', () => bodyDone(''));
+    });
+    let bodyDone: (b: string) => void = () => undefined;
+    const body = new Promise<string>((resolve) => (bodyDone = resolve));
+    await headArrived;
+    const sockClosed = once(sock!, 'close');
+    const t0 = performance.now();
+    p.child.kill('SIGTERM');
+    await p.waitLine((l) => l.msg === 'shutting down: draining connections');
+    up.releaseDuring();
+    assert.equal(await body, 'a'.repeat(4096) + 'b'.repeat(4096));
+    await sockClosed;
+    assert.equal(await p.exit, 0);
+    const exitMs = performance.now() - t0;
+    assert.ok(exitMs < DRAIN_MS / 2, `exited ${Math.round(exitMs)} ms after SIGTERM`);
+    assert.equal(p.lines.find((l) => l.msg === 'stopped')?.outcome, 'drained');
+    agent.destroy();
   });
 
   it('SIGTERM with an upstream that never answers (responseTimeoutMs 0) still exits 0 within drainTimeoutMs + 1 s', async () => {
