@@ -93,6 +93,12 @@ export async function startSidecar(config: Config, opts: StartOptions): Promise<
     throw err;
   }
 
+  fds.idleUpstreams = () => {
+    let n = 0;
+    for (const r of routes) n += r.pool.idleCount;
+    return n;
+  };
+
   let admin: AdminServer | undefined;
   let adminAddress: AddressInfo | undefined;
   if (config.admin.enabled) {

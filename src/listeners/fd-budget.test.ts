@@ -24,6 +24,16 @@ describe('fd budget', () => {
     assert.equal(b.tryAdmit(), true);
   });
 
+  it('idle pooled upstreams count against the same budget', () => {
+    const b = new FdBudget(200, 20);
+    let idle = 2 * b.maxAdmitted - 2;
+    b.idleUpstreams = () => idle;
+    assert.equal(b.tryAdmit(), true);
+    assert.equal(b.tryAdmit(), false);
+    idle = 0;
+    assert.equal(b.tryAdmit(), true);
+  });
+
   it('an unknown limit admits everything; a limit below the reserve admits nothing', () => {
     assert.equal(new FdBudget(Infinity, 10).maxAdmitted, Infinity);
     assert.equal(new FdBudget(50, 10).tryAdmit(), false);
