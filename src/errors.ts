@@ -46,6 +46,17 @@ export const ACQUIRE_FAILURES = [
 ] as const;
 export type AcquireFailure = (typeof ACQUIRE_FAILURES)[number];
 
+/** Why an app (downstream) connection was refused at accept (issue 11, point 10). */
+export const DOWNSTREAM_REJECT_REASONS = [
+  /** Over the route's cap (tcp: maxConnections, http: http.maxDownstreamConnections). */
+  'overflow',
+  /** Admitting it would eat into the fd reserve kept for /live and the admin port (listeners/fd-budget.ts). */
+  'fd_reserve',
+  /** accept() itself failed (EMFILE, ENFILE...); the raw error goes to the log. */
+  'accept_error',
+] as const;
+export type DownstreamRejectReason = (typeof DOWNSTREAM_REJECT_REASONS)[number];
+
 /** Reasons a downstream connection was reset by us: its upstream died, or none could be had. */
 export type DownstreamResetReason = CloseReason | AcquireFailure;
 

@@ -8,6 +8,8 @@ import type { Registry } from 'prom-client';
 import { AdminServer, DebugServer } from './admin/index.js';
 import type { Config } from './config/index.js';
 import { shutdown } from './lifecycle/index.js';
+// Direct files, not listeners/index.js: the HTTP listener (and undici) load only for http routes.
+import { FdBudget, RESERVE_FDS } from './listeners/fd-budget.js';
 import type { HttpListener } from './listeners/http.js';
 import { TcpListener } from './listeners/tcp.js';
 import type { Logger } from './log/index.js';
@@ -53,6 +55,9 @@ export async function startSidecar(config: Config, opts: StartOptions): Promise<
   let isDraining = false;
   const routes: RunningRoute[] = [];
   const started: Array<{ pool: Pool; listener: TcpListener | HttpListener }> = [];
+  // One fd budget for every route's app connections, so /live keeps its fds (issue 11).
+  const fds = new FdBudget();
+  log.info({ maxAppConnections: fds.maxAdmitted, reserveFds: RESERVE_FDS }, 'fd budget');
   try {
     for (const route of config.routes) {
       let pool: Pool;
@@ -71,13 +76,13 @@ export async function startSidecar(config: Config, opts: StartOptions): Promise<
           siblingEviction: route.http.siblingEviction,
         });
         const { HttpListener } = await import('./listeners/http.js');
-        const http = new HttpListener(route, pool, clock);
+        const http = new HttpListener(route, pool, clock, fds);
         logHttpListenerEvents(http, log);
         httpMetrics.observeHttpListener(http);
         listener = http;
       } else {
         pool = new Pool(route, clock);
-        const tcp = new TcpListener(route, pool, clock);
+        const tcp = new TcpListener(route, pool, clock, fds);
         logListenerEvents(tcp, log);
         listener = tcp;
       }
@@ -97,6 +102,12 @@ export async function startSidecar(config: Config, opts: StartOptions): Promise<
     }
     throw err;
   }
+
+  fds.idleUpstreams = () => {
+    let n = 0;
+    for (const r of routes) n += r.pool.idleCount;
+    return n;
+  };
 
   let admin: AdminServer | undefined;
   let debug: DebugServer | undefined;

@@ -108,15 +108,28 @@ async function readProcessStdin(): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
-/** Serves until SIGTERM or SIGINT, then drains. */
+/**
+ * Serves until SIGTERM or SIGINT, then drains. A second SIGTERM/SIGINT during the drain is logged and
+ * ignored (the drain already has its bound). SIGHUP is logged and ignored: config reload is not supported,
+ * restart the pod (Node's default for SIGHUP is to die at once, exit 129, resetting every request).
+ */
 async function serve(config: Config, io: CliIo, onStarted?: (admin: AddressInfo | undefined, routes: ReadonlyArray<{ name: string; address: AddressInfo }>, debug: AddressInfo | undefined) => void): Promise<number> {
   const logger = createLogger(config.log.level);
   const sidecar = await startSidecar(config, { logger });
   onStarted?.(sidecar.admin, sidecar.routes, sidecar.debug);
+  const onHangup = (signal: NodeJS.Signals): void => {
+    logger.warn({ signal }, 'SIGHUP ignored: config reload is not supported, restart the pod');
+  };
+  process.on('SIGHUP', onHangup);
+  let isDraining = false;
+  let onSignal: ((signal: NodeJS.Signals) => void) | undefined;
   await new Promise<void>((resolve) => {
-    const onSignal = (signal: NodeJS.Signals): void => {
-      process.off('SIGTERM', onSignal);
-      process.off('SIGINT', onSignal);
+    onSignal = (signal: NodeJS.Signals): void => {
+      if (isDraining) {
+        logger.warn({ signal, drainTimeoutMs: config.shutdown.drainTimeoutMs }, 'signal ignored: already draining');
+        return;
+      }
+      isDraining = true;
       logger.info({ signal, drainTimeoutMs: config.shutdown.drainTimeoutMs }, 'shutting down: draining connections');
       resolve();
     };
@@ -125,6 +138,12 @@ async function serve(config: Config, io: CliIo, onStarted?: (admin: AddressInfo 
   });
   const outcome = await sidecar.stop();
   logger.info({ outcome }, 'stopped');
+  // The handlers stay installed until here, so a late signal never falls back to Node's default (death).
+  if (onSignal !== undefined) {
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
+  }
+  process.off('SIGHUP', onHangup);
   await new Promise<void>((resolve) => logger.flush(() => resolve()));
   void io;
   return EXIT.ok;

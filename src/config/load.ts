@@ -202,12 +202,19 @@ function checkRelations(config: Config, rawRoutes: readonly unknown[]): string[]
     if (r.mode === 'http' && r.http.idleTimeoutMs >= r.maxAgeMs) {
       problems.push(`${where}.http.idleTimeoutMs: must be lower than maxAgeMs (${r.maxAgeMs})`);
     }
+    // Node refuses a headersTimeout above requestTimeout (ours stays at Node's 300 s so slow uploads live).
+    if (r.mode === 'http' && r.http.requestHeadTimeoutMs > NODE_REQUEST_TIMEOUT_MS) {
+      problems.push(`${where}.http.requestHeadTimeoutMs: must not exceed ${NODE_REQUEST_TIMEOUT_MS}`);
+    }
     if (r.mode === 'tcp' && r.warmSpares > r.maxConnections) {
       problems.push(`${where}.warmSpares: must not exceed maxConnections (${r.maxConnections})`);
     }
   });
   return problems;
 }
+
+/** node:http's default requestTimeout (whole request, body included), kept as is. */
+export const NODE_REQUEST_TIMEOUT_MS = 300_000;
 
 function deepFreeze<T>(value: T): T {
   if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {

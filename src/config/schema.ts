@@ -232,6 +232,18 @@ export const routeSchema = {
       format: 'positive-int',
       default: 75000,
     },
+    // Issue 11 (drain/slowloris/exhaustion) -------------------------------------------------------------
+    requestHeadTimeoutMs: {
+      doc: 'http: time an app connection may take to send a complete request head, counted from its first byte (or from accept for a new connection); past it the app gets 408 and the connection closes (within ~0.5 s). Idle keep-alive connections between requests are governed by downstreamIdleTimeoutMs, not this.',
+      format: 'positive-int',
+      default: 10000,
+    },
+    maxDownstreamConnections: {
+      doc: 'http: most app (downstream) connections open at once on this route, keep-alive ones included; more are reset at accept and counted as downstream_rejected_total{reason="overflow"}.',
+      format: 'positive-int',
+      default: 4096,
+    },
+    // ------------------------------------------------------------------------------------------------------
     siblingEviction: {
       doc: 'http: when one connection to an upstream address dies of a dead-peer reason, retire the other idle ones to it.',
       format: Boolean,

@@ -38,6 +38,8 @@ export interface HttpConfig {
   readonly responseTimeoutMs: number;
   readonly maxHeaderBytes: number;
   readonly downstreamIdleTimeoutMs: number;
+  readonly requestHeadTimeoutMs: number;
+  readonly maxDownstreamConnections: number;
   readonly siblingEviction: boolean;
   readonly retry: RetryConfig;
   readonly earlyRetry: EarlyRetryConfig;

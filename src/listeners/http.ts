@@ -16,13 +16,14 @@ import { EventEmitter, once } from 'node:events';
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { RouteConfig } from '../config/index.js';
-import type { CloseReason } from '../errors.js';
+import type { CloseReason, DownstreamRejectReason } from '../errors.js';
 import { hasNoAckEvidence } from '../liveness/index.js';
 import type { Pool } from '../pool/index.js';
 import { proxyHttpRequest, proxyWebSocket, resetSocket, RetryBudget, upgradeTokens } from '../proxy/index.js';
 import type { Attempt, SidecarErrorReason, TunnelHost } from '../proxy/index.js';
 import { readTcpInfo } from '../sockopts/index.js';
 import type { Clock, Timer } from '../util/clock.js';
+import { FdBudget } from './fd-budget.js';
 
 /** Status classes, the `code_class` metric label. */
 export type CodeClass = '1xx' | '2xx' | '3xx' | '4xx' | '5xx';
@@ -38,10 +39,15 @@ export interface HttpListenerEvents {
   requestFailed: [reason: SidecarErrorReason, status: number];
   /** A WebSocket tunnel's downstream was reset because its upstream died. */
   downstreamReset: [reason: CloseReason];
+  /** An app connection was refused at accept (reset), with why; `err` only for accept_error. */
+  downstreamRejected: [reason: DownstreamRejectReason, err?: Error];
 }
 
 /** Sweep period: coarse on purpose; the early-retry bound (afterMs + one period) stays well under 1 s. */
 const SWEEP_MS = 100;
+
+/** How often Node checks request heads against headersTimeout (its default is 30 s). */
+const HEAD_CHECK_MS = 500;
 
 function codeClassOf(status: number): CodeClass {
   return status < 200 ? '1xx' : status < 300 ? '2xx' : status < 400 ? '3xx' : status < 500 ? '4xx' : '5xx';
@@ -56,25 +62,49 @@ export class HttpListener extends EventEmitter<HttpListenerEvents> implements Tu
   private readonly downstreams = new Set<Socket>();
   private readonly tunnels = new Set<Socket>();
   private inflight = 0;
+  /** Set once at the drain's start; never cleared (a listener is not restarted). */
+  private isDraining = false;
   private idleWaiters: Array<() => void> = [];
 
   constructor(
     readonly route: RouteConfig,
     readonly pool: Pool,
     readonly clock: Clock,
+    private readonly fds: FdBudget = new FdBudget(Infinity, 0),
   ) {
     super();
     this.budget = new RetryBudget(route.http.retry);
-    this.server = http.createServer({ maxHeaderSize: route.http.maxHeaderBytes, noDelay: true, keepAlive: true }, (req, res) => this.onRequest(req, res));
+    // connectionsCheckingInterval (default 30 s) is how often Node enforces headersTimeout: at 500 ms a slow head
+    // gets its 408 within ~0.5 s of the bound (issue 11; the check walks only connections inside a request).
+    this.server = http.createServer(
+      { maxHeaderSize: route.http.maxHeaderBytes, noDelay: true, keepAlive: true, connectionsCheckingInterval: HEAD_CHECK_MS },
+      (req, res) => this.onRequest(req, res),
+    );
     // The app's idle keep-alive connections: closed by us only after downstreamIdleTimeoutMs (Node's 5 s default
     // would race with client pools that keep connections longer: a request written as we close gets a reset).
-    // headersTimeout must stay above it, or Node cuts an idle connection with 408 first.
     this.server.keepAliveTimeout = route.http.downstreamIdleTimeoutMs;
-    this.server.headersTimeout = Math.max(this.server.headersTimeout, route.http.downstreamIdleTimeoutMs + 1000);
+    // headersTimeout bounds the request head, counted from its first byte (llhttp's on_message_begin), or from
+    // accept for a connection that never sent one. Measured on Node 20.20: it does NOT apply to a keep-alive
+    // connection idle between requests (only connections inside a message are checked), so keepAliveTimeout
+    // alone governs those and headersTimeout no longer has to sit above it. requestTimeout (whole request, body
+    // included) stays at Node's 300 s, so slow uploads are not cut; Node requires it >= headersTimeout.
+    this.server.headersTimeout = route.http.requestHeadTimeoutMs;
     this.server.on('connection', (s: Socket) => {
+      // Node's own connection listener (registered first) already gave it a parser and an error listener.
+      // Over the cap: reset at once, like the tcp listener (no 503: the app has not sent a request yet, and
+      // answering one it has not sent would be misread; a reset on a fresh connection is what client pools
+      // treat as a connect failure to retry elsewhere, and it costs no parser or timer).
+      if (this.downstreams.size >= this.route.http.maxDownstreamConnections) return this.reject(s, 'overflow');
+      if (!this.fds.tryAdmit()) return this.reject(s, 'fd_reserve');
       this.downstreams.add(s);
-      s.once('close', () => this.downstreams.delete(s));
+      s.once('close', () => {
+        this.downstreams.delete(s);
+        this.fds.release();
+      });
     });
+    // accept() failures (EMFILE/ENFILE past libuv's reserve-fd trick, which otherwise accepts and closes
+    // silently) arrive here; without a listener they would crash the process.
+    this.server.on('error', (err: Error) => this.emit('downstreamRejected', 'accept_error', err));
     this.server.on('upgrade', (req: http.IncomingMessage, socket: Socket, head: Buffer) => this.onUpgrade(req, socket, head));
   }
 
@@ -98,13 +128,24 @@ export class HttpListener extends EventEmitter<HttpListenerEvents> implements Tu
     return this.downstreams.size;
   }
 
-  /** Stops accepting; idle keep-alive downstreams are closed, requests in flight go on. */
-  stopAccepting(): Promise<void> {
-    return new Promise((resolve) => {
-      if (!this.server.listening) resolve();
-      else this.server.close(() => resolve());
-      this.server.closeIdleConnections();
-    });
+  /**
+   * Starts the drain (issue 11): closes the listening socket and returns at once (server.close()'s callback
+   * waits for every keep-alive connection, so it is never awaited). From now on every response carries
+   * `Connection: close` and its connection closes after it; idle app connections are closed now; a response
+   * whose head is already out closes its connection once it has finished. Nothing waits on an app's idle
+   * connection (HAProxy and Envoy do the same).
+   */
+  async stopAccepting(): Promise<void> {
+    this.isDraining = true;
+    if (this.server.listening) this.server.close();
+    for (const s of this.downstreams) {
+      // Node keeps the response being written on its socket (`_httpMessage`); pipelined ones queue behind it.
+      const res = (s as Socket & { _httpMessage?: http.ServerResponse | null })._httpMessage;
+      if (res === undefined || res === null || this.tunnels.has(s)) continue;
+      if (!res.headersSent) res.shouldKeepAlive = false;
+      else res.once('finish', () => s.end());
+    }
+    this.server.closeIdleConnections();
   }
 
   /** Resolves when no request is in flight and no tunnel is open. */
@@ -115,8 +156,21 @@ export class HttpListener extends EventEmitter<HttpListenerEvents> implements Tu
     this.server.closeAllConnections();
   }
 
-  resetAll(_reason: 'local_shutdown'): void {
-    for (const s of this.tunnels) resetSocket(s);
+  /**
+   * At the drain timeout: every app connection still open (a request in flight, a tunnel, a head half
+   * written) is reset. Runs just before the pool closes, in the same tick, so the upstreams still record
+   * local_shutdown (first cause wins) and no exchange answers a reset app with a generated 502.
+   */
+  resetInFlight(reason: 'local_shutdown'): void {
+    for (const s of this.downstreams) {
+      if (s.destroyed) continue;
+      resetSocket(s);
+      this.emit('downstreamReset', reason);
+    }
+  }
+
+  resetAll(reason: 'local_shutdown'): void {
+    this.resetInFlight(reason);
     this.server.closeAllConnections();
   }
 
@@ -160,6 +214,8 @@ export class HttpListener extends EventEmitter<HttpListenerEvents> implements Tu
 
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
     this.inflight++;
+    // While draining: `Connection: close` on the response, and Node closes the connection after it.
+    if (this.isDraining) res.shouldKeepAlive = false;
     // The exchange reports the response's 'close' through requestClosed (one listener per request, not two).
     proxyHttpRequest(this, req, res);
   }
@@ -193,6 +249,11 @@ export class HttpListener extends EventEmitter<HttpListenerEvents> implements Tu
     res.shouldKeepAlive = false;
     res.once('finish', () => socket.end());
     this.onRequest(req, res);
+  }
+
+  private reject(s: Socket, reason: DownstreamRejectReason): void {
+    resetSocket(s);
+    this.emit('downstreamRejected', reason);
   }
 
   private wakeIdleWaiters(): void {

@@ -6,11 +6,12 @@
 import { EventEmitter, once } from 'node:events';
 import net from 'node:net';
 import type { RouteConfig } from '../config/index.js';
-import type { DownstreamResetReason } from '../errors.js';
+import type { DownstreamRejectReason, DownstreamResetReason } from '../errors.js';
 import { AcquireError } from '../errors.js';
 import type { Pool } from '../pool/index.js';
 import { pipeTcp, resetSocket } from '../proxy/index.js';
 import type { Clock } from '../util/clock.js';
+import { FdBudget } from './fd-budget.js';
 
 /** Bytes of client data kept while the upstream connects; beyond this the client is paused (backpressure). */
 const EARLY_BUFFER_BYTES = 64 * 1024;
@@ -20,6 +21,8 @@ export interface ListenerEvents {
   downstreamReset: [reason: DownstreamResetReason];
   /** A downstream connection was accepted (before any upstream exists). */
   accepted: [];
+  /** A downstream was refused at accept (reset), with why; `err` only for accept_error. */
+  downstreamRejected: [reason: DownstreamRejectReason, err?: Error];
 }
 
 export class TcpListener extends EventEmitter<ListenerEvents> {
@@ -30,9 +33,12 @@ export class TcpListener extends EventEmitter<ListenerEvents> {
     readonly route: RouteConfig,
     private readonly pool: Pool,
     private readonly clock: Clock,
+    private readonly fds: FdBudget = new FdBudget(Infinity, 0),
   ) {
     super();
     this.server = net.createServer({ allowHalfOpen: true, noDelay: true }, (s) => this.onConnection(s));
+    // accept() failures (EMFILE/ENFILE): counted and logged; without a listener they would crash the process.
+    this.server.on('error', (err: Error) => this.emit('downstreamRejected', 'accept_error', err));
   }
 
   /** Binds the listen address; resolves with the bound address (port 0 picks a free port). */
@@ -88,13 +94,20 @@ export class TcpListener extends EventEmitter<ListenerEvents> {
     });
     this.emit('accepted');
     if (this.active.size >= this.route.maxConnections) {
+      this.emit('downstreamRejected', 'overflow');
       this.reject(down, 'overflow');
+      return;
+    }
+    if (!this.fds.tryAdmit()) {
+      this.emit('downstreamRejected', 'fd_reserve');
+      resetSocket(down);
       return;
     }
     this.active.add(down);
     const abort = new AbortController();
     down.once('close', () => {
       this.active.delete(down);
+      this.fds.release();
       abort.abort();
     });
     // Keep reading while the upstream connects: a paused socket would not notice the client leaving (FIN or

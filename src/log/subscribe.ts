@@ -41,8 +41,27 @@ export function logPoolEvents(pool: Pool, parent: Logger): void {
   });
 }
 
+/**
+ * Refused app connections: at most one warn per route per second, carrying how many were refused since the
+ * previous line (a flood of refusals must not become a flood of log lines).
+ */
+function logRejections(listener: TcpListener | HttpListener, log: Logger): void {
+  let lastAt = -Infinity;
+  let pending = new Map<string, number>();
+  listener.on('downstreamRejected', (reason, err) => {
+    pending.set(reason, (pending.get(reason) ?? 0) + 1);
+    const now = performance.now();
+    if (now - lastAt < 1000) return;
+    lastAt = now;
+    const counts = Object.fromEntries(pending);
+    pending = new Map();
+    log.warn({ rejected: counts, ...(err !== undefined ? { [F.err]: err } : {}) }, 'app connections refused');
+  });
+}
+
 export function logListenerEvents(listener: TcpListener, parent: Logger): void {
   const log = parent.child({ [F.component]: 'listener', [F.route]: listener.route.name });
+  logRejections(listener, log);
   listener.on('downstreamReset', (reason) => {
     log.info({ [F.reason]: reason }, 'downstream reset');
   });
@@ -51,8 +70,9 @@ export function logListenerEvents(listener: TcpListener, parent: Logger): void {
 /** HTTP listener lines: one per retry and per sidecar-generated answer; never per successful request. */
 export function logHttpListenerEvents(listener: HttpListener, parent: Logger): void {
   const log = parent.child({ [F.component]: 'http', [F.route]: listener.route.name });
+  logRejections(listener, log);
   listener.on('retried', (reason) => log.info({ [F.reason]: reason }, 'request retried on a fresh connection'));
   listener.on('retryBudgetExhausted', () => log.warn('retry budget exhausted: request failed without retry'));
   listener.on('requestFailed', (reason, status) => log.info({ [F.reason]: reason, status }, 'sidecar answered the request itself'));
-  listener.on('downstreamReset', (reason) => log.info({ [F.reason]: reason }, 'websocket tunnel reset: upstream died'));
+  listener.on('downstreamReset', (reason) => log.info({ [F.reason]: reason }, 'app connection reset'));
 }

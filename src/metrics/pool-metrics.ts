@@ -4,8 +4,8 @@
  */
 import { Counter, Gauge, Histogram } from 'prom-client';
 import type { Registry } from 'prom-client';
-import { ACQUIRE_FAILURES, CLOSE_REASONS, DEAD_PEER_REASONS } from '../errors.js';
-import type { DownstreamResetReason } from '../errors.js';
+import { ACQUIRE_FAILURES, CLOSE_REASONS, DEAD_PEER_REASONS, DOWNSTREAM_REJECT_REASONS } from '../errors.js';
+import type { DownstreamRejectReason, DownstreamResetReason } from '../errors.js';
 import type { TcpListener } from '../listeners/index.js';
 import type { Pool } from '../pool/index.js';
 import { SOCKOPT_NAMES } from '../sockopts/index.js';
@@ -16,6 +16,7 @@ export interface ObservedListener {
   readonly route: { readonly name: string };
   readonly activeCount: number;
   on(event: 'downstreamReset', fn: (reason: DownstreamResetReason) => void): unknown;
+  on(event: 'downstreamRejected', fn: (reason: DownstreamRejectReason) => void): unknown;
 }
 
 export interface SidecarMetrics {
@@ -102,6 +103,13 @@ export function createMetrics(registry: Registry): SidecarMetrics {
     labelNames: ['route', 'reason'] as const,
     registers,
   });
+  // Issue 11: app connections refused at accept (route cap, fd reserve, accept() errors).
+  const downstreamRejected = new Counter({
+    name: `${PREFIX}downstream_rejected_total`,
+    help: 'App (downstream) connections refused at accept, by reason: overflow (route cap), fd_reserve (fds kept for the admin port), accept_error (EMFILE/ENFILE...).',
+    labelNames: ['route', 'reason'] as const,
+    registers,
+  });
   new Counter({
     name: `${PREFIX}bytes_total`,
     help: 'Bytes moved on upstream connections: rx = received from upstream, tx = sent to upstream.',
@@ -158,6 +166,8 @@ export function createMetrics(registry: Registry): SidecarMetrics {
         if (reason !== 'peer_closed' && reason !== 'downstream_closed') downstreamResets.inc({ route, reason }, 0);
       }
       l.on('downstreamReset', (reason) => downstreamResets.inc({ route, reason }));
+      for (const reason of DOWNSTREAM_REJECT_REASONS) downstreamRejected.inc({ route, reason }, 0);
+      l.on('downstreamRejected', (reason) => downstreamRejected.inc({ route, reason }));
     },
   };
 }
