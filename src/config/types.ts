@@ -34,6 +34,8 @@ export interface HttpConfig {
   readonly maxIdle: number;
   readonly idleTimeoutMs: number;
   readonly maxPending: number;
+  readonly maxHeaderCount: number;
+  readonly maxInformationalResponses: number;
   readonly responseTimeoutMs: number;
   readonly maxHeaderBytes: number;
   readonly downstreamIdleTimeoutMs: number;

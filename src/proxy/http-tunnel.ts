@@ -13,6 +13,7 @@ import type { CloseReason } from '../errors.js';
 import { AcquireError } from '../errors.js';
 import { classifyError } from '../liveness/index.js';
 import type { Lease } from '../pool/index.js';
+import { acquireFailureStatus } from './http-exchange.js';
 import type { ExchangeHost, SidecarErrorReason } from './http-exchange.js';
 import { requestHeaders, responseHeaders } from './http-headers.js';
 import { pipeTcp, resetSocket } from './tcp-pipe.js';
@@ -45,7 +46,7 @@ export function proxyWebSocket(host: TunnelHost, req: IncomingMessage, down: Soc
     (err: unknown) => {
       const reason = err instanceof AcquireError ? err.reason : 'connect_error';
       host.failed(reason, 502);
-      replyRaw(down, reason === 'overflow' || reason === 'shutting_down' ? 503 : 502, reason);
+      replyRaw(down, acquireFailureStatus(reason), reason);
     },
   );
 }
