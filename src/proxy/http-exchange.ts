@@ -330,8 +330,10 @@ export class Attempt implements Dispatcher.DispatchHandler {
       // itself (its request was still being written), so it is never reused either.
       res.shouldKeepAlive = false;
       res.once('finish', () => {
+        // Node closes the connection after this response (shouldKeepAlive false); the rest of the body
+        // is read and dropped meanwhile, never left to hang the connection.
         req.unpipe();
-        res.socket?.destroySoon();
+        req.resume();
       });
     }
     try {
