@@ -132,28 +132,36 @@ describe('http mode: hostile upstreams and apps', () => {
   }
 
   it('a HEAD answered with a late body never leaks it into another app connection’s response', async () => {
+    // The upstream sends a body after its HEAD response: 30 ms later, or at once when the next request on the
+    // same connection comes first (as a server that writes the body before reading on would).
+    const pending = new Map<net.Socket, NodeJS.Timeout>();
     let strayWritten = 0;
+    const writeStray = (sock: net.Socket): void => {
+      clearTimeout(pending.get(sock));
+      pending.delete(sock);
+      if (!sock.destroyed) sock.write(STRAY);
+      strayWritten++;
+    };
     const { up, sc } = await setup((sock, req) => {
+      if (pending.has(sock)) writeStray(sock);
       if (req.method === 'HEAD') {
-        sock.write('HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n');
-        setTimeout(() => {
-          if (!sock.destroyed) sock.write(STRAY);
-          strayWritten++;
-        }, 30);
+        sock.write('HTTP/1.1 200 OK\r\nconnection: keep-alive\r\ncontent-length: 5\r\n\r\n');
+        pending.set(sock, setTimeout(() => writeStray(sock), 30));
       } else {
         sock.write(GOOD);
       }
     });
-    // App 2's request goes out right after the HEAD (before the late body) and again after it.
+    const pool = sc.sidecar.routes[0]!.pool;
+    // App 2's request goes out as soon as the HEAD's connection is back (before the late body), app 3's after it.
     const head = await get(sc.port(), { method: 'HEAD', path: '/h' });
     assert.equal(head.status, 200);
+    await waitFor(() => pool.stats().leased === 0, 2000, 'the HEAD connection released or closed');
     const early = await get(sc.port(), { path: '/b1' });
-    await waitFor(() => strayWritten === 1, 2000, 'the late HEAD body');
+    await waitFor(() => strayWritten === 1 || up.conns() > 1, 2000, 'the late HEAD body or a new connection');
     const late = await get(sc.port(), { path: '/b2' });
     assert.equal(early.body, 'good');
     assert.equal(late.body, 'good');
-    assert.ok(up.conns() >= 2, 'the HEAD connection was not reused');
-    assert.notEqual(up.seen.find((r) => r.path === '/b1')!.conn, up.seen.find((r) => r.path === '/h')!.conn);
+    assert.notEqual(up.seen.find((r) => r.path === '/b1')!.conn, up.seen.find((r) => r.path === '/h')!.conn, 'the HEAD connection was not reused');
   });
 
   for (const mode of ['late', 'same segment'] as const) {
