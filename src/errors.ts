@@ -42,6 +42,8 @@ export const ACQUIRE_FAILURES = [
   'connect_refused',
   'connect_timeout',
   'connect_error',
+  /** The upstream host name did not resolve (ENOTFOUND, EAI_AGAIN, EAI_FAIL, ...). */
+  'resolve_failed',
   'shutting_down',
 ] as const;
 export type AcquireFailure = (typeof ACQUIRE_FAILURES)[number];

@@ -2,11 +2,14 @@
  * CLI entry: argv -> command -> exit code. The only place (with bin.ts) that installs signal handlers or
  * decides the process's exit code.
  */
+import { lookup } from 'node:dns/promises';
 import type { AddressInfo } from 'node:net';
+import { isIP } from 'node:net';
 import type { Config } from '../config/index.js';
 import { loadConfig, redactConfig } from '../config/index.js';
 import { readFile } from 'node:fs/promises';
 import { ConfigError, InjectError, SockoptUnsupportedError, UsageError } from '../errors.js';
+import { classifyConnectError, errnoOf } from '../liveness/index.js';
 import { createLogger } from '../log/index.js';
 import { startSidecar } from '../sidecar.js';
 import { selfCheckSockopts } from '../sockopts/index.js';
@@ -39,6 +42,8 @@ export async function cliMain(argv: readonly string[], io: CliIo): Promise<numbe
         const config = loadConfig({ env: io.env, configFile: args.configFile });
         await selfCheckSockopts(config.routes.map((r) => ({ name: `routes.${r.name}.keepalive`, keepalive: r.keepalive })));
         io.out(`configuration OK: ${config.routes.length} route(s): ${config.routes.map((r) => `${r.name} (${r.mode} ${r.listen.host}:${r.listen.port} -> ${r.upstream.host}:${r.upstream.port})`).join(', ')}\n`);
+        // A name that does not resolve now is a warning, not a failure: DNS may be ready only once the pod is.
+        for (const w of await unresolvedUpstreams(config)) io.err(`keepalive-sidecar check: warning: ${w}\n`);
         return EXIT.ok;
       }
       case 'print-config':
@@ -60,6 +65,32 @@ export async function cliMain(argv: readonly string[], io: CliIo): Promise<numbe
   } catch (err) {
     return report(err, io);
   }
+}
+
+/** Most time `check` waits for one upstream name to resolve. */
+const CHECK_RESOLVE_TIMEOUT_MS = 3000;
+
+/** One warning per route whose upstream host name does not resolve at this moment (IP literals skipped). */
+async function unresolvedUpstreams(config: Config): Promise<string[]> {
+  const warnings = await Promise.all(
+    config.routes.map(async (r) => {
+      if (isIP(r.upstream.host) !== 0) return undefined;
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<string>((resolve) => {
+        timer = setTimeout(() => resolve(`no answer within ${CHECK_RESOLVE_TIMEOUT_MS} ms`), CHECK_RESOLVE_TIMEOUT_MS);
+      });
+      const problem = await Promise.race([
+        lookup(r.upstream.host).then(
+          () => undefined,
+          (err: unknown) => `${classifyConnectError(err, false)} (${errnoOf(err) ?? String(err)})`,
+        ),
+        timeout,
+      ]);
+      clearTimeout(timer);
+      return problem === undefined ? undefined : `routes.${r.name}.upstream.host: ${r.upstream.host} does not resolve now: ${problem}`;
+    }),
+  );
+  return warnings.filter((w): w is string => w !== undefined);
 }
 
 function report(err: unknown, io: CliIo): number {

@@ -221,6 +221,17 @@ export const routeSchema = {
       format: 'nat',
       default: 5000,
     },
+    // Hostile-input bounds (issue 11).
+    maxHeaderCount: {
+      doc: 'http: most header fields in a request (more: 431) or an upstream response (more: 502 protocol_error).',
+      format: 'positive-int',
+      default: 100,
+    },
+    maxInformationalResponses: {
+      doc: 'http: most 1xx responses before the final one; more: 502 protocol_error and the connection is closed.',
+      format: 'positive-int',
+      default: 10,
+    },
     responseTimeoutMs: {
       doc: 'http: time to wait for response headers (0 = off); on expiry 504 and the connection is destroyed.',
       format: 'nat',

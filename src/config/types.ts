@@ -35,6 +35,8 @@ export interface HttpConfig {
   readonly idleTimeoutMs: number;
   readonly maxPending: number;
   readonly pendingTimeoutMs: number;
+  readonly maxHeaderCount: number;
+  readonly maxInformationalResponses: number;
   readonly responseTimeoutMs: number;
   readonly maxHeaderBytes: number;
   readonly downstreamIdleTimeoutMs: number;

@@ -106,6 +106,14 @@ export class HttpListener extends EventEmitter<HttpListenerEvents> implements Tu
     // silently) arrive here; without a listener they would crash the process.
     this.server.on('error', (err: Error) => this.emit('downstreamRejected', 'accept_error', err));
     this.server.on('upgrade', (req: http.IncomingMessage, socket: Socket, head: Buffer) => this.onUpgrade(req, socket, head));
+    // Node drops fields past maxHeadersCount without a word; one more than our bound lets onRequest see the
+    // excess and answer 431 instead of forwarding a truncated head.
+    this.server.maxHeadersCount = route.http.maxHeaderCount + 1;
+    // CONNECT (a forward-proxy tunnel) is not something this reverse proxy does: a clear 501, not a bare FIN.
+    this.server.on('connect', (_req: http.IncomingMessage, socket: Socket) => {
+      socket.on('error', () => {});
+      socket.end(localAnswer(501, 'CONNECT is not supported by this proxy\n', true));
+    });
   }
 
   async listen(): Promise<AddressInfo> {
@@ -213,6 +221,16 @@ export class HttpListener extends EventEmitter<HttpListenerEvents> implements Tu
   // ------------------------------------------------------------------------------------------------------
 
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const refusal = refuseRequest(req, this.route.http.maxHeaderCount);
+    if (refusal !== undefined) {
+      // Answered here, never sent upstream: no upstream connection is touched.
+      if (refusal.isClosing) res.shouldKeepAlive = false;
+      req.resume();
+      res.writeHead(refusal.status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(refusal.body) });
+      res.end(refusal.body);
+      this.completed(refusal.status, 0);
+      return;
+    }
     this.inflight++;
     // While draining: `Connection: close` on the response, and Node closes the connection after it.
     if (this.isDraining) res.shouldKeepAlive = false;
@@ -279,4 +297,37 @@ export class HttpListener extends EventEmitter<HttpListenerEvents> implements Tu
     }
     if (this.outstanding.size > 0) this.sweepTimer = this.clock.setTimeout(() => this.sweep(), SWEEP_MS);
   }
+}
+
+interface Refusal {
+  readonly status: number;
+  readonly body: string;
+  /** The connection closes after the answer (the request's head was broken, so its framing is suspect). */
+  readonly isClosing: boolean;
+}
+
+/**
+ * Requests the sidecar answers itself instead of forwarding (none touches an upstream connection):
+ * - more header fields than maxHeaderCount → 431 (RFC 6585 §5), never a silently truncated head;
+ * - more than one Host field → 400 (RFC 9112 §3.2: "MUST respond with 400");
+ * - `OPTIONS *` (asterisk-form, RFC 9112 §3.2.4) → 501: undici can send only origin-form targets, and the
+ *   sidecar will not claim to know what the upstream allows.
+ */
+function refuseRequest(req: http.IncomingMessage, maxHeaderCount: number): Refusal | undefined {
+  const raw = req.rawHeaders;
+  if (raw.length / 2 > maxHeaderCount) {
+    return { status: 431, body: `request has more than ${maxHeaderCount} header fields\n`, isClosing: true };
+  }
+  let hosts = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i]!.length === 4 && raw[i]!.toLowerCase() === 'host') hosts++;
+  }
+  if (hosts > 1) return { status: 400, body: 'request has more than one Host header field\n', isClosing: true };
+  if (req.url === '*') return { status: 501, body: 'asterisk-form request targets (OPTIONS *) are not forwarded\n', isClosing: false };
+  return undefined;
+}
+
+/** A complete raw HTTP/1.1 answer for a socket no ServerResponse owns (CONNECT). */
+function localAnswer(status: number, body: string, isClosing: boolean): string {
+  return `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${isClosing ? 'connection: close\r\n' : ''}\r\n${body}`;
 }

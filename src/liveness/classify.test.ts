@@ -23,6 +23,12 @@ describe('classifyError', () => {
     assert.equal(classifyError(err('HPE_INVALID_CONSTANT'), busy), 'protocol_error');
     assert.equal(classifyError(err('UND_ERR_RES_CONTENT_LENGTH_MISMATCH'), busy), 'protocol_error');
   });
+  it('undici framing guards (bytes on an idle connection, a 100 or 101 nobody asked for) are protocol_error', () => {
+    const socketError = (message: string): Error => Object.assign(new Error(message), { code: 'UND_ERR_SOCKET' });
+    assert.equal(classifyError(socketError('bad response'), idle), 'protocol_error');
+    assert.equal(classifyError(socketError('bad upgrade'), busy), 'protocol_error');
+    assert.equal(classifyError(socketError('other side closed'), busy), 'peer_closed');
+  });
   it('anything else is other (the errno goes to the log, never into a label)', () => {
     assert.equal(classifyError(err('EWHATEVER'), idle), 'other');
     assert.equal(classifyError(new Error('no code'), idle), 'other');
@@ -35,6 +41,8 @@ describe('classifyConnectError', () => {
     assert.equal(classifyConnectError(err('ETIMEDOUT'), false), 'connect_timeout');
     assert.equal(classifyConnectError(undefined, true), 'connect_timeout');
     assert.equal(classifyConnectError(err('EHOSTUNREACH'), false), 'connect_error');
-    assert.equal(classifyConnectError(err('ENOTFOUND'), false), 'connect_error');
+  });
+  it('a name that does not resolve is resolve_failed', () => {
+    for (const code of ['ENOTFOUND', 'EAI_AGAIN', 'EAI_FAIL']) assert.equal(classifyConnectError(err(code), false), 'resolve_failed', code);
   });
 });

@@ -24,7 +24,7 @@ export interface ClassifyContext {
  */
 export function classifyError(err: unknown, ctx: ClassifyContext): CloseReason {
   const code = errnoOf(err);
-  if (code?.startsWith('HPE_') === true) return 'protocol_error';
+  if (code?.startsWith('HPE_') === true || (err instanceof Error && err.name === 'HTTPParserError')) return 'protocol_error';
   // (UND_ERR_INFO excepted: undici's "reset" after a response that did not allow keep-alive, see below.)
   if (ctx.isUnsolicited === true && code !== 'UND_ERR_INFO' && code?.startsWith('UND_ERR_') === true) return 'protocol_error';
   switch (code) {
@@ -37,6 +37,10 @@ export function classifyError(err: unknown, ctx: ClassifyContext): CloseReason {
     // upstream sent FIN); UND_ERR_INFO "reset" follows a response that did not allow keep-alive (the upstream
     // sent `Connection: close` or spoke HTTP/1.0, RFC 9112 §9.3): both are the peer ending the connection.
     case 'UND_ERR_SOCKET':
+      // undici's own framing guards use this code too: bytes on an idle connection ("bad response": a late
+      // HEAD body, bytes past Content-Length), a 100 to a request without Expect, a 101 to one without
+      // Upgrade ("bad upgrade"). The upstream answered, but with bytes we cannot frame.
+      return UNDICI_FRAMING_MESSAGES.has((err as Error).message) ? 'protocol_error' : 'peer_closed';
     case 'UND_ERR_INFO':
       return 'peer_closed';
     case 'UND_ERR_HEADERS_TIMEOUT':
@@ -52,6 +56,9 @@ export function classifyError(err: unknown, ctx: ClassifyContext): CloseReason {
   }
 }
 
+/** undici SocketError messages that mean "the upstream's framing is broken", not "the upstream closed". */
+const UNDICI_FRAMING_MESSAGES: ReadonlySet<string> = new Set(['bad response', 'bad upgrade']);
+
 /** Maps a failed connect to an acquire failure. `timedOut` is true when our connect timer fired. */
 export function classifyConnectError(err: unknown, timedOut: boolean): AcquireFailure {
   if (timedOut) return 'connect_timeout';
@@ -60,6 +67,14 @@ export function classifyConnectError(err: unknown, timedOut: boolean): AcquireFa
       return 'connect_refused';
     case 'ETIMEDOUT':
       return 'connect_timeout';
+    // getaddrinfo(3) failures: the name does not resolve (now or at all). Not a connect failure: no address
+    // was ever tried.
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+    case 'EAI_FAIL':
+    case 'EAI_NONAME':
+    case 'EAI_NODATA':
+      return 'resolve_failed';
     default:
       return 'connect_error';
   }

@@ -41,9 +41,11 @@ describe('UpstreamConn.decideReason: the one place a close reason is decided', (
     const undiciWrapper = Object.assign(new Error('other side closed'), { code: 'UND_ERR_SOCKET' });
     const a = h1Conn();
     a.h1.outstanding = 1;
+    a.h1.isAwaitingHead = true;
     const socketFirst = decideAll(a.conn, [{ kind: 'error', err: etimedout }, { kind: 'error', err: undiciWrapper }]);
     const b = h1Conn();
     b.h1.outstanding = 1;
+    b.h1.isAwaitingHead = true;
     const driverFirst = decideAll(b.conn, [{ kind: 'error', err: etimedout }, { kind: 'error', err: etimedout }]);
     assert.deepEqual(socketFirst, ['user_timeout', 'user_timeout']);
     assert.deepEqual(driverFirst, ['user_timeout', 'user_timeout']);
@@ -51,6 +53,14 @@ describe('UpstreamConn.decideReason: the one place a close reason is decided', (
 
   it('in-flight comes from the driver: the same ETIMEDOUT with no request outstanding is keepalive_timeout', () => {
     const { conn } = h1Conn();
+    assert.equal(conn.decideReason({ kind: 'error', err: errno('ETIMEDOUT') }), 'keepalive_timeout');
+  });
+
+  it('a death after the response head arrived (mid-body) is keepalive_timeout: nothing of ours awaited an answer', () => {
+    const { conn, h1 } = h1Conn();
+    h1.outstanding = 1;
+    h1.isAwaitingHead = true;
+    h1.headReceived();
     assert.equal(conn.decideReason({ kind: 'error', err: errno('ETIMEDOUT') }), 'keepalive_timeout');
   });
 

@@ -153,11 +153,11 @@ export class UpstreamConn {
 
   /**
    * "Last write newer than last read" (liveness/classify): for HTTP/1, a request was written and its response
-   * has not completed (the driver knows); for raw bytes (tcp, a WebSocket tunnel), more bytes sent than when the
+   * head has not arrived (the driver knows); for raw bytes (tcp, a WebSocket tunnel), more bytes sent than when the
    * last byte arrived.
    */
   get hasDataInFlight(): boolean {
-    return this.h1?.hasRequestInFlight === true || this.bytesSent > this.sentAtLastRecv;
+    return this.h1?.isAwaitingHead === true || this.bytesSent > this.sentAtLastRecv;
   }
 
   /**

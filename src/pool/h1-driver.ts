@@ -34,11 +34,25 @@ export class H1Driver {
   /** Sends one request on this connection. `requestEnded()` must follow once its response completes or fails. */
   dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): void {
     this.outstanding++;
+    this.isAwaitingHead = true;
     (this.client ??= this.createClient()).dispatch(opts, handler);
   }
 
   requestEnded(): void {
     if (this.outstanding > 0) this.outstanding--;
+    this.isAwaitingHead = false;
+  }
+
+  /**
+   * "Last write newer than last read" for the close reason (liveness/classify): true from dispatch until the
+   * final response head arrived. A death in the middle of a long body (after the head) is a keepalive death,
+   * not a user timeout: nothing of ours was waiting for an answer.
+   */
+  isAwaitingHead = false;
+
+  /** The final (>= 200) response head of the outstanding request arrived. */
+  headReceived(): void {
+    this.isAwaitingHead = false;
   }
 
   private createClient(): Client {

@@ -32,6 +32,14 @@ import type { RetryBudget } from './retry-budget.js';
  */
 export const KEEPALIVE_HINT_MARGIN_MS = 1000;
 
+/** 103 Early Hints are forwarded only while less than this is queued on the app's socket (back-pressure). */
+const EARLY_HINTS_BACKLOG_BYTES = 16 * 1024;
+
+/** 503 when the sidecar cannot serve now (overloaded, shutting down, name not resolvable yet); else 502. */
+export function acquireFailureStatus(reason: AcquireFailure): 502 | 503 {
+  return reason === 'overflow' || reason === 'shutting_down' || reason === 'resolve_failed' || reason === 'pending_timeout' ? 503 : 502;
+}
+
 /** Failures that mean "the connection died before answering", for which a safe request may be retried. */
 const RETRYABLE: ReadonlySet<CloseReason> = new Set<CloseReason>([
   'peer_reset', 'peer_closed', 'user_timeout', 'keepalive_timeout', 'no_ack', 'sibling_evicted',
@@ -178,7 +186,7 @@ class HttpExchange implements LeaseRequester {
   onLeaseFailed(err: unknown): void {
     if (this.isDownstreamGone) return;
     const reason: AcquireFailure = err instanceof AcquireError ? err.reason : 'connect_error';
-    this.replyError(reason === 'overflow' || reason === 'shutting_down' || reason === 'pending_timeout' ? 503 : 502, reason);
+    this.replyError(acquireFailureStatus(reason), reason);
   }
 
   /** The current attempt is over: the response was forwarded, or cut, or the downstream went away. */
@@ -230,6 +238,7 @@ export class Attempt implements Dispatcher.DispatchHandler {
   private isSettled = false;
   private hasResponseStarted = false;
   private status = 0;
+  private informationals = 0;
   private isUpstreamClosing = false;
   private abortDispatch: ((err?: Error) => void) | undefined;
   private resumeUpstream: () => void = () => {};
@@ -258,9 +267,9 @@ export class Attempt implements Dispatcher.DispatchHandler {
         method,
         headers: this.ex.headers,
         body: this.ex.body,
-        // undici closes after every HEAD by default (a guard against servers that send a body anyway); the
-        // parser frames HEAD responses as bodiless (RFC 9112 §6.3), so keep the connection.
-        reset: method === 'HEAD' ? false : undefined,
+        // undici closes the connection after every HEAD (its default, kept on purpose): a server that sends a
+        // body anyway would have it parsed as the response to the next request, possibly another app's.
+        // No one can tell when such bytes stop coming, so a HEAD's connection is never reused.
         headersTimeout: 0,
         bodyTimeout: 0,
       } as Dispatcher.DispatchOptions,
@@ -285,20 +294,44 @@ export class Attempt implements Dispatcher.DispatchHandler {
     const conn = this.lease.conn;
     const res = this.ex.res;
     conn.noteReceived(this.ex.host.clock.now());
+    if (rawHeaders.length / 2 > this.ex.host.route.http.maxHeaderCount) {
+      // More fields than we forward: never a silently truncated head. 502, connection not trusted.
+      return this.refuseResponse();
+    }
     if (statusCode < 200) {
       // 1xx: forward 103 Early Hints (RFC 8297); others (102) carry nothing the app needs. 100 Continue never
-      // comes: the sidecar answers Expect itself and does not forward it (RFC 9110 §10.1.1).
-      if (statusCode === 103 && !res.headersSent) {
+      // comes: the sidecar answers Expect itself and does not forward it (RFC 9110 §10.1.1). An upstream that
+      // sends more than maxInformationalResponses before the final one is not framing a response: 502.
+      if (++this.informationals > this.ex.host.route.http.maxInformationalResponses) return this.refuseResponse();
+      // Back-pressure: writeEarlyHints writes to the socket unconditionally; an app that does not read gets
+      // no more hints once a hint-sized backlog is queued (hints are advisory, RFC 8297 §2).
+      const backlog = res.socket?.writableLength ?? 0;
+      if (statusCode === 103 && !res.headersSent && backlog < EARLY_HINTS_BACKLOG_BYTES) {
         const links = responseHeaders(rawHeaders).headers.filter((_v, i, a) => i % 2 === 1 && a[i - 1]!.toLowerCase() === 'link');
         if (links.length > 0) res.writeEarlyHints({ link: links });
       }
       return true;
     }
     this.ex.host.unwatch(this);
+    this.lease.h1.headReceived();
     const head = responseHeaders(rawHeaders);
     if (head.keepAliveTimeoutMs !== undefined) conn.idleTimeoutHintMs = head.keepAliveTimeoutMs - KEEPALIVE_HINT_MARGIN_MS;
     this.isUpstreamClosing = head.isClosing;
     this.status = statusCode;
+    const req = this.ex.req;
+    if (!req.complete && req.method !== 'HEAD') {
+      // A final response before the app's body was all read (an early 413/401, RFC 9110 §15.5.14): the
+      // rest of the body can no longer be framed for this connection, so answer with `Connection: close`
+      // and close the app connection after it, as nginx does. undici destroys the upstream connection
+      // itself (its request was still being written), so it is never reused either.
+      res.shouldKeepAlive = false;
+      res.once('finish', () => {
+        // Node closes the connection after this response (shouldKeepAlive false); the rest of the body
+        // is read and dropped meanwhile, never left to hang the connection.
+        req.unpipe();
+        req.resume();
+      });
+    }
     try {
       res.writeHead(statusCode, statusText || undefined, head.headers);
     } catch {
@@ -312,6 +345,16 @@ export class Attempt implements Dispatcher.DispatchHandler {
     this.hasResponseStarted = true;
     this.resumeUpstream = resume;
     return true;
+  }
+
+  /** The response head cannot be forwarded as the upstream sent it: 502 protocol_error, connection destroyed. */
+  private refuseResponse(): boolean {
+    this.isSettled = true;
+    this.ex.host.unwatch(this);
+    this.lease.destroy('protocol_error');
+    this.abortDispatch?.();
+    this.fail('protocol_error');
+    return false;
   }
 
   onData(chunk: Buffer): boolean {

@@ -12,6 +12,13 @@ const HOP_BY_HOP: ReadonlySet<string> = new Set([
   'expect',
 ]);
 
+/**
+ * Fields a Connection header may never remove (RFC 9110 §7.6.1 lets a sender name only hop-by-hop fields):
+ * Host is end-to-end (RFC 9112 §3.2), and the framing fields Content-Length / Transfer-Encoding are redone by
+ * each side anyway; naming them must not change what the upstream sees.
+ */
+const NEVER_LISTED: ReadonlySet<string> = new Set(['host', 'content-length', 'transfer-encoding']);
+
 /** Methods whose retry is safe (RFC 9110 §9.2.2 idempotent methods). */
 const IDEMPOTENT: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 
@@ -35,7 +42,7 @@ function addListed(listed: Set<string> | undefined, value: string): Set<string> 
   let out = listed;
   for (const token of value.split(',')) {
     const t = token.trim().toLowerCase();
-    if (t.length > 0 && !HOP_BY_HOP.has(t)) (out ??= new Set<string>()).add(t);
+    if (t.length > 0 && !HOP_BY_HOP.has(t) && !NEVER_LISTED.has(t)) (out ??= new Set<string>()).add(t);
   }
   return out;
 }

@@ -12,6 +12,7 @@ import type { Dispatcher } from 'undici';
 import type { CloseReason } from '../errors.js';
 import { AcquireError } from '../errors.js';
 import type { Lease } from '../pool/index.js';
+import { acquireFailureStatus } from './http-exchange.js';
 import type { ExchangeHost, SidecarErrorReason } from './http-exchange.js';
 import { requestHeaders, responseHeaders } from './http-headers.js';
 import { pipeTcp, resetSocket } from './tcp-pipe.js';
@@ -43,7 +44,7 @@ export function proxyWebSocket(host: TunnelHost, req: IncomingMessage, down: Soc
     },
     (err: unknown) => {
       const reason = err instanceof AcquireError ? err.reason : 'connect_error';
-      const status = reason === 'overflow' || reason === 'shutting_down' || reason === 'pending_timeout' ? 503 : 502;
+      const status = acquireFailureStatus(reason);
       host.failed(reason, status);
       replyRaw(down, status, reason);
     },

@@ -129,6 +129,12 @@ describe('cli', () => {
     assert.equal(cfg.routes[0]?.keepalive.userTimeoutMs, 5000);
   });
 
+  it('check warns (exit 0) about an upstream name that does not resolve now', async () => {
+    const c = start(['check'], { SIDECAR_UPSTREAM: 'no-such-host.invalid:5432', SIDECAR_LISTEN: '15432' });
+    assert.equal(await c.exit, 0);
+    assert.match(c.stderr, /warning: routes\.\S+\.upstream\.host: no-such-host\.invalid does not resolve now: resolve_failed/);
+  });
+
   it('SIGTERM: stops accepting, lets an open connection finish inside the drain window, loses nothing, exits 0', async () => {
     const up = await echoServer();
     fixtures.push(up);
