@@ -16,6 +16,9 @@ COPY src ./src
 RUN npm run build
 
 FROM node:${NODE_VERSION}-trixie-slim AS runtime
+# A top-level ARG is visible in FROM lines only; re-declare it so the base.name label below sees it
+# (scripts/image-test.sh reads the label back from the built image).
+ARG NODE_VERSION
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 LABEL org.opencontainers.image.title="keepalive-sidecar" \
