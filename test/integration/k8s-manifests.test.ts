@@ -128,6 +128,37 @@ describe('k8s/ manifests', () => {
     assert.deepEqual(((pm.spec as Obj).podMetricsEndpoints as Obj[]).map((e) => [e.port, e.path]), [['sidecar-admin', '/metrics']]);
   });
 
+  it('the Grafana dashboard is a valid dashboard model: schemaVersion, a datasource variable, panels with unique ids, types, gridPos and targets', () => {
+    // No dashboard validator package is available (grep /work/.library/env/packages/), so the structure
+    // Grafana's dashboard JSON model requires is checked by hand.
+    const dash = JSON.parse(readFileSync(join(K8S, 'monitoring/grafana-dashboard.json'), 'utf8')) as Obj;
+    for (const k of ['uid', 'title']) assert.equal(typeof dash[k], 'string', k);
+    assert.ok(Number.isInteger(dash.schemaVersion) && (dash.schemaVersion as number) >= 36, `schemaVersion ${String(dash.schemaVersion)}`);
+    const vars = (dash.templating as { list: Obj[] }).list;
+    const ds = vars.find((v) => v.type === 'datasource');
+    assert.ok(ds !== undefined && ds.query === 'prometheus', 'a prometheus datasource template variable');
+    const panels = dash.panels as Obj[];
+    assert.ok(panels.length > 0);
+    const ids = panels.map((p) => p.id);
+    assert.equal(new Set(ids).size, ids.length, `panel ids unique: ${ids.join(',')}`);
+    const known = new Set(['row', 'timeseries', 'heatmap', 'stat', 'gauge', 'table', 'bargauge', 'text']);
+    for (const p of panels) {
+      const what = `panel ${String(p.id)} "${String(p.title)}"`;
+      assert.ok(Number.isInteger(p.id), what);
+      assert.ok(known.has(p.type as string), `${what}: type ${String(p.type)}`);
+      const g = p.gridPos as Record<string, number>;
+      for (const k of ['h', 'w', 'x', 'y']) assert.ok(Number.isInteger(g[k]) && g[k]! >= 0, `${what}: gridPos.${k}`);
+      assert.ok(g.x! + g.w! <= 24, `${what}: gridPos beyond 24 columns`);
+      if (p.type === 'row') continue;
+      assert.deepEqual(p.datasource, { type: 'prometheus', uid: `\${${String(ds.name)}}` }, `${what}: datasource is the variable`);
+      const targets = p.targets as Obj[];
+      assert.ok(Array.isArray(targets) && targets.length > 0, `${what}: targets`);
+      const refIds = targets.map((t) => t.refId);
+      assert.ok(refIds.every((r) => typeof r === 'string') && new Set(refIds).size === refIds.length, `${what}: refIds`);
+      for (const t of targets) assert.equal(typeof t.expr, 'string', `${what}: target expr`);
+    }
+  });
+
   it('the sysctls overlay (rendered by kustomize) sets only the namespaced keepalive sysctls and keeps the sidecar', { skip: skipKustomize }, () => {
     const d = kustomize(join(K8S, 'overlays/sysctls')).find((o) => o.kind === 'Deployment') as Obj;
     const names = ((podSpec(d).securityContext as Obj).sysctls as Obj[]).map((s) => s.name);
