@@ -155,7 +155,7 @@ routes:
       earlyRetry: { enabled: true, afterMs: 300 }
 CONF
 chmod -R a+rX "$WORK/config"
-podman run -d --name "$CNAME" "${RUN_OPTS[@]}" -v "$WORK/config:/etc/keepalive-sidecar:ro" \
+podman run -d --name "$CNAME" "${RUN_OPTS[@]}" --memory "${IMAGE_TEST_MEMORY:-256m}" -v "$WORK/config:/etc/keepalive-sidecar:ro" \
   -e SIDECAR_CONFIG=/etc/keepalive-sidecar/config.yaml "$IMAGE" run >/dev/null || die "podman run failed"
 
 ready=""
@@ -166,6 +166,9 @@ for _ in $(seq 1 100); do
 done
 [ -n "$ready" ] || { podman logs "$CNAME" >&2; die "/ready never answered 200"; }
 say "ok: /ready 200"
+PID1=$(podman inspect --format '{{.State.Pid}}' "$CNAME")
+ARGV=$(tr '\0' ' ' </proc/"$PID1"/cmdline)
+case "$ARGV" in node\ --max-old-space-size=*) say "ok: PID 1 is $ARGV (memory limit ${IMAGE_TEST_MEMORY:-256m})" ;; *) die "PID 1 is '$ARGV', want node with --max-old-space-size" ;; esac
 
 node scripts/image-peers.mjs check "{\"tcpListen\":$TCP_LISTEN,\"httpListen\":$HTTP_LISTEN,\"tcpUpstream\":$TCP_UP,\"httpUpstream\":$HTTP_UP,\"table\":\"$TABLE\",\"userTimeoutMs\":$UT_MS}" \
   || { podman logs "$CNAME" >&2; die "route checks"; }
@@ -174,6 +177,27 @@ METRICS=$(node -e "fetch('http://127.0.0.1:$ADMIN/metrics').then(r=>r.text()).th
 for m in keepalive_sidecar_ ; do grep -q "^$m" <<<"$METRICS" || die "/metrics has no $m* series"; done
 say "ok: /metrics ($(grep -c '^keepalive_sidecar_' <<<"$METRICS") keepalive_sidecar_* samples)"
 grep -E '^keepalive_sidecar_[a-z_]*(closes|requests|retries)[a-z_]*\{' <<<"$METRICS" | head -8 | sed 's/^/  /'
+
+# Optional (not in CI): RSS under load, IMAGE_TEST_LOAD_S seconds of wrk -c50 through the http route plus tcp
+# echo traffic (10 connections, 1 KiB messages), both bounded in time. Idle/peak from /proc (VmRSS, VmHWM).
+if [ -n "${IMAGE_TEST_LOAD_S:-}" ]; then
+  command -v wrk >/dev/null 2>&1 || die "IMAGE_TEST_LOAD_S needs wrk"
+  say "rss idle (after checks): $(awk '/VmRSS/{print $2/1024 " MiB"}' /proc/$PID1/status)"
+  node -e "
+    const net=require('net');const end=Date.now()+${IMAGE_TEST_LOAD_S}*1000;const buf=Buffer.alloc(1024,97);let n=0;
+    for(let i=0;i<10;i++){const s=net.connect($TCP_LISTEN,'127.0.0.1');let got=0;
+      const send=()=>{if(Date.now()>end){s.end();return;}s.write(buf);};
+      s.on('connect',send);s.on('data',d=>{got+=d.length;if(got>=1024){got-=1024;n++;send();}});s.on('error',()=>{});}
+    setTimeout(()=>{console.log('tcp echo round trips: '+n);process.exit(0)},${IMAGE_TEST_LOAD_S}*1000+2000);" &
+  TCPLOAD=$!
+  wrk -t1 -c50 -d"${IMAGE_TEST_LOAD_S}"s "http://127.0.0.1:$HTTP_LISTEN/load" | grep -E 'Requests/sec|Latency|requests in'
+  wait $TCPLOAD
+  say "rss after load: $(awk '/VmRSS/{print $2/1024 " MiB"}' /proc/$PID1/status), peak (VmHWM): $(awk '/VmHWM/{print $2/1024 " MiB"}' /proc/$PID1/status)"
+  for lim in "" 128m 256m; do
+    h=$(podman run --rm "${RUN_OPTS[@]}" ${lim:+--memory $lim} --entrypoint node "$IMAGE" -p 'Math.round(v8.getHeapStatistics().heap_size_limit/1048576)' 2>&1)
+    say "heap_size_limit with ${lim:-no} memory limit: $h MiB"
+  done
+fi
 
 ts=$(date +%s%N)
 podman stop -t $((DRAIN_MS / 1000 + 10)) "$CNAME" >/dev/null
