@@ -16,6 +16,9 @@ COPY src ./src
 RUN npm run build
 
 FROM node:${NODE_VERSION}-trixie-slim AS runtime
+# A top-level ARG is visible in FROM lines only; re-declare it so the base.name label below sees it
+# (scripts/image-test.sh reads the label back from the built image).
+ARG NODE_VERSION
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 LABEL org.opencontainers.image.title="keepalive-sidecar" \
@@ -32,9 +35,10 @@ COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist/src ./dist/src
 COPY config ./config
-# The bin script starts with `#!/usr/bin/env node`: env execs node, so node is PID 1 and receives SIGTERM
-# itself (the CLI drains on SIGTERM; it starts no child processes, so there are no zombies to reap).
-RUN chmod 0755 /app/dist/src/cli/bin.js && ln -s /app/dist/src/cli/bin.js /usr/local/bin/keepalive-sidecar
+# The entrypoint sizes V8's heap from the cgroup memory limit and execs node, so node is PID 1 and receives
+# SIGTERM itself (the CLI drains on SIGTERM; it starts no child processes, so there are no zombies to reap).
+COPY image/entrypoint.sh ./bin/entrypoint.sh
+RUN chmod 0755 /app/bin/entrypoint.sh && ln -s /app/bin/entrypoint.sh /usr/local/bin/keepalive-sidecar
 # Numeric UID of the base image's `node` user, so Kubernetes can check runAsNonRoot without /etc/passwd.
 USER 1000:1000
 # Admin port (/live, /ready, /metrics). Route ports come from the configuration.

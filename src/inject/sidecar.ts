@@ -74,7 +74,7 @@ export function sidecarContainer(opts: SidecarOptions): Record<string, unknown> 
     startupProbe: { ...probe('/ready'), periodSeconds: 1, failureThreshold: 30 },
     readinessProbe: { ...probe('/ready'), periodSeconds: 5 },
     livenessProbe: { ...probe('/live'), periodSeconds: 10, failureThreshold: 3 },
-    resources: { requests: { cpu: '50m', memory: '64Mi' }, limits: { memory: '128Mi' } },
+    resources: { requests: { cpu: '50m', memory: '128Mi' }, limits: { memory: '256Mi' } },
     securityContext: {
       runAsNonRoot: true,
       runAsUser: IMAGE_UID,
