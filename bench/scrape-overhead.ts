@@ -72,6 +72,7 @@ async function startSidecar(mode: 'tcp' | 'http', upstreamPort: number, dir: str
   const file = path.join(dir, 'bench.json');
   writeFileSync(file, JSON.stringify({
     admin: { host: '127.0.0.1', port: 0 },
+    debug: { port: 0 },
     log: { level: 'info' },
     routes: [{ name: 'bench', mode, listen: { host: '127.0.0.1', port: 0 }, upstream: { host: '127.0.0.1', port: upstreamPort } }],
   }));

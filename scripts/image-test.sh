@@ -132,12 +132,13 @@ PEERS_PID=$!
 read -r -t 10 UPS <&3 || die "upstreams did not start"
 TCP_UP=$(node -p "JSON.parse(process.argv[1]).tcp" "$UPS")
 HTTP_UP=$(node -p "JSON.parse(process.argv[1]).http" "$UPS")
-read -r ADMIN TCP_LISTEN HTTP_LISTEN < <(node scripts/image-peers.mjs ports 3)
+read -r ADMIN DEBUG TCP_LISTEN HTTP_LISTEN < <(node scripts/image-peers.mjs ports 4)
 UT_MS=3000
 DRAIN_MS=3000
 mkdir -p "$WORK/config"
 cat >"$WORK/config/config.yaml" <<CONF
 admin: { host: 127.0.0.1, port: $ADMIN }
+debug: { host: 127.0.0.1, port: $DEBUG }
 log: { level: info }
 shutdown: { drainTimeoutMs: $DRAIN_MS }
 routes:

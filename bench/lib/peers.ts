@@ -252,7 +252,7 @@ export async function startSidecar(name: 'sidecar-http' | 'sidecar-tcp', ports: 
     routes.push({ name: 't', mode: 'tcp', listen: { host: '127.0.0.1', port: 0 }, upstream: { host: '127.0.0.1', port: ports.tcpUpstream }, maxConnections });
   }
   const cfg = join(ctx.dir, `sidecar-${name}-${ports.httpUpstream ?? ports.tcpUpstream}.json`);
-  writeFileSync(cfg, JSON.stringify({ admin: { host: '127.0.0.1', port: 0 }, log: { level: 'info' }, shutdown: { drainTimeoutMs: 500 }, routes }, null, 2));
+  writeFileSync(cfg, JSON.stringify({ admin: { host: '127.0.0.1', port: 0 }, debug: { port: 0 }, log: { level: 'info' }, shutdown: { drainTimeoutMs: 500 }, routes }, null, 2));
   const nodeArgs = extra.gcOnSignal === true ? ['--expose-gc', '--import', pathToFileURL(join(benchDist, 'peers', 'gc-on-signal.js')).href] : [];
   const proc = spawnProc(name, process.execPath, [...nodeArgs, bin, 'run', '--config', cfg], { cpu: ctx.proxyCpu, nofile: 65536, cwd: ctx.sidecarDir });
   const listen = new Map<string, number>();

@@ -146,35 +146,43 @@ async function readProcessStdin(): Promise<string> {
  */
 async function serve(config: Config, io: CliIo, onStarted?: (admin: AddressInfo | undefined, routes: ReadonlyArray<{ name: string; address: AddressInfo }>, debug: AddressInfo | undefined) => void): Promise<number> {
   const logger = createLogger(config.log.level);
-  const sidecar = await startSidecar(config, { logger });
-  onStarted?.(sidecar.admin, sidecar.routes, sidecar.debug);
+  // Handlers go in before the listeners start: a SIGTERM during startup (routes bind one by one, the HTTP path is
+  // loaded lazily) is remembered and drains right after, instead of Node's default (death, nothing logged).
   const onHangup = (signal: NodeJS.Signals): void => {
     logger.warn({ signal }, 'SIGHUP ignored: config reload is not supported, restart the pod');
   };
-  process.on('SIGHUP', onHangup);
   let isDraining = false;
-  let onSignal: ((signal: NodeJS.Signals) => void) | undefined;
-  await new Promise<void>((resolve) => {
-    onSignal = (signal: NodeJS.Signals): void => {
-      if (isDraining) {
-        logger.warn({ signal, drainTimeoutMs: config.shutdown.drainTimeoutMs }, 'signal ignored: already draining');
-        return;
-      }
-      isDraining = true;
-      logger.info({ signal, drainTimeoutMs: config.shutdown.drainTimeoutMs }, 'shutting down: draining connections');
-      resolve();
-    };
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
-  });
+  let wake: (() => void) | undefined;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (isDraining) {
+      logger.warn({ signal, drainTimeoutMs: config.shutdown.drainTimeoutMs }, 'signal ignored: already draining');
+      return;
+    }
+    isDraining = true;
+    logger.info({ signal, drainTimeoutMs: config.shutdown.drainTimeoutMs }, 'shutting down: draining connections');
+    wake?.();
+  };
+  process.on('SIGHUP', onHangup);
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  const removeHandlers = (): void => {
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
+    process.off('SIGHUP', onHangup);
+  };
+  let sidecar: Awaited<ReturnType<typeof startSidecar>>;
+  try {
+    sidecar = await startSidecar(config, { logger });
+  } catch (err) {
+    removeHandlers();
+    throw err;
+  }
+  onStarted?.(sidecar.admin, sidecar.routes, sidecar.debug);
+  if (!isDraining) await new Promise<void>((resolve) => (wake = resolve));
   const outcome = await sidecar.stop();
   logger.info({ outcome }, 'stopped');
   // The handlers stay installed until here, so a late signal never falls back to Node's default (death).
-  if (onSignal !== undefined) {
-    process.off('SIGTERM', onSignal);
-    process.off('SIGINT', onSignal);
-  }
-  process.off('SIGHUP', onHangup);
+  removeHandlers();
   await new Promise<void>((resolve) => logger.flush(() => resolve()));
   void io;
   return EXIT.ok;
