@@ -1,4 +1,4 @@
-/** Runs the real CLI (`keepalive-sidecar run -c FILE`) as a child process, with its JSON log lines parsed. */
+/** Runs the real CLI as a child process, with its JSON log lines parsed. */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, writeFileSync } from 'node:fs';
@@ -7,27 +7,26 @@ import { join } from 'node:path';
 
 const BIN = new URL('../../src/cli/bin.js', import.meta.url).pathname;
 
-export interface SidecarProcess {
+/** The CLI as a child process, its stdout JSON log lines parsed (other stdout lines, e.g. print-config, skipped). */
+export interface CliProcess {
   readonly child: ReturnType<typeof spawn>;
   readonly lines: Array<Record<string, unknown>>;
   readonly exit: Promise<number | null>;
+  /** Everything written to stderr so far. */
+  readonly stderr: string;
   /** Resolves with the first log line (past or future) matching `pred`. */
   waitLine(pred: (l: Record<string, unknown>) => boolean): Promise<Record<string, unknown>>;
-  /** Listen port of the first route, from its 'route listening' line. */
-  routePort(): Promise<number>;
-  stderr(): string;
 }
 
-/**
- * Starts `run` with `config` (an object written to a temp file). `wrap` runs it under another command, e.g.
- * `['prlimit', '--nofile=256', '--']`.
- */
-export function spawnSidecar(config: unknown, wrap: readonly string[] = []): SidecarProcess {
-  const dir = mkdtempSync(join(tmpdir(), 'ks-proc-'));
-  const file = join(dir, 'config.json');
-  writeFileSync(file, JSON.stringify(config));
-  const argv = [...wrap, process.execPath, BIN, 'run', '-c', file];
-  const child = spawn(argv[0]!, argv.slice(1), { env: { PATH: process.env.PATH ?? '' }, stdio: ['ignore', 'pipe', 'pipe'] });
+export interface SidecarProcess extends CliProcess {
+  /** Listen port of the first route, from its 'route listening' line. */
+  routePort(): Promise<number>;
+}
+
+/** Runs `keepalive-sidecar ARGS` with only PATH plus `env`; `wrap` runs it under another command (e.g. prlimit). */
+export function spawnCli(args: readonly string[], env: Record<string, string> = {}, wrap: readonly string[] = []): CliProcess {
+  const argv = [...wrap, process.execPath, BIN, ...args];
+  const child = spawn(argv[0]!, argv.slice(1), { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const lines: Array<Record<string, unknown>> = [];
   const waiters: Array<{ pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }> = [];
   let buf = '';
@@ -54,19 +53,33 @@ export function spawnSidecar(config: unknown, wrap: readonly string[] = []): Sid
     }
   });
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  const waitLine = (pred: (l: Record<string, unknown>) => boolean): Promise<Record<string, unknown>> => {
-    const found = lines.find(pred);
-    return found ? Promise.resolve(found) : new Promise((resolve) => waiters.push({ pred, resolve }));
-  };
   return {
     child,
     lines,
     exit: once(child, 'exit').then(([code]) => code as number | null),
-    waitLine,
-    async routePort() {
-      const l = await waitLine((x) => x.msg === 'route listening');
+    get stderr() {
+      return err;
+    },
+    waitLine(pred) {
+      const found = lines.find(pred);
+      return found ? Promise.resolve(found) : new Promise((resolve) => waiters.push({ pred, resolve }));
+    },
+  };
+}
+
+/**
+ * Starts `run` with `config` (an object written to a temp file). `wrap` runs it under another command, e.g.
+ * `['prlimit', '--nofile=256', '--']`.
+ */
+export function spawnSidecar(config: unknown, wrap: readonly string[] = []): SidecarProcess {
+  const dir = mkdtempSync(join(tmpdir(), 'ks-proc-'));
+  const file = join(dir, 'config.json');
+  writeFileSync(file, JSON.stringify(config));
+  const p = spawnCli(['run', '-c', file], {}, wrap);
+  return Object.assign(p, {
+    async routePort(): Promise<number> {
+      const l = await p.waitLine((x) => x.msg === 'route listening');
       return Number(String(l.listen).split(':').pop());
     },
-    stderr: () => err,
-  };
+  });
 }

@@ -1,6 +1,5 @@
 /** The CLI as a user runs it: a real process, real signals, exit codes. */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
@@ -10,8 +9,9 @@ import { after, describe, it } from 'node:test';
 import { echoServer } from '../fixtures/upstreams.js';
 import type { Fixture } from '../fixtures/upstreams.js';
 import { connectClient, readUntil, whenClosed } from '../helpers/sidecar.js';
+import { spawnCli } from '../helpers/sidecar-process.js';
+import type { CliProcess } from '../helpers/sidecar-process.js';
 
-const BIN = new URL('../../src/cli/bin.js', import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), 'ks-cli-'));
 
 function writeConfig(name: string, obj: unknown): string {
@@ -20,46 +20,8 @@ function writeConfig(name: string, obj: unknown): string {
   return path;
 }
 
-interface Proc {
-  readonly child: ReturnType<typeof spawn>;
-  readonly lines: Array<Record<string, unknown>>;
-  stderr: string;
-  waitLine(pred: (l: Record<string, unknown>) => boolean): Promise<Record<string, unknown>>;
-  exit: Promise<number | null>;
-}
-
-function start(args: string[], env: Record<string, string> = {}): Proc {
-  const child = spawn(process.execPath, [BIN, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  const lines: Array<Record<string, unknown>> = [];
-  const waiters: Array<{ pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }> = [];
-  let buf = '';
-  child.stdout!.on('data', (d: Buffer) => {
-    buf += d.toString();
-    let i;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      try {
-        const obj = JSON.parse(line) as Record<string, unknown>;
-        lines.push(obj);
-        for (const w of [...waiters]) if (w.pred(obj)) waiters.splice(waiters.indexOf(w), 1) && w.resolve(obj);
-      } catch {
-        // Not a log line (e.g. print-config output).
-      }
-    }
-  });
-  const proc: Proc = {
-    child,
-    lines,
-    stderr: '',
-    waitLine: (pred) => {
-      const found = lines.find(pred);
-      return found ? Promise.resolve(found) : new Promise((resolve) => waiters.push({ pred, resolve }));
-    },
-    exit: once(child, 'exit').then(([code]) => code as number | null),
-  };
-  child.stderr!.on('data', (d: Buffer) => (proc.stderr += d.toString()));
-  return proc;
+function start(args: string[], env: Record<string, string> = {}): CliProcess {
+  return spawnCli(args, env);
 }
 
 const listenPort = (l: Record<string, unknown>): number => Number(String(l.listen).split(':').pop());
