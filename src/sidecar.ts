@@ -19,6 +19,7 @@ import { Pool } from './pool/index.js';
 import { selfCheckSockopts } from './sockopts/index.js';
 import type { Clock } from './util/clock.js';
 import { realClock } from './util/clock.js';
+import { httpUrl } from './util/url.js';
 import { VERSION } from './version.js';
 
 export interface RunningRoute {
@@ -72,7 +73,7 @@ export async function startSidecar(config: Config, opts: StartOptions): Promise<
           maxIdle: route.http.maxIdle,
           maxPending: route.http.maxPending,
           pendingTimeoutMs: route.http.pendingTimeoutMs,
-          driver: h1DriverFactory(`http://${route.upstream.host.includes(':') ? `[${route.upstream.host}]` : route.upstream.host}:${route.upstream.port}`),
+          driver: h1DriverFactory(httpUrl(route.upstream.host, route.upstream.port)),
           siblingEviction: route.http.siblingEviction,
         });
         const { HttpListener } = await import('./listeners/http.js');
@@ -166,5 +167,5 @@ export async function startSidecar(config: Config, opts: StartOptions): Promise<
 }
 
 function urlOf(a: AddressInfo): string {
-  return `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`;
+  return httpUrl(a.address, a.port);
 }

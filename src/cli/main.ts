@@ -9,6 +9,7 @@ import type { Config } from '../config/index.js';
 import { loadConfig, redactConfig } from '../config/index.js';
 import { readFile } from 'node:fs/promises';
 import { ConfigError, InjectError, SockoptUnsupportedError, UsageError } from '../errors.js';
+import { httpUrl } from '../util/url.js';
 import { classifyConnectError, errnoOf } from '../liveness/index.js';
 import { createLogger } from '../log/index.js';
 import { startSidecar } from '../sidecar.js';
@@ -264,13 +265,13 @@ async function doctor(args: ParsedArgs, io: CliIo): Promise<number> {
   let adminUrl = args.adminUrl;
   if (adminUrl === undefined && config.admin.enabled && config.admin.port !== 0) {
     const h = ['0.0.0.0', '::', ''].includes(config.admin.host) ? '127.0.0.1' : config.admin.host;
-    adminUrl = `http://${h.includes(':') ? `[${h}]` : h}:${config.admin.port}`;
+    adminUrl = httpUrl(h, config.admin.port);
   }
   const { runDoctor } = await import('../doctor/index.js');
   let debugUrl = args.debugUrl;
   if (debugUrl === undefined && config.debug.port !== 0) {
     const h = config.debug.host;
-    debugUrl = `http://${h.includes(':') ? `[${h}]` : h}:${config.debug.port}`;
+    debugUrl = httpUrl(h, config.debug.port);
   }
   const report = await runDoctor({
     procRoot: args.procRoot ?? '/proc',

@@ -175,7 +175,8 @@ function checkRelations(config: Config, rawRoutes: readonly unknown[]): string[]
   const ports = new Map<number, string>();
   if (config.admin.enabled && config.admin.port !== 0) ports.set(config.admin.port, 'admin.port');
   if (config.admin.enabled && config.debug.port !== 0) {
-    if (ports.has(config.debug.port)) problems.push(`debug.port: ${config.debug.port} is already used by admin.port`);
+    const other = ports.get(config.debug.port);
+    if (other !== undefined) problems.push(`debug.port: ${config.debug.port} is already used by ${other}`);
     else ports.set(config.debug.port, 'debug.port');
   }
   if (!isLoopbackHost(config.debug.host)) {
@@ -214,7 +215,7 @@ function checkRelations(config: Config, rawRoutes: readonly unknown[]): string[]
 }
 
 /** node:http's default requestTimeout (whole request, body included), kept as is. */
-export const NODE_REQUEST_TIMEOUT_MS = 300_000;
+const NODE_REQUEST_TIMEOUT_MS = 300_000;
 
 function deepFreeze<T>(value: T): T {
   if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
@@ -239,7 +240,7 @@ function parseJsonOrYaml(text: string): unknown {
 
 /** 127.0.0.0/8, ::1, or localhost: what the debug listener may bind (#11). A name other than localhost is refused
  * rather than resolved: the check must not depend on DNS at startup. */
-export function isLoopbackHost(host: string): boolean {
+function isLoopbackHost(host: string): boolean {
   if (host === 'localhost' || host === '::1' || host === '[::1]') return true;
   const m = /^127\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(host);
   return m !== null && m.slice(1).every((o) => Number(o) <= 255);

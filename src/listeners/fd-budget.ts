@@ -53,8 +53,8 @@ export class FdBudget {
 
   /** Charges one app connection; false (nothing charged) when that would eat into the reserve. */
   tryAdmit(): boolean {
-    if (this.admitted >= this.maxAdmitted) return false;
-    if (2 * (this.admitted + 1) + this.idleUpstreams() > this.fdsForApps) return false;
+    // Unknown limit: nothing to check (and no walk over the pools on every accept).
+    if (this.fdsForApps !== Infinity && 2 * (this.admitted + 1) + this.idleUpstreams() > this.fdsForApps) return false;
     this.admitted++;
     return true;
   }

@@ -177,8 +177,8 @@ export class HttpListener extends EventEmitter<HttpListenerEvents> implements Tu
     }
   }
 
-  resetAll(reason: 'local_shutdown'): void {
-    this.resetInFlight(reason);
+  /** After the pools closed (forced drain): resetInFlight already reset every app connection; drop Node's records. */
+  resetAll(_reason: 'local_shutdown'): void {
     this.server.closeAllConnections();
   }
 

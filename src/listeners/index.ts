@@ -4,4 +4,3 @@ export { TcpListener } from './tcp.js';
 export type { ListenerEvents } from './tcp.js';
 export { HttpListener } from './http.js';
 export type { CodeClass, HttpListenerEvents } from './http.js';
-export { FdBudget, RESERVE_FDS, readNofileLimit } from './fd-budget.js';

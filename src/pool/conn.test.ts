@@ -40,11 +40,11 @@ describe('UpstreamConn.decideReason: the one place a close reason is decided', (
     const etimedout = errno('ETIMEDOUT');
     const undiciWrapper = Object.assign(new Error('other side closed'), { code: 'UND_ERR_SOCKET' });
     const a = h1Conn();
-    a.h1.outstanding = 1;
+    a.h1.hasRequestInFlight = true;
     a.h1.isAwaitingHead = true;
     const socketFirst = decideAll(a.conn, [{ kind: 'error', err: etimedout }, { kind: 'error', err: undiciWrapper }]);
     const b = h1Conn();
-    b.h1.outstanding = 1;
+    b.h1.hasRequestInFlight = true;
     b.h1.isAwaitingHead = true;
     const driverFirst = decideAll(b.conn, [{ kind: 'error', err: etimedout }, { kind: 'error', err: etimedout }]);
     assert.deepEqual(socketFirst, ['user_timeout', 'user_timeout']);
@@ -58,7 +58,7 @@ describe('UpstreamConn.decideReason: the one place a close reason is decided', (
 
   it('a death after the response head arrived (mid-body) is keepalive_timeout: nothing of ours awaited an answer', () => {
     const { conn, h1 } = h1Conn();
-    h1.outstanding = 1;
+    h1.hasRequestInFlight = true;
     h1.isAwaitingHead = true;
     h1.headReceived();
     assert.equal(conn.decideReason({ kind: 'error', err: errno('ETIMEDOUT') }), 'keepalive_timeout');
@@ -67,10 +67,10 @@ describe('UpstreamConn.decideReason: the one place a close reason is decided', (
   it('RST then the driver noticing, and the reverse order of reports, both give peer_reset', () => {
     const rst = errno('ECONNRESET');
     const a = h1Conn();
-    a.h1.outstanding = 1;
+    a.h1.hasRequestInFlight = true;
     assert.deepEqual(decideAll(a.conn, [{ kind: 'error', err: rst }, { kind: 'local', reason: 'other' }]), ['peer_reset', 'peer_reset']);
     const b = h1Conn();
-    b.h1.outstanding = 1;
+    b.h1.hasRequestInFlight = true;
     // The driver's onError arrives with the same errno before anything else was reported.
     assert.deepEqual(decideAll(b.conn, [{ kind: 'error', err: rst }, { kind: 'error', err: rst }, { kind: 'end' }]), ['peer_reset', 'peer_reset', 'peer_reset']);
   });
@@ -92,7 +92,7 @@ describe('UpstreamConn.decideReason: the one place a close reason is decided', (
 
   it('undici "other side closed" with a request outstanding is peer_closed; end after a local FIN is downstream_closed', () => {
     const a = h1Conn();
-    a.h1.outstanding = 1;
+    a.h1.hasRequestInFlight = true;
     assert.equal(a.conn.decideReason({ kind: 'error', err: Object.assign(new Error('x'), { code: 'UND_ERR_SOCKET' }) }), 'peer_closed');
     const b = h1Conn();
     b.conn.hasLocalEnded = true;

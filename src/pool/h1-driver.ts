@@ -10,10 +10,9 @@ import { Client } from 'undici';
 import type { Dispatcher } from 'undici';
 
 export class H1Driver {
-  readonly kind = 'h1';
   private client: Client | undefined;
-  /** Requests handed to the Client whose response has not completed or failed yet (0 or 1: pipelining 1). */
-  outstanding = 0;
+  /** A request was handed to the Client and its response has not completed or failed yet (pipelining 1). */
+  hasRequestInFlight = false;
 
   constructor(
     private readonly socket: Socket,
@@ -27,19 +26,15 @@ export class H1Driver {
     return this.client !== undefined;
   }
 
-  get hasRequestInFlight(): boolean {
-    return this.outstanding > 0;
-  }
-
   /** Sends one request on this connection. `requestEnded()` must follow once its response completes or fails. */
   dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): void {
-    this.outstanding++;
+    this.hasRequestInFlight = true;
     this.isAwaitingHead = true;
     (this.client ??= this.createClient()).dispatch(opts, handler);
   }
 
   requestEnded(): void {
-    if (this.outstanding > 0) this.outstanding--;
+    this.hasRequestInFlight = false;
     this.isAwaitingHead = false;
   }
 

@@ -140,7 +140,13 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
 
   stats(): PoolStats {
     const { connecting, idle, leased } = this.sets;
-    return { connecting: connecting.size, idle: idle.size, leased: leased.size, total: connecting.size + idle.size + leased.size };
+    return { connecting: connecting.size, idle: idle.size, leased: leased.size, total: this.total };
+  }
+
+  /** Connections in any live set (what `stats().total` says, without building a snapshot). */
+  private get total(): number {
+    const { connecting, idle, leased } = this.sets;
+    return connecting.size + idle.size + leased.size;
   }
 
   /** Every live connection, for /debug. */
@@ -170,14 +176,11 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
         this.apply(conn, LEASE);
         // Checkout validation: yield one macrotask so a FIN or RST that already arrived is processed first.
         await new Promise<void>((resolve) => setImmediate(resolve));
-        if (conn.state.state === 'leased' && conn.isReusable) {
-          this.fill();
-          return this.handOut(conn);
-        }
-        this.fail(conn, 'peer_closed');
+        const lease = this.validated(conn);
+        if (lease !== undefined) return lease;
         continue;
       }
-      if (this.stats().total < this.config.maxConnections) break;
+      if (this.total < this.config.maxConnections) break;
       if (opts.isFresh === true && this.sets.idle.size > 0) {
         // A fresh connect is wanted but every slot is taken, partly by idle connections: retire the oldest
         // idle one to make room instead of queueing behind ourselves.
@@ -223,8 +226,17 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
     );
   }
 
-  /** An idle connection passed checkout validation: stop its idle reader and lease it out. */
-  private handOut(conn: UpstreamConn): Lease {
+  /**
+   * Checkout validation of a connection taken from idle one macrotask ago: still leased and reusable → its idle
+   * reader stops (it ran through the window, so a FIN or bytes that arrived there were seen) and it is leased
+   * out; otherwise it is retired and the caller tries again.
+   */
+  private validated(conn: UpstreamConn): Lease | undefined {
+    if (conn.state.state !== 'leased' || !conn.isReusable) {
+      this.fail(conn, 'peer_closed');
+      return undefined;
+    }
+    this.fill();
     conn.stopIdleReader();
     return new Lease(this, conn);
   }
@@ -232,13 +244,9 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
   /** Checkout validation, one macrotask after the checkouts: a FIN or RST that already arrived was handled. */
   private validateCheckouts(records: ReadonlyArray<CheckoutRecord<LeaseRequester>>): void {
     for (const { conn, requester, signal } of records) {
-      if (conn.state.state === 'leased' && conn.isReusable) {
-        this.fill();
-        requester.onLease(this.handOut(conn));
-      } else {
-        this.fail(conn, 'peer_closed');
-        this.checkout(requester, signal);
-      }
+      const lease = this.validated(conn);
+      if (lease !== undefined) requester.onLease(lease);
+      else this.checkout(requester, signal);
     }
   }
 
@@ -260,12 +268,9 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
   /** Retires a connection: the reason is decided by the connection (first cause wins); destroys the socket. */
   fail(conn: UpstreamConn, reason: CloseReason, reset = false): void {
     const decided = conn.decideReason({ kind: 'local', reason });
-    const pc = this.connects.get(conn);
+    // Shutdown or abort while connecting.
+    const pc = this.takeConnect(conn);
     if (pc !== undefined) {
-      // Shutdown or abort while connecting.
-      this.connects.delete(conn);
-      pc.timer.clear();
-      pc.signal?.removeEventListener('abort', pc.onAbort);
       pc.reject(new AcquireError(this.isClosing ? 'shutting_down' : 'connect_error', `connect abandoned: ${decided}`));
     }
     this.apply(conn, { type: 'fail', reason: decided }, reset);
@@ -315,11 +320,10 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
   }
 
   private connect(forLease: boolean, signal: AbortSignal | undefined): Promise<UpstreamConn> {
-    const startedAt = this.clock.now();
     const socket = openSocket(this.config.upstream);
     // Far beyond our own idle timers: undici's keep-alive timer is only a backstop, ours retires first.
     const h1 = this.options.driver?.(socket, this.config.maxAgeMs * 2);
-    const conn = new UpstreamConn(this.nextId++, this.config.name, socket, startedAt, forLease, this, this.config.keepalive.userTimeoutMs, h1);
+    const conn = new UpstreamConn(this.nextId++, this.config.name, socket, this.clock.now(), forLease, this, this.config.keepalive.userTimeoutMs, h1);
     this.sets.connecting.add(conn);
     return new Promise<UpstreamConn>((resolve, reject) => {
       const onAbort = (): void => {
@@ -327,19 +331,26 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
         this.fail(conn, 'downstream_closed');
       };
       const timer = this.clock.setTimeout(() => this.connectFailed(conn, 'connect_timeout', undefined), this.config.connectTimeoutMs);
-      this.connects.set(conn, { startedAt, forLease, signal, onAbort, timer, resolve, reject });
+      this.connects.set(conn, { forLease, signal, onAbort, timer, resolve, reject });
       signal?.addEventListener('abort', onAbort, { once: true });
     });
   }
 
-  private connectFailed(conn: UpstreamConn, reason: AcquireFailure, err: unknown): void {
+  /** Ends the connect under way for `conn`, if any (one settlement: timer and abort listener go with it). */
+  private takeConnect(conn: UpstreamConn): PendingConnect | undefined {
     const pc = this.connects.get(conn);
-    if (pc === undefined) return;
+    if (pc === undefined) return undefined;
     this.connects.delete(conn);
     pc.timer.clear();
     pc.signal?.removeEventListener('abort', pc.onAbort);
+    return pc;
+  }
+
+  private connectFailed(conn: UpstreamConn, reason: AcquireFailure, err: unknown): void {
+    const pc = this.takeConnect(conn);
+    if (pc === undefined) return;
     this.apply(conn, { type: 'connect_failed', reason }, true);
-    this.emit('connectFailed', reason, err, this.clock.now() - pc.startedAt);
+    this.emit('connectFailed', reason, err, this.clock.now() - conn.openedAt);
     if (!pc.forLease) this.scheduleRefill();
     const { host, port } = this.config.upstream;
     pc.reject(new AcquireError(reason, `connect to ${host}:${port} failed: ${reason}`, { cause: err }));
@@ -352,11 +363,8 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
   }
 
   connConnected(conn: UpstreamConn): void {
-    const pc = this.connects.get(conn);
+    const pc = this.takeConnect(conn);
     if (pc === undefined) return;
-    this.connects.delete(conn);
-    pc.timer.clear();
-    pc.signal?.removeEventListener('abort', pc.onAbort);
     const socket = conn.socket;
     const now = this.clock.now();
     conn.connectedAt = now;
@@ -370,7 +378,7 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
     for (const f of result.failures) this.emit('sockoptFailed', conn, f);
     if (!pc.forLease) this.refillFailures = 0;
     this.apply(conn, { type: 'connected' });
-    this.emit('connected', conn, now - pc.startedAt);
+    this.emit('connected', conn, now - conn.openedAt);
     pc.resolve(conn);
     // A spare that just went idle serves the first waiter (its slot may be the one a woken waiter lost).
     if (conn.state.state === 'idle') this.pending.wakeOne();
@@ -387,7 +395,7 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
 
   connClosed(conn: UpstreamConn): void {
     const wasConnected = conn.connectedAt !== undefined;
-    if (this.connects.has(conn)) this.connectFailed(conn, 'connect_error', conn.closeError);
+    this.connectFailed(conn, 'connect_error', conn.closeError);
     const reason = conn.decideReason({ kind: 'local', reason: 'other' });
     this.apply(conn, { type: 'fail', reason });
     // A slot is free now (a waiter may connect).
@@ -447,7 +455,7 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
     if (this.isClosing || this.config.warmSpares === 0 || this.refillTimer !== undefined || this.pending.size > 0) return;
     let spares = this.sets.idle.size;
     for (const c of this.sets.connecting) if (c.state.state === 'connecting' && !c.state.forLease) spares++;
-    while (spares < this.config.warmSpares && this.stats().total < this.config.maxConnections) {
+    while (spares < this.config.warmSpares && this.total < this.config.maxConnections) {
       this.connect(false, undefined).catch(() => {
         // Reported through the connectFailed event; the refill backs off.
       });
@@ -468,7 +476,6 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
 
 /** A connect under way: settled once by connected, a connect failure, or fail() (abort, shutdown). */
 interface PendingConnect {
-  readonly startedAt: number;
   readonly forLease: boolean;
   readonly signal: AbortSignal | undefined;
   readonly onAbort: () => void;
