@@ -200,7 +200,12 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
    * caller waits in a FIFO of at most maxPending entries (0 = fail at once) for at most pendingTimeoutMs.
    * Rejects with AcquireError (overflow, pending_timeout, connect_*, shutting_down).
    */
-  async acquire(signal?: AbortSignal, opts: AcquireOptions = {}): Promise<Lease> {
+  acquire(signal?: AbortSignal, opts: AcquireOptions = {}): Promise<Lease> {
+    return this.acquireOn(undefined, signal, opts);
+  }
+
+  /** `acquire`, with the endpoint `checkout` already picked (P2C runs once per request, not twice). */
+  private async acquireOn(picked: Endpoint | undefined, signal: AbortSignal | undefined, opts: AcquireOptions): Promise<Lease> {
     /** Set at the first wait: pendingTimeoutMs bounds the whole time in the queue (HAProxy's `timeout queue`). */
     let deadline: number | undefined;
     let avoid = opts.avoid;
@@ -215,7 +220,8 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
     }
     for (;;) {
       if (this.isClosing) throw new AcquireError('shutting_down', 'the sidecar is shutting down');
-      const ep = this.endpoints.pick(avoid);
+      const ep = picked ?? this.endpoints.pick(avoid);
+      picked = undefined;
       if (ep === undefined) throw new AcquireError('resolve_failed', `route ${this.config.name}: no endpoint for ${this.config.upstream.host}`);
       const conn = opts.isFresh === true ? undefined : ep.conns.idle.values().next().value;
       if (conn !== undefined) {
@@ -283,15 +289,17 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
    * isFresh, waiting, connecting, failures) goes through `acquire`.
    */
   checkout(requester: LeaseRequester, signal?: AbortSignal, opts: AcquireOptions = {}): void {
+    let picked: Endpoint | undefined;
     if (!this.isClosing && opts.isFresh !== true && this.sets.idle.size > 0) {
-      const conn = this.endpoints.pick(opts.avoid)?.conns.idle.values().next().value;
+      picked = this.endpoints.pick(opts.avoid);
+      const conn = picked?.conns.idle.values().next().value;
       if (conn !== undefined) {
         this.apply(conn, LEASE);
         this.batch.add({ conn, requester, signal });
         return;
       }
     }
-    this.acquire(signal, opts).then(
+    this.acquireOn(picked, signal, opts).then(
       (lease) => requester.onLease(lease),
       (err: unknown) => requester.onLeaseFailed(err),
     );

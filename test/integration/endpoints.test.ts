@@ -1,0 +1,162 @@
+/**
+ * Several endpoints per route (issue 14), on real sockets: upstream servers on 127.0.0.2-127.0.0.5 sharing
+ * one port, a real DNS server (dnsmasq in a test namespace, test/helpers/dns.ts) as upstream.dnsServers.
+ * Spread (P2C), re-resolution (a removed address loses its idle connections with endpoint_removed, a new
+ * one takes traffic), resolver down (the last good set serves), a name that never resolved (503 / reset).
+ */
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import net from 'node:net';
+import { describe, it } from 'node:test';
+import type { TestContext } from 'node:test';
+import type { CloseInfo, UpstreamConn } from '../../src/pool/index.js';
+import { httpEndpoints } from '../fixtures/endpoints.js';
+import type { EndpointGroup } from '../fixtures/endpoints.js';
+import { request } from '../fixtures/http-upstreams.js';
+import { requireDns, startDns } from '../helpers/dns.js';
+import type { TestDns } from '../helpers/dns.js';
+import { metricValue, startTestSidecar, waitFor, whenClosed } from '../helpers/sidecar.js';
+import type { TestSidecar } from '../helpers/sidecar.js';
+
+const NAME = 'svc.test';
+
+interface Rig {
+  readonly dns: TestDns;
+  readonly up: EndpointGroup;
+  readonly sc: TestSidecar;
+  readonly closes: Array<{ conn: UpstreamConn; info: CloseInfo; at: number }>;
+}
+
+async function rig(t: TestContext, addrs: string[], upAddrs: string[] = addrs, upstream: Record<string, unknown> = {}): Promise<Rig> {
+  const up = await httpEndpoints(upAddrs);
+  t.after(() => up.close());
+  const dns = await startDns({ [NAME]: addrs });
+  t.after(() => dns.stop());
+  const sc = await startTestSidecar({
+    routes: [{ name: 'h1', mode: 'http', listen: { port: 0 }, upstream: { host: NAME, port: up.port, dnsServers: [dns.server], resolveIntervalMs: 1000, ...upstream } }],
+  });
+  t.after(() => sc.stop());
+  const closes: Rig['closes'] = [];
+  sc.sidecar.routes[0]!.pool.on('closed', (conn, info) => closes.push({ conn, info, at: performance.now() }));
+  return { dns, up, sc, closes };
+}
+
+/** `n` GETs, `concurrency` at a time, through a keep-alive agent; returns each body (the serving address). */
+async function load(port: number, n: number, concurrency: number): Promise<string[]> {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
+  const out: string[] = [];
+  let next = 0;
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (next < n) {
+      next++;
+      const r = await request(port, { agent, timeoutMs: 5000 });
+      assert.equal(r.status, 200, `status ${r.status} ${r.body.toString()}`);
+      out.push(r.body.toString());
+    }
+  }));
+  agent.destroy();
+  return out;
+}
+
+function shares(bodies: readonly string[]): Map<string, number> {
+  const m = new Map<string, number>();
+  for (const b of bodies) m.set(b, (m.get(b) ?? 0) + 1 / bodies.length);
+  return m;
+}
+
+async function debugEndpoints(sc: TestSidecar): Promise<Array<Record<string, unknown>>> {
+  const d = sc.sidecar.debug!;
+  const res = await fetch(`http://${d.address}:${d.port}/debug/endpoints`);
+  const body = (await res.json()) as { routes: Array<{ endpoints: Array<Record<string, unknown>> }> };
+  return body.routes[0]!.endpoints;
+}
+
+describe('several endpoints per route (dnsmasq + 127.0.0.x)', () => {
+  it('a name with 3 addresses: load spreads over all three (each >= 20 %), /debug/endpoints and metrics show them', async (t) => {
+    if (!(await requireDns(t))) return;
+    const addrs = ['127.0.0.2', '127.0.0.3', '127.0.0.4'];
+    const { sc } = await rig(t, addrs);
+    const bodies = await load(sc.port(), 600, 8);
+    const s = shares(bodies);
+    t.diagnostic(`shares of 600 requests: ${[...s].map(([a, v]) => `${a} ${(v * 100).toFixed(1)} %`).join(', ')}`);
+    for (const a of addrs) assert.ok((s.get(a) ?? 0) >= 0.2, `${a}: ${((s.get(a) ?? 0) * 100).toFixed(1)} %`);
+    const eps = await debugEndpoints(sc);
+    assert.deepEqual(eps.map((e) => `${String(e.address)} ${String(e.state)}`).sort(), addrs.map((a) => `${a} active`));
+    assert.ok(eps.every((e) => typeof e.connections === 'number' && (e.connections as number) > 0));
+    assert.equal(await metricValue(sc, 'keepalive_sidecar_upstream_endpoints', { route: 'h1', state: 'active' }), 3);
+    assert.ok((await metricValue(sc, 'keepalive_sidecar_upstream_resolutions_total', { route: 'h1', outcome: 'changed' })) >= 1);
+    const text = await sc.sidecar.registry.metrics();
+    assert.doesNotMatch(text.split('\n').filter((l) => l.includes('endpoint')).join('\n'), /127\.0\.0\./, 'no address in any endpoint metric');
+  });
+
+  it('an address removed from DNS and a new one added: within one re-resolve interval the new one takes traffic and the old one\'s idle connections are gone (endpoint_removed)', async (t) => {
+    if (!(await requireDns(t))) return;
+    const { dns, up, sc, closes } = await rig(t, ['127.0.0.2', '127.0.0.3'], ['127.0.0.2', '127.0.0.3', '127.0.0.4']);
+    await load(sc.port(), 100, 4);
+    const pool = sc.sidecar.routes[0]!.pool;
+    const oldConns = [...pool.connections()].filter((c) => c.endpoint.address === '127.0.0.3');
+    assert.ok(oldConns.length > 0, 'connections to 127.0.0.3 exist');
+    const t0 = performance.now();
+    await dns.setHosts({ [NAME]: ['127.0.0.2', '127.0.0.4'] });
+    const newHits = up.byAddress.get('127.0.0.4')!;
+    let firstNewAt: number | undefined;
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
+    t.after(() => agent.destroy());
+    // Bounded: at most 300 requests, 10 ms apart, 3 s.
+    for (let i = 0; i < 300 && firstNewAt === undefined; i++) {
+      const r = await request(sc.port(), { agent, timeoutMs: 5000 });
+      assert.equal(r.status, 200);
+      if (newHits.hits > 0) firstNewAt = performance.now();
+      else await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    assert.ok(firstNewAt !== undefined, 'the new endpoint took traffic');
+    const takeMs = firstNewAt - t0;
+    await waitFor(() => oldConns.every((c) => c.state.state === 'closed'), 2000, 'the old endpoint\'s connections to close');
+    const removedAt = Math.max(...closes.filter((c) => oldConns.includes(c.conn)).map((c) => c.at)) - t0;
+    t.diagnostic(`new endpoint's first request ${Math.round(takeMs)} ms after the DNS change; old endpoint's ${oldConns.length} idle connection(s) retired ${Math.round(removedAt)} ms after it`);
+    // One interval (1 s, and the TTL is 1 s) plus the slow-start share and scheduling.
+    assert.ok(takeMs <= 1500, `${Math.round(takeMs)} ms`);
+    assert.ok(removedAt <= 1500, `${Math.round(removedAt)} ms`);
+    for (const c of oldConns) assert.equal(closes.find((x) => x.conn === c)?.info.reason, 'endpoint_removed');
+    const eps = await debugEndpoints(sc);
+    assert.deepEqual(eps.map((e) => e.address).sort(), ['127.0.0.2', '127.0.0.4'], 'the drained endpoint is forgotten');
+    assert.ok(sc.logs.some((l) => l.msg === 'endpoint removed from DNS: idle connections retired, busy ones finish' && l.endpoint === `127.0.0.3:${up.port}`));
+    assert.ok(sc.logs.some((l) => l.msg === 'endpoint added' && l.endpoint === `127.0.0.4:${up.port}`));
+  });
+
+  it('resolver down: the last good set keeps serving, with a warn and outcome="failed"', async (t) => {
+    if (!(await requireDns(t))) return;
+    const { dns, sc } = await rig(t, ['127.0.0.2', '127.0.0.3']);
+    await load(sc.port(), 20, 2);
+    await dns.kill();
+    await waitFor(() => sc.logs.some((l) => l.msg === 'resolution failed: the last good endpoint set keeps serving'), 5000, 'the resolution failure log line');
+    const bodies = await load(sc.port(), 60, 2);
+    assert.deepEqual([...new Set(bodies)].sort(), ['127.0.0.2', '127.0.0.3']);
+    assert.ok((await metricValue(sc, 'keepalive_sidecar_upstream_resolutions_total', { route: 'h1', outcome: 'failed' })) >= 1);
+    const eps = await debugEndpoints(sc);
+    assert.equal(eps.length, 2);
+  });
+
+  it('a name that never resolved: http 503 x-sidecar-error: resolve_failed, tcp reset, and a log line', async (t) => {
+    if (!(await requireDns(t))) return;
+    const dns = await startDns({ 'other.test': ['127.0.0.2'] });
+    t.after(() => dns.stop());
+    const upstream = { host: 'nope.test', port: 9, dnsServers: [dns.server] };
+    const sc = await startTestSidecar({
+      routes: [
+        { name: 'h1', mode: 'http', listen: { port: 0 }, upstream },
+        { name: 't1', mode: 'tcp', listen: { port: 0 }, upstream },
+      ],
+    });
+    t.after(() => sc.stop());
+    const r = await request(sc.port('h1'), { timeoutMs: 5000 });
+    assert.equal(r.status, 503);
+    assert.equal(r.headers['x-sidecar-error'], 'resolve_failed');
+    assert.match(r.body.toString(), /resolve_failed/);
+    const c = net.connect(sc.port('t1'), '127.0.0.1');
+    const { err } = await whenClosed(c);
+    assert.equal(err?.code, 'ECONNRESET');
+    assert.equal(await metricValue(sc, 'keepalive_sidecar_downstream_resets_total', { route: 't1', reason: 'resolve_failed' }), 1);
+    assert.ok(sc.logs.some((l) => l.msg === 'resolution failed: no endpoint set yet, requests fail with resolve_failed' && l.route === 'h1'));
+  });
+});
