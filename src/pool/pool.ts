@@ -408,9 +408,26 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
    * says nothing about the other pods behind it).
    */
   private ejectEndpoint(conn: UpstreamConn, reason: EjectReason, err: unknown): void {
+    const ep = conn.endpoint;
     const isMulti = this.endpoints.isMulti;
-    this.endpoints.eject(conn.endpoint, reason, err);
+    this.endpoints.eject(ep, reason, err);
     if (this.options.siblingEviction ?? isMulti) this.evictSiblings(conn);
+    if (!this.endpoints.isEligible(ep)) this.abandonConnects(ep);
+  }
+
+  /**
+   * Connects under way for a waiting caller to an endpoint that was just ejected are given up, so the caller
+   * moves on to another endpoint now instead of waiting out connectTimeoutMs on a dead address (nothing was
+   * sent on them). Spares and probes finish on their own.
+   */
+  private abandonConnects(ep: Endpoint): void {
+    for (const c of [...ep.conns.connecting]) {
+      const pc = this.connects.get(c);
+      if (pc === undefined || !pc.forLease) continue;
+      this.takeConnect(c);
+      this.apply(c, { type: 'connect_failed', reason: 'connect_error' }, true);
+      pc.reject(new AcquireError('connect_error', `connect to ${this.config.upstream.host} (${ep.key}) abandoned: the endpoint was ejected`));
+    }
   }
 
   /** The back-off of an ejected endpoint is over: one probe connect (it becomes an idle connection on success). */
