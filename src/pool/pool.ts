@@ -381,6 +381,8 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
       this.fail(conn, 'idle_evicted');
       return;
     }
+    // A complete response from an ejected endpoint whose back-off is over proves it as well as a probe would.
+    if (conn.endpoint.isProbeDue) this.endpoints.noteConnected(conn.endpoint);
     this.apply(conn, RELEASE, false, now);
     this.pending.wakeOne();
   }
@@ -430,9 +432,13 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
     }
   }
 
-  /** The back-off of an ejected endpoint is over: one probe connect (it becomes an idle connection on success). */
+  /**
+   * The back-off of an ejected endpoint is over: one probe connect (it becomes an idle connection on success).
+   * Not while the endpoint is eligible anyway (panic threshold; always so with a single endpoint, e.g. a
+   * ClusterIP): then the next ordinary connect to it is the probe, and nothing extra is opened.
+   */
   private probe(ep: Endpoint): void {
-    if (this.isClosing) return;
+    if (this.isClosing || this.endpoints.isEligible(ep)) return;
     if (this.total >= this.config.maxConnections) {
       this.endpoints.deferProbe(ep);
       return;
