@@ -9,13 +9,15 @@ import http from 'node:http';
 import net from 'node:net';
 import { describe, it } from 'node:test';
 import type { TestContext } from 'node:test';
-import type { CloseInfo, UpstreamConn } from '../../src/pool/index.js';
-import { httpEndpoints } from '../fixtures/endpoints.js';
+import type { CloseInfo, ResolvedAddress, UpstreamConn } from '../../src/pool/index.js';
+import { Pool } from '../../src/pool/index.js';
+import { FakeClock } from '../../src/util/fake-clock.js';
+import { httpEndpoints, tcpEchoEndpoints } from '../fixtures/endpoints.js';
 import type { EndpointGroup } from '../fixtures/endpoints.js';
 import { request } from '../fixtures/http-upstreams.js';
 import { requireDns, startDns } from '../helpers/dns.js';
 import type { TestDns } from '../helpers/dns.js';
-import { metricValue, startTestSidecar, waitFor, whenClosed } from '../helpers/sidecar.js';
+import { configFrom, metricValue, startTestSidecar, tcpRoute, waitFor, whenClosed } from '../helpers/sidecar.js';
 import type { TestSidecar } from '../helpers/sidecar.js';
 
 const NAME = 'svc.test';
@@ -158,5 +160,92 @@ describe('several endpoints per route (dnsmasq + 127.0.0.x)', () => {
     assert.equal(err?.code, 'ECONNRESET');
     assert.equal(await metricValue(sc, 'keepalive_sidecar_downstream_resets_total', { route: 't1', reason: 'resolve_failed' }), 1);
     assert.ok(sc.logs.some((l) => l.msg === 'resolution failed: no endpoint set yet, requests fail with resolve_failed' && l.route === 'h1'));
+  });
+});
+
+describe('pool over several endpoints (real sockets on 127.0.0.2-4, a fake resolver, a fake clock)', () => {
+  const v4 = (...a: string[]): ResolvedAddress[] => a.map((address) => ({ address, family: 4 as const }));
+
+  async function pool(t: TestContext, answer: () => ResolvedAddress[], port: number, siblingEviction?: boolean): Promise<{ p: Pool; clock: FakeClock; closes: Array<{ conn: UpstreamConn; info: CloseInfo }> }> {
+    const clock = new FakeClock();
+    const route = configFrom({ routes: [tcpRoute(port, { upstream: { host: 'svc.test', port, resolveIntervalMs: 1000 } })] }).routes[0]!;
+    const p = new Pool(route, clock, { idleTimeoutMs: 60_000, resolve: async () => answer(), ...(siblingEviction !== undefined ? { siblingEviction } : {}) });
+    t.after(() => p.close());
+    p.start();
+    const closes: Array<{ conn: UpstreamConn; info: CloseInfo }> = [];
+    p.on('closed', (conn, info) => closes.push({ conn, info }));
+    await p.endpoints.start();
+    return { p, clock, closes };
+  }
+
+  it('a refused endpoint: every acquire still succeeds (the connect moves on), it is ejected once, later acquires avoid it', async (t) => {
+    // 127.0.0.3 has no server on the port: its connects are refused (RST), like a pod that is gone.
+    const up = await tcpEchoEndpoints(['127.0.0.2', '127.0.0.4']);
+    t.after(() => up.close());
+    const { p } = await pool(t, () => v4('127.0.0.2', '127.0.0.3', '127.0.0.4'), up.port);
+    const leases = [];
+    for (let i = 0; i < 30; i++) leases.push(await p.acquire());
+    const used = new Set(leases.map((l) => l.conn.endpoint.address));
+    assert.deepEqual([...used].sort(), ['127.0.0.2', '127.0.0.4']);
+    const dead = [...p.endpoints.list()].find((e) => e.address === '127.0.0.3')!;
+    assert.equal(dead.state, 'ejected');
+    assert.equal(dead.ejections, 1);
+    assert.match(dead.lastError ?? '', /connect_refused/);
+    for (const l of leases) l.release();
+  });
+
+  it('sibling eviction is per endpoint: a dead-peer death retires the idle connections of its endpoint only', async (t) => {
+    const up = await tcpEchoEndpoints(['127.0.0.2', '127.0.0.3']);
+    t.after(() => up.close());
+    const { p, closes } = await pool(t, () => v4('127.0.0.2', '127.0.0.3'), up.port);
+    const leases = [];
+    for (let i = 0; i < 12; i++) leases.push(await p.acquire());
+    for (const l of leases) l.release();
+    const idle = [...p.connections()];
+    const onA = idle.filter((c) => c.endpoint.address === '127.0.0.2');
+    const onB = idle.filter((c) => c.endpoint.address === '127.0.0.3');
+    assert.ok(onA.length >= 2 && onB.length >= 1, `${onA.length} + ${onB.length}`);
+    p.fail(onA[0]!, 'keepalive_timeout');
+    await waitFor(() => onA.every((c) => closes.some((x) => x.conn === c)), 2000, 'the endpoint\'s idle connections to close');
+    assert.deepEqual(closes.filter((c) => c.conn !== onA[0]).map((c) => `${c.conn.endpoint.address} ${c.info.reason}`), onA.slice(1).map(() => '127.0.0.2 sibling_evicted'));
+    assert.ok(onB.every((c) => c.state.state === 'idle'), 'the other endpoint untouched');
+    assert.equal(onA[0]!.endpoint.state, 'ejected');
+  });
+
+  it('a single endpoint (ClusterIP-like) keeps today\'s behaviour: tcp spares are not evicted, it stays in use', async (t) => {
+    const up = await tcpEchoEndpoints(['127.0.0.2']);
+    t.after(() => up.close());
+    const { p, closes } = await pool(t, () => v4('127.0.0.2'), up.port);
+    const leases = [await p.acquire(), await p.acquire(), await p.acquire()];
+    for (const l of leases) l.release();
+    const [first, ...rest] = [...p.connections()];
+    p.fail(first!, 'user_timeout');
+    await waitFor(() => closes.length === 1, 2000, 'the close');
+    assert.ok(rest.every((c) => c.state.state === 'idle'), 'no sibling eviction for a tcp route with one endpoint');
+    const again = await p.acquire();
+    assert.equal(again.conn.endpoint.address, '127.0.0.2', 'panic threshold: the only endpoint is used');
+    again.release();
+  });
+
+  it('an address gone from DNS: idle connections retired with endpoint_removed, a busy one finishes and is retired on release', async (t) => {
+    const up = await tcpEchoEndpoints(['127.0.0.2', '127.0.0.3']);
+    t.after(() => up.close());
+    let answer = v4('127.0.0.2', '127.0.0.3');
+    const { p, clock, closes } = await pool(t, () => answer, up.port);
+    const leases = [];
+    for (let i = 0; i < 10; i++) leases.push(await p.acquire());
+    const busy = leases.find((l) => l.conn.endpoint.address === '127.0.0.3')!;
+    for (const l of leases) if (l !== busy) l.release();
+    const gone = [...p.connections()].filter((c) => c.endpoint.address === '127.0.0.3' && c !== busy.conn);
+    answer = v4('127.0.0.2');
+    clock.advance(1000);
+    await waitFor(() => gone.every((c) => c.state.state === 'closed'), 2000, 'the removed endpoint\'s idle connections to go');
+    assert.equal(busy.conn.state.state, 'leased', 'the busy one is left alone');
+    busy.socket.write('still here');
+    busy.release();
+    await waitFor(() => closes.some((c) => c.conn === busy.conn), 2000, 'the busy one to be retired on release');
+    const reasons = closes.filter((c) => c.conn.endpoint.address === '127.0.0.3').map((c) => c.info.reason);
+    assert.ok(reasons.length === gone.length + 1 && reasons.every((r) => r === 'endpoint_removed'), `${reasons.join(',')} for ${gone.length} idle + 1 busy`);
+    assert.deepEqual([...p.endpoints.list()].map((e) => e.address), ['127.0.0.2'], 'drained, then forgotten');
   });
 });
