@@ -242,6 +242,16 @@ export class EndpointSet extends EventEmitter<EndpointSetEvents> {
     return w >= 1 || this.random() < w ? win : lose;
   }
 
+  /** The eligible endpoint with an idle connection and the fewest in flight (warm spares are there to be used). */
+  pickWithIdle(avoid?: Endpoint): Endpoint | undefined {
+    let best: Endpoint | undefined;
+    for (const ep of this.eligible) {
+      if (ep === avoid || ep.conns.idle.size === 0) continue;
+      if (best === undefined || ep.inFlight < best.inFlight) best = ep;
+    }
+    return best;
+  }
+
   /** Where a new warm spare goes: the eligible endpoint with the fewest idle + connecting connections. */
   pickForSpare(): Endpoint | undefined {
     let best: Endpoint | undefined;

@@ -220,9 +220,14 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
     }
     for (;;) {
       if (this.isClosing) throw new AcquireError('shutting_down', 'the sidecar is shutting down');
-      const ep = picked ?? this.endpoints.pick(avoid);
+      let ep = picked ?? this.endpoints.pick(avoid);
       picked = undefined;
       if (ep === undefined) throw new AcquireError('resolve_failed', `route ${this.config.name}: no endpoint for ${this.config.upstream.host}`);
+      if (opts.isFresh !== true && this.config.warmSpares > 0 && ep.conns.idle.size === 0) {
+        // Warm spares exist so that nobody waits for a connect: take one of another endpoint rather than
+        // connect to the picked one (the spares are spread over the endpoints, so the load still is).
+        ep = this.endpoints.pickWithIdle(avoid) ?? ep;
+      }
       const conn = opts.isFresh === true ? undefined : ep.conns.idle.values().next().value;
       if (conn !== undefined) {
         this.apply(conn, LEASE);

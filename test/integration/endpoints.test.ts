@@ -9,7 +9,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { describe, it } from 'node:test';
 import type { TestContext } from 'node:test';
-import type { CloseInfo, ResolvedAddress, UpstreamConn } from '../../src/pool/index.js';
+import type { CloseInfo, Lease, ResolvedAddress, UpstreamConn } from '../../src/pool/index.js';
 import { Pool } from '../../src/pool/index.js';
 import { FakeClock } from '../../src/util/fake-clock.js';
 import { httpEndpoints, tcpEchoEndpoints } from '../fixtures/endpoints.js';
@@ -166,10 +166,13 @@ describe('several endpoints per route (dnsmasq + 127.0.0.x)', () => {
 describe('pool over several endpoints (real sockets on 127.0.0.2-4, a fake resolver, a fake clock)', () => {
   const v4 = (...a: string[]): ResolvedAddress[] => a.map((address) => ({ address, family: 4 as const }));
 
-  async function pool(t: TestContext, answer: () => ResolvedAddress[], port: number, siblingEviction?: boolean): Promise<{ p: Pool; clock: FakeClock; closes: Array<{ conn: UpstreamConn; info: CloseInfo }> }> {
+  async function pool(t: TestContext, answer: () => ResolvedAddress[], port: number, extra: Record<string, unknown> = {}): Promise<{ p: Pool; clock: FakeClock; closes: Array<{ conn: UpstreamConn; info: CloseInfo }> }> {
     const clock = new FakeClock();
-    const route = configFrom({ routes: [tcpRoute(port, { upstream: { host: 'svc.test', port, resolveIntervalMs: 1000 } })] }).routes[0]!;
-    const p = new Pool(route, clock, { idleTimeoutMs: 60_000, resolve: async () => answer(), ...(siblingEviction !== undefined ? { siblingEviction } : {}) });
+    const route = configFrom({ routes: [tcpRoute(port, { upstream: { host: 'svc.test', port, resolveIntervalMs: 1000 }, ...extra })] }).routes[0]!;
+    // A seeded generator: P2C's picks (and so the spread asserted below) are the same on every run.
+    let seed = 42;
+    const random = (): number => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
+    const p = new Pool(route, clock, { idleTimeoutMs: 60_000, resolve: async () => answer(), random });
     t.after(() => p.close());
     p.start();
     const closes: Array<{ conn: UpstreamConn; info: CloseInfo }> = [];
@@ -247,5 +250,26 @@ describe('pool over several endpoints (real sockets on 127.0.0.2-4, a fake resol
     const reasons = closes.filter((c) => c.conn.endpoint.address === '127.0.0.3').map((c) => c.info.reason);
     assert.ok(reasons.length === gone.length + 1 && reasons.every((r) => r === 'endpoint_removed'), `${reasons.join(',')} for ${gone.length} idle + 1 busy`);
     assert.deepEqual([...p.endpoints.list()].map((e) => e.address), ['127.0.0.2'], 'drained, then forgotten');
+  });
+
+  const ADDRS3 = ['127.0.0.2', '127.0.0.3', '127.0.0.4'];
+  it('tcp warm spares are spread over the endpoints, and an app connection takes a spare rather than connecting', async (t) => {
+    const up = await tcpEchoEndpoints(['127.0.0.2', '127.0.0.3', '127.0.0.4']);
+    t.after(() => up.close());
+    const { p } = await pool(t, () => v4('127.0.0.2', '127.0.0.3', '127.0.0.4'), up.port, { warmSpares: 3 });
+    await waitFor(() => p.stats().idle === 3, 2000, '3 spares');
+    assert.deepEqual([...p.endpoints.list()].map((e) => e.conns.idle.size), [1, 1, 1]);
+    // A connect made for a waiting caller is leased the moment it connects; a spare goes idle first.
+    let connectsForLease = 0;
+    p.on('connected', (c) => void (c.state.state === 'leased' && connectsForLease++));
+    const leases: Lease[] = [];
+    for (let i = 0; i < 6; i++) {
+      leases.push(await p.acquire());
+      await waitFor(() => p.stats().idle + p.stats().connecting >= 3 && p.stats().connecting === 0, 2000, 'the spares to be refilled');
+    }
+    assert.equal(connectsForLease, 0, 'every app connection got a spare');
+    const perEndpoint = ADDRS3.map((a) => leases.filter((l) => l.conn.endpoint.address === a).length);
+    assert.ok(perEndpoint.every((n) => n >= 1), `spread: ${perEndpoint.join(', ')}`);
+    for (const l of leases) l.destroy('downstream_closed');
   });
 });
