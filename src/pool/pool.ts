@@ -410,15 +410,16 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
 
   /**
    * Ejects the endpoint of a connection that died of a dead-peer reason (or whose connect failed) and retires
-   * its idle connections at once. Retiring follows `siblingEviction` (http); a tcp route, which has no such
-   * key, retires them only when it has several endpoints (one endpoint is a Service VIP: a dead connection
-   * says nothing about the other pods behind it).
+   * its idle connections at once. After a dead-peer death retiring follows `siblingEviction` (http, as
+   * before); a tcp route, which has no such key, retires them only when it has several endpoints. After a
+   * failed connect only with several endpoints: one endpoint is a Service VIP, and a SYN that got no answer
+   * says nothing about the pods behind the established connections (nor did it before endpoints existed).
    */
-  private ejectEndpoint(conn: UpstreamConn, reason: EjectReason, err: unknown): void {
+  private ejectEndpoint(conn: UpstreamConn, reason: EjectReason, err: unknown, isConnectFailure = false): void {
     const ep = conn.endpoint;
     const isMulti = this.endpoints.isMulti;
     this.endpoints.eject(ep, reason, err);
-    if (this.options.siblingEviction ?? isMulti) this.evictSiblings(conn);
+    if (isConnectFailure ? isMulti : (this.options.siblingEviction ?? isMulti)) this.evictSiblings(conn);
     if (!this.endpoints.isEligible(ep)) this.abandonConnects(ep);
   }
 
@@ -485,7 +486,7 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
     if (pc === undefined) return;
     this.apply(conn, { type: 'connect_failed', reason }, true);
     this.emit('connectFailed', reason, err, this.clock.now() - conn.openedAt);
-    this.ejectEndpoint(conn, reason, err);
+    this.ejectEndpoint(conn, reason, err, true);
     if (!pc.forLease && !pc.isProbe) this.scheduleRefill();
     const { host } = this.config.upstream;
     pc.reject(new AcquireError(reason, `connect to ${host} (${conn.endpoint.key}) failed: ${reason}`, { cause: err }));
