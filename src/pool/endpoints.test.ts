@@ -84,6 +84,17 @@ describe('EndpointSet (fake clock, fake resolver)', () => {
     for (let i = 0; i < 50; i++) assert.equal(set.pick()!.address, '127.0.0.3');
   });
 
+  it('a pool may define the load (HTTP/2: open streams): P2C then compares that', async () => {
+    const clock = new FakeClock();
+    const dns = new FakeDns();
+    dns.set('127.0.0.2', '127.0.0.3');
+    const streams = new Map<string, number>([['127.0.0.2', 0], ['127.0.0.3', 40]]);
+    const set = new EndpointSet('r', CFG, clock, dns.fn, { random: seeded(3), load: (ep) => streams.get(ep.address) ?? 0 });
+    await set.start();
+    load(byAddr(set, '127.0.0.2'), 5);
+    for (let i = 0; i < 50; i++) assert.equal(set.pick()!.address, '127.0.0.2');
+  });
+
   it('avoid: a retry is sent elsewhere when another endpoint is eligible, else to the same one', async () => {
     const { set, dns } = make();
     dns.set('127.0.0.2', '127.0.0.3');

@@ -143,6 +143,11 @@ export interface EndpointSetEvents {
 export interface EndpointSetOptions {
   /** Uniform [0, 1) (tests pass a seeded one). */
   readonly random?: () => number;
+  /**
+   * The P2C load of an endpoint; default `ep.inFlight` (leased + connecting connections: one request each for
+   * HTTP/1, one app connection each for tcp). A multiplexing pool (HTTP/2) passes its open streams instead.
+   */
+  readonly load?: (ep: Endpoint) => number;
 }
 
 /** Every endpoint of one route, with resolution, P2C picking and ejection. See the file comment. */
@@ -157,6 +162,7 @@ export class EndpointSet extends EventEmitter<EndpointSetEvents> {
   private firstRound: Promise<void> | undefined;
   private failures = 0;
   private readonly random: () => number;
+  private readonly load: (ep: Endpoint) => number;
   /** When the last round finished, its outcome and error (for /debug). */
   lastResolvedAt: number | undefined;
   lastResolveError: string | undefined;
@@ -172,6 +178,7 @@ export class EndpointSet extends EventEmitter<EndpointSetEvents> {
   ) {
     super();
     this.random = opts.random ?? Math.random;
+    this.load = opts.load ?? inFlightOf;
     const family = net.isIP(config.host);
     this.isLiteral = family !== 0;
     if (this.isLiteral) {
@@ -236,7 +243,9 @@ export class EndpointSet extends EventEmitter<EndpointSetEvents> {
     if (j >= i) j++;
     const a = c[i]!;
     const b = c[j]!;
-    const [win, lose] = a.inFlight < b.inFlight ? [a, b] : b.inFlight < a.inFlight ? [b, a] : [a, b];
+    const la = this.load(a);
+    const lb = this.load(b);
+    const [win, lose] = la <= lb ? [a, b] : [b, a];
     if (win.warmFrom === -Infinity) return win;
     const w = win.weightAt(this.clock.now());
     return w >= 1 || this.random() < w ? win : lose;
@@ -247,7 +256,7 @@ export class EndpointSet extends EventEmitter<EndpointSetEvents> {
     let best: Endpoint | undefined;
     for (const ep of this.eligible) {
       if (ep === avoid || ep.conns.idle.size === 0) continue;
-      if (best === undefined || ep.inFlight < best.inFlight) best = ep;
+      if (best === undefined || this.load(ep) < this.load(best)) best = ep;
     }
     return best;
   }
@@ -439,6 +448,10 @@ export class EndpointSet extends EventEmitter<EndpointSetEvents> {
     }
     return isChanged;
   }
+}
+
+function inFlightOf(ep: Endpoint): number {
+  return ep.inFlight;
 }
 
 function describeError(reason: string, err: unknown): string {
