@@ -1,7 +1,9 @@
 /**
  * A real DNS server for endpoint tests (issue 14): Debian's dnsmasq, answering only from a hosts file we
- * write (--no-resolv --no-hosts --addn-hosts, TTL 1 s), reloaded on SIGHUP. dnsmasq cannot listen on port 0,
- * so instead of a fixed port on our loopback it listens on port 53 of a network namespace the test creates
+ * write (--no-resolv --no-hosts --addn-hosts, TTL 1 s), reloaded on SIGHUP; authoritative for every name
+ * (--local=/#/), so an unknown name is NXDOMAIN as from a real cluster DNS, not REFUSED. dnsmasq cannot
+ * listen on port 0, so instead of a fixed port on our loopback it listens on port 53 of a network namespace
+ * the test creates
  * (test/helpers/netns.ts): the port is private to that namespace and nothing can clash with it; the sidecar
  * reaches it through the veth and gets it as upstream.dnsServers.
  *
@@ -78,7 +80,7 @@ export async function startDns(hosts: Readonly<Record<string, readonly string[]>
   let child: ChildProcess | undefined = spawn(
     'ip',
     ['netns', 'exec', host.ns, 'dnsmasq', '--keep-in-foreground', '--conf-file=/dev/null', '--no-resolv', '--no-hosts', `--addn-hosts=${file}`,
-      '--local-ttl=1', `--listen-address=${host.address}`, '--bind-interfaces', '--port=53', '--user=root', '--pid-file=', '--log-facility=-'],
+      '--local-ttl=1', '--local=/#/', `--listen-address=${host.address}`, '--bind-interfaces', '--port=53', '--user=root', '--pid-file=', '--log-facility=-'],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
   let stderr = '';

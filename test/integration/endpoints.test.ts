@@ -6,11 +6,14 @@
  */
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { describe, it } from 'node:test';
 import type { TestContext } from 'node:test';
 import type { CloseInfo, Lease, ResolvedAddress, UpstreamConn } from '../../src/pool/index.js';
-import { Pool } from '../../src/pool/index.js';
+import { createResolver, Pool } from '../../src/pool/index.js';
 import { FakeClock } from '../../src/util/fake-clock.js';
 import { httpEndpoints, tcpEchoEndpoints } from '../fixtures/endpoints.js';
 import type { EndpointGroup } from '../fixtures/endpoints.js';
@@ -139,9 +142,25 @@ describe('several endpoints per route (dnsmasq + 127.0.0.x)', () => {
     assert.equal(eps.length, 2);
   });
 
+  it('the resolver: A and AAAA with their TTL, and a short name found through resolv.conf\'s search list (ndots:5)', async (t) => {
+    if (!(await requireDns(t))) return;
+    const dns = await startDns({ 'svc.test': ['127.0.0.2', '127.0.0.3', '::1'] });
+    t.after(() => dns.stop());
+    const dir = mkdtempSync(path.join(tmpdir(), 'ks-resolv-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const conf = path.join(dir, 'resolv.conf');
+    writeFileSync(conf, 'nameserver 192.0.2.1\nsearch nothere.test test\noptions ndots:5\n');
+    const resolve = createResolver({ dnsServers: [dns.server], resolvConfPath: conf });
+    const got = await resolve('svc');
+    assert.deepEqual(got.map((a) => `${a.address}/${a.family}/${a.ttlSec}`).sort(), ['127.0.0.2/4/1', '127.0.0.3/4/1', '::1/6/1']);
+    assert.deepEqual((await resolve('svc.test.')).map((a) => a.address).sort(), ['127.0.0.2', '127.0.0.3', '::1']);
+    await assert.rejects(resolve('nope'), (err: NodeJS.ErrnoException) => err.code === 'ENOTFOUND' && /nope\.nothere\.test, nope\.test, nope/.test(err.message));
+  });
+
   it('a name that never resolved: http 503 x-sidecar-error: resolve_failed, tcp reset, and a log line', async (t) => {
     if (!(await requireDns(t))) return;
     const dns = await startDns({ 'other.test': ['127.0.0.2'] });
+    // nope.test: NXDOMAIN from the resolver.
     t.after(() => dns.stop());
     const upstream = { host: 'nope.test', port: 9, dnsServers: [dns.server] };
     const sc = await startTestSidecar({
