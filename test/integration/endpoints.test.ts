@@ -5,6 +5,7 @@
  * one takes traffic), resolver down (the last good set serves), a name that never resolved (503 / reset).
  */
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import http from 'node:http';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
@@ -200,11 +201,12 @@ describe('pool over several endpoints (real sockets on 127.0.0.2-4, a fake resol
     return { p, clock, closes };
   }
 
-  it('a refused endpoint: every acquire still succeeds (the connect moves on), it is ejected once, later acquires avoid it', async (t) => {
+  it('a refused endpoint: every acquire still succeeds (the connect moves on), it is ejected once, later acquires avoid it; a probe restores it', async (t) => {
     // 127.0.0.3 has no server on the port: its connects are refused (RST), like a pod that is gone.
     const up = await tcpEchoEndpoints(['127.0.0.2', '127.0.0.4']);
     t.after(() => up.close());
-    const { p } = await pool(t, () => v4('127.0.0.2', '127.0.0.3', '127.0.0.4'), up.port);
+    const fake = await pool(t, () => v4('127.0.0.2', '127.0.0.3', '127.0.0.4'), up.port);
+    const { p } = fake;
     const leases = [];
     for (let i = 0; i < 30; i++) leases.push(await p.acquire());
     const used = new Set(leases.map((l) => l.conn.endpoint.address));
@@ -214,6 +216,18 @@ describe('pool over several endpoints (real sockets on 127.0.0.2-4, a fake resol
     assert.equal(dead.ejections, 1);
     assert.match(dead.lastError ?? '', /connect_refused/);
     for (const l of leases) l.release();
+    // The pod comes back: when the back-off (1 s +/-20 %) ends, one probe connect restores it (slow start).
+    const back = net.createServer((c) => c.on('error', () => {}).pipe(c));
+    t.after(() => back.close());
+    back.listen(up.port, '127.0.0.3');
+    await once(back, 'listening');
+    const restored = once(p.endpoints, 'restored');
+    const { clock } = fake;
+    clock.advance(1200);
+    await restored;
+    assert.equal(dead.state, 'active');
+    assert.ok(dead.weightAt(clock.now()) < 1, 'warming up');
+    assert.equal(dead.conns.idle.size, 1, 'the probe connection stays as an idle connection');
   });
 
   it('sibling eviction is per endpoint: a dead-peer death retires the idle connections of its endpoint only', async (t) => {
