@@ -214,6 +214,7 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
     if (!this.endpoints.hasSet) {
       if (this.isClosing) throw new AcquireError('shutting_down', 'the sidecar is shutting down');
       await this.endpoints.start();
+      if (this.isClosing) throw new AcquireError('shutting_down', 'the sidecar is shutting down');
       if (!this.endpoints.hasSet) {
         throw new AcquireError('resolve_failed', `route ${this.config.name}: ${this.config.upstream.host} has not resolved yet (${this.endpoints.lastResolveError ?? 'no answer'})`);
       }

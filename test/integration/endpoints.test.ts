@@ -241,6 +241,14 @@ describe('pool over several endpoints (real sockets on 127.0.0.2-4, a fake resol
     const onA = idle.filter((c) => c.endpoint.address === '127.0.0.2');
     const onB = idle.filter((c) => c.endpoint.address === '127.0.0.3');
     assert.ok(onA.length >= 2 && onB.length >= 1, `${onA.length} + ${onB.length}`);
+    // A retry (a fresh connect) avoids the endpoint its request just failed on.
+    for (let i = 0; i < 5; i++) {
+      const retry = await p.acquire(undefined, { isFresh: true, avoid: onA[0]!.endpoint });
+      assert.equal(retry.conn.endpoint.address, '127.0.0.3');
+      retry.destroy('downstream_closed');
+    }
+    await waitFor(() => closes.length === 5, 2000, 'the retries\' connections to close');
+    closes.length = 0;
     p.fail(onA[0]!, 'keepalive_timeout');
     await waitFor(() => onA.every((c) => closes.some((x) => x.conn === c)), 2000, 'the endpoint\'s idle connections to close');
     assert.deepEqual(closes.filter((c) => c.conn !== onA[0]).map((c) => `${c.conn.endpoint.address} ${c.info.reason}`), onA.slice(1).map(() => '127.0.0.2 sibling_evicted'));
