@@ -166,6 +166,7 @@ describe('EndpointSet (fake clock, fake resolver)', () => {
     clock.advance(200_000);
     const bases = [1000, 2000, 4000, 8000, 16000, 30000, 30000];
     bases.forEach((b, i) => assert.ok(backoffs[i]! >= b * 0.8 && backoffs[i]! <= Math.min(EJECT_MAX_MS, b * 1.2), `#${i}: ${backoffs[i]} for base ${b}`));
+    assert.equal(ep.ejections, backoffs.length, 'each back-off counted');
     set.removeAllListeners('probe');
     set.on('probe', (e) => set.noteConnected(e));
     clock.advance(40_000);

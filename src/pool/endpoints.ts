@@ -63,7 +63,7 @@ export class Endpoint {
     idle: new Set<UpstreamConn>(),
     leased: new Set<UpstreamConn>(),
   };
-  /** Ejections so far (the /debug counter). */
+  /** Ejections so far, re-ejections after a failed probe included (the /debug counter, as the metric). */
   ejections = 0;
   /** Consecutive ejections without a healthy spell of EJECT_MAX_MS in between: the back-off exponent. */
   streak = 0;
@@ -289,7 +289,6 @@ export class EndpointSet extends EventEmitter<EndpointSetEvents> {
     // A healthy spell longer than the longest back-off forgives earlier ejections.
     if (now - ep.restoredAt > EJECT_MAX_MS) ep.streak = 0;
     ep.state = 'ejected';
-    ep.ejections++;
     this.backOff(ep, reason);
     this.refresh();
     return true;
@@ -350,6 +349,8 @@ export class EndpointSet extends EventEmitter<EndpointSetEvents> {
     const base = Math.min(EJECT_MAX_MS, EJECT_BASE_MS * 2 ** Math.min(ep.streak, 10));
     const ms = Math.min(EJECT_MAX_MS, Math.round(base * (0.8 + 0.4 * this.random())));
     ep.streak++;
+    // Every back-off counts, a failed probe's too (the same count as the ejections metric).
+    ep.ejections++;
     ep.isProbeDue = false;
     ep.ejectedUntil = this.clock.now() + ms;
     ep.timer?.clear();
