@@ -29,6 +29,8 @@ export const CLOSE_REASONS = [
   'protocol_error',
   /** A sibling to the same upstream address died of a dead-peer reason; this one was retired with it. */
   'sibling_evicted',
+  /** The upstream address went out of DNS (issue 14): its idle connections are retired, busy ones finish. */
+  'endpoint_removed',
   /** Anything else; the raw error goes to the log. */
   'other',
 ] as const;

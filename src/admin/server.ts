@@ -12,7 +12,7 @@ import type { Registry } from 'prom-client';
 import type { AdminConfig, Config, DebugConfig } from '../config/index.js';
 import { redactConfig } from '../config/index.js';
 import { idleDetectionMs } from '../liveness/index.js';
-import type { Pool, UpstreamConn } from '../pool/index.js';
+import type { EndpointView, Pool, UpstreamConn } from '../pool/index.js';
 import { expectedSockopts, readSockopts, readTcpInfo } from '../sockopts/index.js';
 import type { EffectiveSockopts, TcpInfo } from '../sockopts/index.js';
 import type { Clock } from '../util/clock.js';
@@ -55,7 +55,23 @@ export interface ConnectionView {
 /** Paths served by the pod-facing admin listener; anything else is 404, any method but GET/HEAD is 405. */
 export const ADMIN_PATHS = ['/live', '/ready', '/metrics'] as const;
 /** Paths served by the loopback debug listener. */
-export const DEBUG_PATHS = ['/debug/connections', '/debug/config'] as const;
+export const DEBUG_PATHS = ['/debug/connections', '/debug/endpoints', '/debug/config'] as const;
+
+/** The body of /debug/endpoints: per route, its upstream name and every endpoint it resolved to (issue 14). */
+export interface EndpointsReport {
+  readonly routes: ReadonlyArray<{
+    readonly route: string;
+    readonly host: string;
+    readonly port: number;
+    readonly resolve: 'all' | 'once';
+    /** Fewer than half the endpoints are active: ejection is ignored, every live endpoint is used. */
+    readonly isPanic: boolean;
+    /** Since the last resolution round finished (null: none yet, or an IP literal). */
+    readonly lastResolvedMsAgo: number | null;
+    readonly lastResolveError: string | null;
+    readonly endpoints: readonly EndpointView[];
+  }>;
+}
 
 /** Fixed bounds of both listeners (not config: they protect the process, nobody needs to raise them). */
 export const ADMIN_LIMITS = {
@@ -244,6 +260,7 @@ export class DebugServer {
     this.pages = new SingleFlight(deps.clock, ADMIN_LIMITS.connectionsMaxAgeMs);
     const routes = new Map<string, Route>([
       ['/debug/connections', (q) => this.connectionsRoute(q)],
+      ['/debug/endpoints', async () => [200, 'application/json', JSON.stringify(this.endpointsReport(), null, 2) + '\n']],
       ['/debug/config', async () => [200, 'application/json', JSON.stringify(redactConfig(deps.config), null, 2) + '\n']],
     ]);
     this.server = new BoundedServer(cfg, routes, ADMIN_LIMITS.debugMaxConnections, (path) => `not found: ${path}\nendpoints: ${DEBUG_PATHS.join(' ')}\n`);
@@ -255,6 +272,26 @@ export class DebugServer {
 
   close(): Promise<void> {
     return this.server.close();
+  }
+
+  /** Small (one entry per resolved address), so built whole on each request. */
+  private endpointsReport(): EndpointsReport {
+    const now = this.deps.clock.now();
+    return {
+      routes: this.deps.pools.map((p) => {
+        const set = p.endpoints;
+        return {
+          route: p.config.name,
+          host: p.config.upstream.host,
+          port: p.config.upstream.port,
+          resolve: p.config.upstream.resolve,
+          isPanic: set.isPanic,
+          lastResolvedMsAgo: set.lastResolvedAt !== undefined ? Math.round(now - set.lastResolvedAt) : null,
+          lastResolveError: set.lastResolveError ?? null,
+          endpoints: set.snapshot(),
+        };
+      }),
+    };
   }
 
   private async connectionsRoute(q: URLSearchParams): Promise<Answer> {

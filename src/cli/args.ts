@@ -59,6 +59,10 @@ Options:
 inject options:
   --route SPEC        name=N,mode=tcp|http,listen=[host:]port,upstream=host:port (repeatable); optional
                       idleMs=,intervalMs=,probes=,userTimeoutMs=,connectTimeoutMs=,maxConnections=,warmSpares=,maxAgeMs=
+                      upstream= a headless Service (name.ns.svc.cluster.local, clusterIP: None: one A record
+                      per pod) makes every pod an endpoint: requests/connections balanced per pod (P2C),
+                      a dead pod ejected alone (its idle connections only), the name re-resolved every
+                      5 s or at its TTL. A ClusterIP Service name is one endpoint (the VIP), as before.
   --legacy            a regular container instead of a native sidecar (clusters before Kubernetes 1.29)
   --image IMG         sidecar image (default keepalive-sidecar:<version>)
   --admin-port N      admin port for probes and metrics (default 9901)

@@ -2,7 +2,6 @@
  * CLI entry: argv -> command -> exit code. The only place (with bin.ts) that installs signal handlers or
  * decides the process's exit code.
  */
-import { lookup } from 'node:dns/promises';
 import type { AddressInfo } from 'node:net';
 import { isIP } from 'node:net';
 import type { Config } from '../config/index.js';
@@ -10,8 +9,9 @@ import { loadConfig, redactConfig } from '../config/index.js';
 import { readFile } from 'node:fs/promises';
 import { ConfigError, InjectError, SockoptUnsupportedError, UsageError } from '../errors.js';
 import { httpUrl } from '../util/url.js';
-import { classifyConnectError, errnoOf } from '../liveness/index.js';
+import { errnoOf } from '../liveness/index.js';
 import { createLogger } from '../log/index.js';
+import { createResolver } from '../pool/index.js';
 import { startSidecar } from '../sidecar.js';
 import { selfCheckSockopts } from '../sockopts/index.js';
 import { VERSION } from '../version.js';
@@ -81,9 +81,10 @@ async function unresolvedUpstreams(config: Config): Promise<string[]> {
         timer = setTimeout(() => resolve(`no answer within ${CHECK_RESOLVE_TIMEOUT_MS} ms`), CHECK_RESOLVE_TIMEOUT_MS);
       });
       const problem = await Promise.race([
-        lookup(r.upstream.host).then(
+        // The route's own resolver (upstream.dnsServers or resolv.conf with its search list), as `run` uses it.
+        createResolver({ dnsServers: r.upstream.dnsServers })(r.upstream.host).then(
           () => undefined,
-          (err: unknown) => `${classifyConnectError(err, false)} (${errnoOf(err) ?? String(err)})`,
+          (err: unknown) => `resolve_failed (${errnoOf(err) ?? String(err)})`,
         ),
         timeout,
       ]);

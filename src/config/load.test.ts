@@ -40,7 +40,7 @@ describe('loadConfig', () => {
   it('builds one route from the env shortcut', () => {
     const c = loadConfig({ env: { SIDECAR_UPSTREAM: 'postgres.db.svc:5432', SIDECAR_LISTEN: '15432', SIDECAR_MODE: 'tcp' } });
     assert.equal(c.routes.length, 1);
-    assert.deepEqual(c.routes[0]?.upstream, { host: 'postgres.db.svc', port: 5432 });
+    assert.deepEqual(c.routes[0]?.upstream, { host: 'postgres.db.svc', port: 5432, resolve: 'all', resolveIntervalMs: 5000, dnsServers: [] });
     assert.deepEqual(c.routes[0]?.listen, { host: '127.0.0.1', port: 15432 });
     assert.equal(c.routes[0]?.name, 'default');
   });
@@ -77,6 +77,9 @@ describe('loadConfig', () => {
     ['bad log level', { routes: [route()], log: { level: 'loud' } }, {}, ['log.level']],
     ['early retry below 250', { routes: [route({ mode: 'http', http: { earlyRetry: { afterMs: 100 } } })] }, {}, ['http.earlyRetry.afterMs']],
     ['http idle >= max age', { routes: [route({ mode: 'http', maxAgeMs: 1000, http: { idleTimeoutMs: 5000 } })] }, {}, ['http.idleTimeoutMs: must be lower than maxAgeMs']],
+    ['resolve not all/once', { routes: [route({ upstream: { host: 'db', port: 1, resolve: 'sometimes' } })] }, {}, ['routes[0] (pg).upstream.resolve']],
+    ['resolveIntervalMs below 1 s', { routes: [route({ upstream: { host: 'db', port: 1, resolveIntervalMs: 200 } })] }, {}, ['upstream.resolveIntervalMs: must be at least 1000']],
+    ['dnsServers a name', { routes: [route({ upstream: { host: 'db', port: 1, dnsServers: ['dns.local:53', '10.0.0.10:53', '10.0.0.10'] } })] }, {}, ['upstream.dnsServers[0]: expected "ip:port"', 'upstream.dnsServers[2]: expected']],
     ['shortcut without listen', {}, { SIDECAR_UPSTREAM: 'db:5432' }, ['SIDECAR_LISTEN: required']],
     ['shortcut bad upstream', {}, { SIDECAR_UPSTREAM: 'db', SIDECAR_LISTEN: '1' }, ['SIDECAR_UPSTREAM: expected host:port']],
     ['not YAML', 'routes: [ {', {}, ['not valid JSON or YAML']],

@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import convict from 'convict';
 import { createRequire } from 'node:module';
+import { isIP } from 'node:net';
 import { ConfigError } from '../errors.js';
 import { addFormats, routeSchema, topSchema } from './schema.js';
 import type { Config, HostPort, Mode, RouteConfig } from './types.js';
@@ -206,6 +207,19 @@ function checkRelations(config: Config, rawRoutes: readonly unknown[]): string[]
     // Node refuses a headersTimeout above requestTimeout (ours stays at Node's 300 s so slow uploads live).
     if (r.mode === 'http' && r.http.requestHeadTimeoutMs > NODE_REQUEST_TIMEOUT_MS) {
       problems.push(`${where}.http.requestHeadTimeoutMs: must not exceed ${NODE_REQUEST_TIMEOUT_MS}`);
+    }
+    if (r.upstream.resolveIntervalMs < 1000) {
+      problems.push(`${where}.upstream.resolveIntervalMs: must be at least 1000 (re-resolving more often only loads the resolver)`);
+    }
+    if (!Array.isArray(r.upstream.dnsServers)) {
+      problems.push(`${where}.upstream.dnsServers: must be a list of "ip:port" strings`);
+    } else {
+      r.upstream.dnsServers.forEach((d, j) => {
+        const hp = typeof d === 'string' ? parseHostPort(d, undefined) : undefined;
+        if (hp === undefined || isIP(hp.host) === 0 || hp.port === 0) {
+          problems.push(`${where}.upstream.dnsServers[${j}]: expected "ip:port" or "[ipv6]:port" (an address, not a name), got ${JSON.stringify(d)}`);
+        }
+      });
     }
     if (r.mode === 'tcp' && r.warmSpares > r.maxConnections) {
       problems.push(`${where}.warmSpares: must not exceed maxConnections (${r.maxConnections})`);

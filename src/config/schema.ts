@@ -169,6 +169,22 @@ export const routeSchema = {
   upstream: {
     host: { doc: 'Upstream host name or address.', format: 'required-string', default: null as unknown as string },
     port: { doc: 'Upstream port.', format: 'upstream-port', default: null as unknown as number },
+    // Issue 14: several endpoints per route (a headless Service gives one A record per pod).
+    resolve: {
+      doc: '"all": every A/AAAA address of upstream.host is an endpoint (P2C balancing, per-endpoint ejection), re-resolved every resolveIntervalMs or at the record TTL if lower (>= 1 s); "once": resolved once at start, never again. An IP literal is always one endpoint.',
+      format: ['all', 'once'],
+      default: 'all',
+    },
+    resolveIntervalMs: {
+      doc: 'Re-resolution interval of upstream.host (resolve: all); the record TTL wins when lower, bounded below by 1000.',
+      format: 'positive-int',
+      default: 5000,
+    },
+    dnsServers: {
+      doc: 'Resolvers to ask, as "ip:port" (or "[v6]:port"); empty = the system resolv.conf, with its search domains and ndots.',
+      format: Array,
+      default: [] as string[],
+    },
   },
   keepalive: {
     idleMs: {

@@ -47,11 +47,20 @@ export interface HttpConfig {
   readonly earlyRetry: EarlyRetryConfig;
 }
 
+/** Where a route connects: a host name (every address it resolves to is an endpoint, issue 14) or an IP. */
+export interface UpstreamConfig extends HostPort {
+  /** "all": every A/AAAA address, re-resolved every resolveIntervalMs (or the TTL, if lower); "once": resolved once. */
+  readonly resolve: 'all' | 'once';
+  readonly resolveIntervalMs: number;
+  /** "ip:port" resolvers to ask instead of the system's resolv.conf (empty = system). */
+  readonly dnsServers: readonly string[];
+}
+
 export interface RouteConfig {
   readonly name: string;
   readonly mode: Mode;
   readonly listen: HostPort;
-  readonly upstream: HostPort;
+  readonly upstream: UpstreamConfig;
   readonly keepalive: KeepaliveConfig;
   readonly connectTimeoutMs: number;
   readonly maxConnections: number;

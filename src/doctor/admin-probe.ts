@@ -1,7 +1,8 @@
-/** Asks a running sidecar's admin port for /ready and its loopback debug port for /debug/connections (GET,
+/** Asks a running sidecar's admin port for /ready and its loopback debug port for /debug/connections and
+ * /debug/endpoints (GET,
  * short timeout, no retries; pages followed up to MAX_PAGES). */
 import http from 'node:http';
-import type { ConnectionsPage, ConnectionView } from '../admin/index.js';
+import type { ConnectionsPage, ConnectionView, EndpointsReport } from '../admin/index.js';
 import type { AdminProbe } from './diagnose.js';
 
 const TIMEOUT_MS = 2000;
@@ -50,7 +51,14 @@ export async function probeAdmin(base: string, debugBase: string, isExplicit: bo
       total = page.total;
       next = page.next ?? null;
     }
-    return { url: base, isExplicit, ok: true, isReady: ready.status === 200, connections, total };
+    // /debug/endpoints (issue 14); a sidecar from before it answers 404, which is not a problem.
+    let endpoints: EndpointsReport['routes'] | undefined;
+    const eps = await get(new URL('/debug/endpoints', debugRoot));
+    if (eps.status === 200) {
+      const report = JSON.parse(eps.body) as Partial<EndpointsReport>;
+      if (Array.isArray(report.routes)) endpoints = report.routes;
+    }
+    return { url: base, isExplicit, ok: true, isReady: ready.status === 200, connections, total, ...(endpoints !== undefined ? { endpoints } : {}) };
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     return { url: base, isExplicit, ok: false, error: e.code ?? e.message };

@@ -117,4 +117,24 @@ describe('doctor diagnose (pure)', () => {
     assert.ok(r.warnings.some((w) => /pg #8: the peer is not answering right now \(probes out 2/.test(w)));
     assert.ok(r.warnings.some((w) => /not ready/.test(w)));
   });
+
+  it('lists the endpoints of a running sidecar; an ejected one and a failing resolver warn', () => {
+    const ep = (address: string, over: Record<string, unknown> = {}) => ({ address, port: 8080, state: 'active' as const, connections: 3, inFlight: 1, idle: 2, ejections: 0, lastError: null, ejectedForMs: null, weight: 1, ...over });
+    const r = diagnose(input({
+      admin: {
+        url: 'http://x', isExplicit: true, ok: true, isReady: true, connections: [],
+        endpoints: [{
+          route: 'pg', host: 'inventory.shop.svc.cluster.local', port: 8080, resolve: 'all', isPanic: false, lastResolvedMsAgo: 1200, lastResolveError: 'resolve_failed: ETIMEOUT queryA ETIMEOUT',
+          endpoints: [ep('10.1.0.4'), ep('10.1.0.5', { state: 'ejected', ejections: 2, lastError: 'user_timeout', ejectedForMs: 1500, connections: 0, inFlight: 0 }), ep('10.1.0.6', { weight: 0.3 })],
+        }],
+      },
+    }));
+    assert.match(r.text, /route "pg" endpoints of inventory\.shop\.svc\.cluster\.local:8080 \(resolve all, resolved 1\.2 s ago\): 3/);
+    assert.match(r.text, /10\.1\.0\.4:8080 active: 3 connection\(s\), 1 in flight, 0 ejection\(s\)/);
+    assert.match(r.text, /10\.1\.0\.5:8080 ejected: 0 connection\(s\), 0 in flight, 2 ejection\(s\), back in 1\.5 s after a probe, last error user_timeout/);
+    assert.match(r.text, /10\.1\.0\.6:8080 active: .*slow start 30 %/);
+    assert.ok(r.warnings.some((w) => /endpoint 10\.1\.0\.5:8080 is ejected/.test(w)));
+    assert.ok(r.warnings.some((w) => /the last good set keeps serving/.test(w)));
+    assert.deepEqual(r.problems, []);
+  });
 });

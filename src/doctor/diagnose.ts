@@ -3,7 +3,7 @@
  * sidecar reports -> plain-language text, problems (exit non-zero) and warnings (printed, exit 0).
  * The timings come from liveness/detection-time.ts, which cites the kernel code they model.
  */
-import type { ConnectionView } from '../admin/index.js';
+import type { ConnectionView, EndpointsReport } from '../admin/index.js';
 import type { RouteConfig } from '../config/index.js';
 import { formatDuration, idleDetectionMs, inFlightDetectionMs, retransmitTimeoutMs, TCP_RTO_MAX_MS, TCP_RTO_MIN_MS } from '../liveness/index.js';
 import { expectedSockopts } from '../sockopts/index.js';
@@ -12,7 +12,16 @@ import type { KernelReading } from './kernel.js';
 
 /** What a running sidecar's admin port said, or why it said nothing. */
 export type AdminProbe =
-  | { readonly url: string; readonly isExplicit: boolean; readonly ok: true; readonly isReady: boolean; readonly connections: readonly ConnectionView[]; readonly total?: number }
+  | {
+      readonly url: string;
+      readonly isExplicit: boolean;
+      readonly ok: true;
+      readonly isReady: boolean;
+      readonly connections: readonly ConnectionView[];
+      readonly total?: number;
+      /** Per route, its endpoints (/debug/endpoints; absent from a sidecar that predates issue 14). */
+      readonly endpoints?: EndpointsReport['routes'];
+    }
   | { readonly url: string; readonly isExplicit: boolean; readonly ok: false; readonly error: string };
 
 export interface DoctorInput {
@@ -114,6 +123,7 @@ export function diagnose(input: DoctorInput): DoctorReport {
     const listed = total > a.connections.length ? ` (first ${a.connections.length} listed)` : '';
     out.push(`Running sidecar at ${a.url}: ${a.isReady ? 'ready' : 'NOT ready'}, ${total} upstream socket(s)${listed}.`);
     if (!a.isReady) warnings.push(`the sidecar at ${a.url} reports not ready (starting or draining)`);
+    for (const r of a.endpoints ?? []) out.push(...describeEndpoints(r, warnings));
     for (const c of a.connections) out.push(...describeSocket(c, problems, warnings));
   }
   out.push('');
@@ -148,5 +158,24 @@ function describeSocket(c: ConnectionView, problems: string[], warnings: string[
   if (c.timers.deadIfSilentWithinMs !== null) timers.push(`declared dead within ${ms(c.timers.deadIfSilentWithinMs)} if the peer stays silent`);
   if (c.timers.maxAgeInMs !== null) timers.push(`max age reached in ${ms(Math.max(0, c.timers.maxAgeInMs))}`);
   if (timers.length > 0) lines.push(`      timers: ${timers.join('; ')}`);
+  return lines;
+}
+
+/** One route's endpoints: a line per address with its state and load; ejected ones and failed resolution warn. */
+function describeEndpoints(r: EndpointsReport['routes'][number], warnings: string[]): string[] {
+  const lines: string[] = [];
+  const resolved = r.lastResolvedMsAgo !== null ? `, resolved ${ms(r.lastResolvedMsAgo)} ago` : '';
+  lines.push(`  route "${r.route}" endpoints of ${r.host}:${r.port} (resolve ${r.resolve}${resolved}): ${r.endpoints.length}${r.isPanic ? ' (PANIC: fewer than half active, all used)' : ''}`);
+  if (r.lastResolveError !== null) {
+    lines.push(`      last resolution failed: ${r.lastResolveError}`);
+    warnings.push(`route "${r.route}": resolving ${r.host} fails (${r.lastResolveError})${r.endpoints.length > 0 ? '; the last good set keeps serving' : '; requests fail with resolve_failed'}`);
+  }
+  for (const e of r.endpoints) {
+    const ej = e.ejectedForMs !== null ? `, back in ${ms(e.ejectedForMs)} after a probe` : '';
+    const err = e.lastError !== null ? `, last error ${e.lastError}` : '';
+    const warm = e.weight < 1 ? `, slow start ${Math.round(e.weight * 100)} %` : '';
+    lines.push(`    ${e.address}:${e.port} ${e.state}: ${e.connections} connection(s), ${e.inFlight} in flight, ${e.ejections} ejection(s)${warm}${ej}${err}`);
+    if (e.state === 'ejected') warnings.push(`route "${r.route}": endpoint ${e.address}:${e.port} is ejected (${e.lastError ?? 'dead peer'})`);
+  }
   return lines;
 }

@@ -1,6 +1,11 @@
 /**
  * `--route name=pg,mode=tcp,listen=15432,upstream=postgres:5432` -> validated route objects. Validation goes
  * through config/loadConfig with an in-memory file, so `inject` accepts exactly what `run` will accept.
+ *
+ * `upstream` may be any name: a headless Service (`inventory.shop.svc.cluster.local` with `clusterIP: None`)
+ * resolves to one address per pod, and each becomes an endpoint of the route (issue 14: P2C balancing,
+ * per-pod ejection and sibling eviction, re-resolution every upstream.resolveIntervalMs); a ClusterIP
+ * Service resolves to its VIP, one endpoint, and kube-proxy balances per connection as before.
  */
 import { loadConfig, parseHostPort } from '../config/index.js';
 import { UsageError } from '../errors.js';

@@ -26,6 +26,17 @@ export function logPoolEvents(pool: Pool, parent: Logger): void {
   pool.on('sockoptFailed', (conn, failure) => {
     log.warn({ [F.connId]: conn.id, [F.option]: failure.option, [F.err]: failure.message }, 'could not set socket option');
   });
+  const ep = parent.child({ [F.component]: 'endpoints', [F.route]: route, [F.upstream]: upstream });
+  pool.endpoints.on('added', (e) => ep.info({ endpoint: e.key, isSlowStart: e.warmFrom !== -Infinity }, 'endpoint added'));
+  pool.endpoints.on('removed', (e) => ep.info({ endpoint: e.key, connections: e.connections, inFlight: e.conns.leased.size }, 'endpoint removed from DNS: idle connections retired, busy ones finish'));
+  pool.endpoints.on('ejected', (e, reason, backoffMs) => ep.warn({ endpoint: e.key, [F.reason]: reason, backoffMs, ejections: e.ejections, panic: pool.endpoints.isPanic }, 'endpoint ejected'));
+  pool.endpoints.on('restored', (e) => ep.info({ endpoint: e.key }, 'endpoint restored after a successful probe connect'));
+  pool.endpoints.on('resolveFailed', (err, hasSet) =>
+    ep.warn({ [F.err]: err, hasSet }, hasSet ? 'resolution failed: the last good endpoint set keeps serving' : 'resolution failed: no endpoint set yet, requests fail with resolve_failed'),
+  );
+  pool.endpoints.on('resolved', (outcome, count) => {
+    if (outcome === 'changed') ep.info({ endpoints: count }, 'endpoint set changed');
+  });
   pool.on('closed', (conn, info) => {
     const fields = {
       [F.connId]: conn.id,

@@ -7,7 +7,8 @@ import type { Registry } from 'prom-client';
 import { ACQUIRE_FAILURES, CLOSE_REASONS, DEAD_PEER_REASONS, DOWNSTREAM_REJECT_REASONS } from '../errors.js';
 import type { DownstreamRejectReason, DownstreamResetReason } from '../errors.js';
 import type { TcpListener } from '../listeners/index.js';
-import type { Pool } from '../pool/index.js';
+import { ENDPOINT_STATES, RESOLVE_OUTCOMES } from '../pool/index.js';
+import type { EjectReason, Pool } from '../pool/index.js';
 import { SOCKOPT_NAMES } from '../sockopts/index.js';
 import { PREFIX } from './registry.js';
 
@@ -131,6 +132,35 @@ export function createMetrics(registry: Registry): SidecarMetrics {
     },
   });
 
+  // Issue 14: endpoints per route by state, ejections by reason, resolution rounds by outcome. No address
+  // label: a headless Service's pods come and go, and each would be a new series.
+  new Gauge({
+    name: `${PREFIX}upstream_endpoints`,
+    help: 'Upstream endpoints (resolved addresses) per route by state: active, ejected (dead-peer or connect failure, in back-off), removed (gone from DNS, connections draining).',
+    labelNames: ['route', 'state'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const p of pools) {
+        const counts = p.endpoints.counts();
+        for (const state of ENDPOINT_STATES) this.set({ route: p.config.name, state }, counts[state]);
+      }
+    },
+  });
+  const ejections = new Counter({
+    name: `${PREFIX}upstream_endpoint_ejections_total`,
+    help: 'Endpoints ejected from balancing, by the reason: a dead-peer close of one of its connections, or a failed connect.',
+    labelNames: ['route', 'reason'] as const,
+    registers,
+  });
+  const resolutions = new Counter({
+    name: `${PREFIX}upstream_resolutions_total`,
+    help: 'Resolution rounds of a route\'s upstream name, by outcome: changed, unchanged, failed (the last good set keeps serving).',
+    labelNames: ['route', 'outcome'] as const,
+    registers,
+  });
+  const EJECT_REASONS: readonly EjectReason[] = [...DEAD_PEER_REASONS, 'connect_refused', 'connect_timeout', 'connect_error'];
+
   return {
     observePool(pool) {
       pools.push(pool);
@@ -141,6 +171,11 @@ export function createMetrics(registry: Registry): SidecarMetrics {
       for (const reason of ACQUIRE_FAILURES) connectFailures.inc({ route, reason }, 0);
       for (const reason of DEAD_PEER_REASONS) detection.zero({ route, reason });
       connectDuration.zero({ route });
+      for (const reason of EJECT_REASONS) ejections.inc({ route, reason }, 0);
+      for (const outcome of RESOLVE_OUTCOMES) resolutions.inc({ route, outcome }, 0);
+      pool.endpoints.on('ejected', (_ep, reason) => ejections.inc({ route, reason }));
+      pool.endpoints.on('resolved', (outcome) => resolutions.inc({ route, outcome }));
+      pool.endpoints.on('resolveFailed', () => resolutions.inc({ route, outcome: 'failed' }));
       pool.on('connected', (_conn, connectMs) => {
         opened.inc({ route });
         connectDuration.observe({ route }, connectMs / 1000);

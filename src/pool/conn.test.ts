@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import type { CloseReason } from '../errors.js';
 import { UpstreamConn } from './conn.js';
+import { Endpoint } from './endpoints.js';
 import type { CloseCause, ConnOwner } from './conn.js';
 import { H1Driver } from './h1-driver.js';
 
@@ -25,7 +26,7 @@ function errno(code: string): Error {
 function h1Conn(userTimeoutMs = 2000): { conn: UpstreamConn; h1: H1Driver } {
   const socket = new net.Socket();
   const h1 = new H1Driver(socket, 'http://127.0.0.1:1', 1000);
-  const conn = new UpstreamConn(1, 'r', socket, 0, true, owner, userTimeoutMs, h1);
+  const conn = new UpstreamConn(1, 'r', socket, 0, true, owner, userTimeoutMs, h1, new Endpoint('127.0.0.1', 1, 4, 0));
   return { conn, h1 };
 }
 
@@ -101,7 +102,7 @@ describe('UpstreamConn.decideReason: the one place a close reason is decided', (
 
   it('raw (tcp) in-flight is bytes sent since the last byte received', () => {
     const socket = new net.Socket();
-    const conn = new UpstreamConn(2, 'r', socket, 0, true, owner, 2000);
+    const conn = new UpstreamConn(2, 'r', socket, 0, true, owner, 2000, undefined, new Endpoint('127.0.0.1', 1, 4, 0));
     conn.bytesSent = 10;
     assert.equal(conn.hasDataInFlight, true);
     conn.noteReceived(5);

@@ -10,6 +10,7 @@ import type { CloseReason, SocketSnapshot } from '../errors.js';
 import { classifyError } from '../liveness/index.js';
 import type { EffectiveSockopts } from '../sockopts/index.js';
 import type { Clock, Timer } from '../util/clock.js';
+import type { Endpoint } from './endpoints.js';
 import type { H1Driver } from './h1-driver.js';
 import type { ConnState } from './state.js';
 
@@ -92,7 +93,9 @@ export class UpstreamConn {
     /** TCP_USER_TIMEOUT in force (0 = none): ETIMEDOUT with data in flight is then user_timeout. */
     private readonly userTimeoutMs: number,
     /** The protocol driver: undefined = raw byte pipe (tcp); H1Driver = HTTP/1 via undici. */
-    readonly h1: H1Driver | undefined = undefined,
+    readonly h1: H1Driver | undefined,
+    /** The endpoint (address:port of the route) this connection goes to; fixed for its life. */
+    readonly endpoint: Endpoint,
   ) {
     this.state = { state: 'connecting', since: openedAt, forLease };
     this.lastRecvAt = openedAt;

@@ -9,9 +9,12 @@ import type { PoolConfig } from '../config/index.js';
 import { applySockopts } from '../sockopts/index.js';
 import type { ApplyResult } from '../sockopts/index.js';
 
-/** Starts a TCP connect to the route's upstream. allowHalfOpen: FIN travels on per direction (tcp half-close). */
-export function openSocket(upstream: PoolConfig['upstream']): Socket {
-  return net.connect({ host: upstream.host, port: upstream.port, allowHalfOpen: true });
+/**
+ * Starts a TCP connect to one endpoint of the route (an address, already resolved by the endpoint set; the
+ * route's host name stays in logs). allowHalfOpen: FIN travels on per direction (tcp half-close).
+ */
+export function openSocket(address: string, port: number): Socket {
+  return net.connect({ host: address, port, allowHalfOpen: true });
 }
 
 /** Sets nodelay, keepalive and TCP_USER_TIMEOUT on a connected socket and reads them back. */

@@ -4,6 +4,7 @@ import { describe, it } from 'node:test';
 import type { CloseReason } from '../errors.js';
 import { FakeClock } from '../util/fake-clock.js';
 import { UpstreamConn } from './conn.js';
+import { Endpoint } from './endpoints.js';
 import type { ConnOwner } from './conn.js';
 import { Evictor } from './evictor.js';
 
@@ -17,7 +18,7 @@ function setup(idleTimeoutMs: number | undefined, maxAgeAt = Infinity) {
     c.state = { state: 'closed', closeReason: r, closedAt: clock.now() };
     ev.clear(c);
   });
-  const conn = new UpstreamConn(1, 'r', new net.Socket(), 0, false, owner, 0);
+  const conn = new UpstreamConn(1, 'r', new net.Socket(), 0, false, owner, 0, undefined, new Endpoint('127.0.0.1', 1, 4, 0));
   conn.maxAgeAt = maxAgeAt;
   const idle = (): void => {
     conn.state = { state: 'idle', idleSince: clock.now() };

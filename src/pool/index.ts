@@ -1,10 +1,15 @@
 // Upstream pool: policy (sets per state, limits, pending queue, eviction) over UpstreamConn objects, each of
 // which owns its socket, protocol driver (raw or HTTP/1), idle reader and the one decision of its close
-// reason. Emits typed events; never imports listeners, metrics, admin or log.
+// reason; and the route's endpoints (every address the host resolves to: P2C, ejection, re-resolution).
+// Emits typed events; never imports listeners, metrics, admin or log.
 export { Lease } from './lease.js';
 export { Pool } from './pool.js';
 export type { AcquireOptions, CloseInfo, LeaseRequester, PoolEvents, PoolOptions, PoolStats } from './pool.js';
 export { UpstreamConn } from './conn.js';
+export { Endpoint, EndpointSet, ENDPOINT_STATES, RESOLVE_OUTCOMES } from './endpoints.js';
+export type { EjectReason, EndpointState, EndpointView, ResolveOutcome } from './endpoints.js';
+export { createResolver } from './resolver.js';
+export type { ResolvedAddress, ResolveFn } from './resolver.js';
 export type { CloseCause } from './conn.js';
 export type { H1Driver } from './h1-driver.js';
 export { transition } from './state.js';

@@ -4,6 +4,10 @@
  * set, or one Lease (leased set); closed connections are in no set. Only `moveTo` changes sets, so stats()
  * is derived from set sizes and cannot drift. Protocol differences come in through the connection's driver.
  *
+ * Every connection belongs to one endpoint of the route's EndpointSet (issue 14: each address the host name
+ * resolves to). `moveTo` keeps the endpoint's own per-state sets in step with the pool's, so a checkout
+ * takes an idle connection of the endpoint P2C picked, and sibling eviction and ejection are per endpoint.
+ *
  * The pool never imports metrics or logging: it emits typed events (connected, connectFailed,
  * sockoptFailed, closed) and whoever cares subscribes.
  */
@@ -20,9 +24,13 @@ import type { CheckoutRecord, WaitOutcome } from './checkout-queue.js';
 import { UpstreamConn } from './conn.js';
 import type { ConnOwner } from './conn.js';
 import { configureSocket, openSocket } from './connector.js';
+import { EndpointSet } from './endpoints.js';
+import type { EjectReason, Endpoint } from './endpoints.js';
 import { Evictor } from './evictor.js';
 import type { H1Driver } from './h1-driver.js';
 import { Lease } from './lease.js';
+import { createResolver } from './resolver.js';
+import type { ResolveFn } from './resolver.js';
 import { transition } from './state.js';
 import type { ConnEvent } from './state.js';
 /** Longest pause between attempts to refill spares after failed connects. */
@@ -81,12 +89,21 @@ export interface PoolOptions {
    * proved dead, and the next requests should not find them one by one (issue #4).
    */
   readonly siblingEviction?: boolean | undefined;
+  /** Name resolution (tests pass a fake); default: c-ares with upstream.dnsServers or the system's resolv.conf. */
+  readonly resolve?: ResolveFn | undefined;
+  /** Uniform [0, 1) for P2C and jitter (tests pass a seeded one). */
+  readonly random?: (() => number) | undefined;
 }
 
 export interface AcquireOptions {
   /** Skip the idle set and connect anew (a retry after a dead connection must not land on a sibling). */
   readonly isFresh?: boolean;
+  /** The endpoint a retry just failed on: another one is picked when any is eligible. */
+  readonly avoid?: Endpoint | undefined;
 }
+
+/** Connect failures after which the acquire tries another endpoint (nothing was sent: always safe). */
+const CONNECT_FAILURES: ReadonlySet<AcquireFailure> = new Set<AcquireFailure>(['connect_refused', 'connect_timeout', 'connect_error']);
 
 /**
  * Receives the outcome of `Pool.checkout`. The HTTP exchange implements it, so the per-request path needs no
@@ -116,6 +133,8 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
   private readonly evictor: Evictor;
   /** Connect attempts still settling: the connect timer, the waiting promise and the abort hook. */
   private readonly connects = new Map<UpstreamConn, PendingConnect>();
+  /** The route's endpoints (resolved addresses) with their states; protocol-agnostic. */
+  readonly endpoints: EndpointSet;
 
   constructor(
     readonly config: PoolConfig,
@@ -126,10 +145,25 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
     this.pending = new PendingQueue(clock);
     this.batch = new CheckoutBatch((records) => this.validateCheckouts(records));
     this.evictor = new Evictor(clock, options.idleTimeoutMs, (conn, reason) => this.fail(conn, reason));
+    const up = config.upstream;
+    this.endpoints = new EndpointSet(
+      config.name,
+      up,
+      clock,
+      options.resolve ?? createResolver({ dnsServers: up.dnsServers }),
+      options.random !== undefined ? { random: options.random } : {},
+    );
+    this.endpoints.on('removed', (ep) => {
+      // Gone from DNS: idle connections go now, busy ones finish (release retires them).
+      for (const c of [...ep.conns.idle]) this.fail(c, 'endpoint_removed');
+    });
+    this.endpoints.on('probe', (ep) => this.probe(ep));
+    this.endpoints.on('resolved', () => this.fill());
   }
 
-  /** Starts keeping warm spares (if configured). */
+  /** Starts resolving the upstream name and keeping warm spares (if configured). */
   start(): void {
+    void this.endpoints.start().then(() => this.fill());
     this.fill();
   }
 
@@ -166,12 +200,36 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
    * caller waits in a FIFO of at most maxPending entries (0 = fail at once) for at most pendingTimeoutMs.
    * Rejects with AcquireError (overflow, pending_timeout, connect_*, shutting_down).
    */
-  async acquire(signal?: AbortSignal, opts: AcquireOptions = {}): Promise<Lease> {
+  acquire(signal?: AbortSignal, opts: AcquireOptions = {}): Promise<Lease> {
+    return this.acquireOn(undefined, signal, opts);
+  }
+
+  /** `acquire`, with the endpoint `checkout` already picked (P2C runs once per request, not twice). */
+  private async acquireOn(picked: Endpoint | undefined, signal: AbortSignal | undefined, opts: AcquireOptions): Promise<Lease> {
     /** Set at the first wait: pendingTimeoutMs bounds the whole time in the queue (HAProxy's `timeout queue`). */
     let deadline: number | undefined;
+    let avoid = opts.avoid;
+    /** Endpoints whose connect failed for this acquire: each is tried at most once, then the error stands. */
+    let connectTries = 0;
+    if (!this.endpoints.hasSet) {
+      if (this.isClosing) throw new AcquireError('shutting_down', 'the sidecar is shutting down');
+      await this.endpoints.start();
+      if (this.isClosing) throw new AcquireError('shutting_down', 'the sidecar is shutting down');
+      if (!this.endpoints.hasSet) {
+        throw new AcquireError('resolve_failed', `route ${this.config.name}: ${this.config.upstream.host} has not resolved yet (${this.endpoints.lastResolveError ?? 'no answer'})`);
+      }
+    }
     for (;;) {
       if (this.isClosing) throw new AcquireError('shutting_down', 'the sidecar is shutting down');
-      const conn = opts.isFresh === true ? undefined : this.sets.idle.values().next().value;
+      let ep = picked ?? this.endpoints.pick(avoid);
+      picked = undefined;
+      if (ep === undefined) throw new AcquireError('resolve_failed', `route ${this.config.name}: no endpoint for ${this.config.upstream.host}`);
+      if (opts.isFresh !== true && this.config.warmSpares > 0 && ep.conns.idle.size === 0) {
+        // Warm spares exist so that nobody waits for a connect: take one of another endpoint rather than
+        // connect to the picked one (the spares are spread over the endpoints, so the load still is).
+        ep = this.endpoints.pickWithIdle(avoid) ?? ep;
+      }
+      const conn = opts.isFresh === true ? undefined : ep.conns.idle.values().next().value;
       if (conn !== undefined) {
         this.apply(conn, LEASE);
         // Checkout validation: yield one macrotask so a FIN or RST that already arrived is processed first.
@@ -180,7 +238,28 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
         if (lease !== undefined) return lease;
         continue;
       }
-      if (this.total < this.config.maxConnections) break;
+      if (this.total < this.config.maxConnections) {
+        try {
+          const fresh = await this.connect(ep, true, signal);
+          return new Lease(this, fresh);
+        } catch (err) {
+          // The endpoint did not take the connect (it is ejected now): nothing was sent, so another endpoint
+          // may be tried, once each, unless the caller went away.
+          const other = this.endpoints.pick(ep);
+          if (!(err instanceof AcquireError) || !CONNECT_FAILURES.has(err.reason) || signal?.aborted === true || this.isClosing || other === undefined || other === ep || ++connectTries >= this.endpoints.size) throw err;
+          avoid = ep;
+          continue;
+        }
+      }
+      const spare = opts.isFresh === true ? undefined : this.idleOfOther(avoid);
+      if (spare !== undefined) {
+        // No slot for a connect to the picked endpoint, but another eligible one has an idle connection.
+        this.apply(spare, LEASE);
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        const lease = this.validated(spare);
+        if (lease !== undefined) return lease;
+        continue;
+      }
       if (opts.isFresh === true && this.sets.idle.size > 0) {
         // A fresh connect is wanted but every slot is taken, partly by idle connections: retire the oldest
         // idle one to make room instead of queueing behind ourselves.
@@ -201,8 +280,12 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
         throw new AcquireError('pending_timeout', `route ${this.config.name}: no connection free within pendingTimeoutMs (${this.options.pendingTimeoutMs ?? 0} ms)`);
       }
     }
-    const conn = await this.connect(true, signal);
-    return new Lease(this, conn);
+  }
+
+  /** An idle connection of an eligible endpoint other than `avoid` (oldest first), if any. */
+  private idleOfOther(avoid: Endpoint | undefined): UpstreamConn | undefined {
+    for (const c of this.sets.idle) if (c.endpoint !== avoid && this.endpoints.isEligible(c.endpoint)) return c;
+    return undefined;
   }
 
   /**
@@ -212,15 +295,17 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
    * isFresh, waiting, connecting, failures) goes through `acquire`.
    */
   checkout(requester: LeaseRequester, signal?: AbortSignal, opts: AcquireOptions = {}): void {
-    if (!this.isClosing && opts.isFresh !== true) {
-      const conn = this.sets.idle.values().next().value;
+    let picked: Endpoint | undefined;
+    if (!this.isClosing && opts.isFresh !== true && this.sets.idle.size > 0) {
+      picked = this.endpoints.pick(opts.avoid);
+      const conn = picked?.conns.idle.values().next().value;
       if (conn !== undefined) {
         this.apply(conn, LEASE);
         this.batch.add({ conn, requester, signal });
         return;
       }
     }
-    this.acquire(signal, opts).then(
+    this.acquireOn(picked, signal, opts).then(
       (lease) => requester.onLease(lease),
       (err: unknown) => requester.onLeaseFailed(err),
     );
@@ -257,6 +342,7 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
   async close(): Promise<void> {
     this.isClosing = true;
     this.refillTimer?.clear();
+    this.endpoints.close();
     const conns = [...this.connections()];
     const closed = conns.map((c) => (c.socket.closed ? undefined : once(c.socket, 'close')));
     for (const conn of conns) this.fail(conn, 'local_shutdown', true);
@@ -280,6 +366,10 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
   release(conn: UpstreamConn): void {
     if (conn.state.state !== 'leased') return;
     const now = this.clock.now();
+    if (conn.endpoint.state === 'removed') {
+      this.fail(conn, 'endpoint_removed');
+      return;
+    }
     if (!conn.isReusable) {
       this.fail(conn, 'peer_closed');
       return;
@@ -297,21 +387,21 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
       this.fail(conn, 'idle_evicted');
       return;
     }
+    // A complete response from an ejected endpoint whose back-off is over proves it as well as a probe would.
+    if (conn.endpoint.isProbeDue) this.endpoints.noteConnected(conn.endpoint);
     this.apply(conn, RELEASE, false, now);
     this.pending.wakeOne();
   }
 
   /**
-   * Retires every idle connection to the same remote address and port as `dead` (sibling eviction). Leased
-   * siblings are left to their own request (the listener's early-retry sweep watches those).
+   * Retires every idle connection to the same endpoint (address and port) as `dead` (sibling eviction). Leased
+   * siblings are left to their own request (the listener's early-retry sweep watches those). With one endpoint
+   * (a ClusterIP Service: every connection goes to the VIP) that is every idle connection, as before.
    */
   evictSiblings(dead: UpstreamConn): number {
-    const addr = dead.remoteAddress;
-    const port = dead.remotePort;
-    if (addr === undefined) return 0;
     let n = 0;
-    for (const c of [...this.sets.idle]) {
-      if (c !== dead && c.remoteAddress === addr && c.remotePort === port) {
+    for (const c of [...dead.endpoint.conns.idle]) {
+      if (c !== dead) {
         this.fail(c, 'sibling_evicted');
         n++;
       }
@@ -319,19 +409,65 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
     return n;
   }
 
-  private connect(forLease: boolean, signal: AbortSignal | undefined): Promise<UpstreamConn> {
-    const socket = openSocket(this.config.upstream);
+  /**
+   * Ejects the endpoint of a connection that died of a dead-peer reason (or whose connect failed) and retires
+   * its idle connections at once. After a dead-peer death retiring follows `siblingEviction` (http, as
+   * before); a tcp route, which has no such key, retires them only when it has several endpoints. After a
+   * failed connect only with several endpoints: one endpoint is a Service VIP, and a SYN that got no answer
+   * says nothing about the pods behind the established connections (nor did it before endpoints existed).
+   */
+  private ejectEndpoint(conn: UpstreamConn, reason: EjectReason, err: unknown, isConnectFailure = false): void {
+    const ep = conn.endpoint;
+    const isMulti = this.endpoints.isMulti;
+    this.endpoints.eject(ep, reason, err);
+    if (isConnectFailure ? isMulti : (this.options.siblingEviction ?? isMulti)) this.evictSiblings(conn);
+    if (!this.endpoints.isEligible(ep)) this.abandonConnects(ep);
+  }
+
+  /**
+   * Connects under way for a waiting caller to an endpoint that was just ejected are given up, so the caller
+   * moves on to another endpoint now instead of waiting out connectTimeoutMs on a dead address (nothing was
+   * sent on them). Spares and probes finish on their own.
+   */
+  private abandonConnects(ep: Endpoint): void {
+    for (const c of [...ep.conns.connecting]) {
+      const pc = this.connects.get(c);
+      if (pc === undefined || !pc.forLease) continue;
+      this.takeConnect(c);
+      this.apply(c, { type: 'connect_failed', reason: 'connect_error' }, true);
+      pc.reject(new AcquireError('connect_error', `connect to ${this.config.upstream.host} (${ep.key}) abandoned: the endpoint was ejected`));
+    }
+  }
+
+  /**
+   * The back-off of an ejected endpoint is over: one probe connect (it becomes an idle connection on success).
+   * Not while the endpoint is eligible anyway (panic threshold; always so with a single endpoint, e.g. a
+   * ClusterIP): then the next ordinary connect to it is the probe, and nothing extra is opened.
+   */
+  private probe(ep: Endpoint): void {
+    if (this.isClosing || this.endpoints.isEligible(ep)) return;
+    if (this.total >= this.config.maxConnections) {
+      this.endpoints.deferProbe(ep);
+      return;
+    }
+    this.connect(ep, false, undefined, true).catch(() => {
+      // Reported through connectFailed; the endpoint set backs off again.
+    });
+  }
+
+  private connect(ep: Endpoint, forLease: boolean, signal: AbortSignal | undefined, isProbe = false): Promise<UpstreamConn> {
+    const socket = openSocket(ep.address, ep.port);
     // Far beyond our own idle timers: undici's keep-alive timer is only a backstop, ours retires first.
     const h1 = this.options.driver?.(socket, this.config.maxAgeMs * 2);
-    const conn = new UpstreamConn(this.nextId++, this.config.name, socket, this.clock.now(), forLease, this, this.config.keepalive.userTimeoutMs, h1);
-    this.sets.connecting.add(conn);
+    const conn = new UpstreamConn(this.nextId++, this.config.name, socket, this.clock.now(), forLease, this, this.config.keepalive.userTimeoutMs, h1, ep);
+    this.moveTo(conn, conn.state, true);
     return new Promise<UpstreamConn>((resolve, reject) => {
       const onAbort = (): void => {
         // The downstream went away while we connected: not an upstream failure, so nothing is counted.
         this.fail(conn, 'downstream_closed');
       };
       const timer = this.clock.setTimeout(() => this.connectFailed(conn, 'connect_timeout', undefined), this.config.connectTimeoutMs);
-      this.connects.set(conn, { forLease, signal, onAbort, timer, resolve, reject });
+      this.connects.set(conn, { forLease, isProbe, signal, onAbort, timer, resolve, reject });
       signal?.addEventListener('abort', onAbort, { once: true });
     });
   }
@@ -351,9 +487,10 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
     if (pc === undefined) return;
     this.apply(conn, { type: 'connect_failed', reason }, true);
     this.emit('connectFailed', reason, err, this.clock.now() - conn.openedAt);
-    if (!pc.forLease) this.scheduleRefill();
-    const { host, port } = this.config.upstream;
-    pc.reject(new AcquireError(reason, `connect to ${host}:${port} failed: ${reason}`, { cause: err }));
+    this.ejectEndpoint(conn, reason, err, true);
+    if (!pc.forLease && !pc.isProbe) this.scheduleRefill();
+    const { host } = this.config.upstream;
+    pc.reject(new AcquireError(reason, `connect to ${host} (${conn.endpoint.key}) failed: ${reason}`, { cause: err }));
   }
 
   // ConnOwner: what a connection reports about its socket ------------------------------------------------
@@ -377,9 +514,15 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
     conn.sockopts = result.effective;
     for (const f of result.failures) this.emit('sockoptFailed', conn, f);
     if (!pc.forLease) this.refillFailures = 0;
+    this.endpoints.noteConnected(conn.endpoint);
     this.apply(conn, { type: 'connected' });
     this.emit('connected', conn, now - conn.openedAt);
     pc.resolve(conn);
+    if (conn.state.state === 'idle' && conn.endpoint.state === 'removed') {
+      // A spare or probe to an address that left DNS while it connected.
+      this.fail(conn, 'endpoint_removed');
+      return;
+    }
     // A spare that just went idle serves the first waiter (its slot may be the one a woken waiter lost).
     if (conn.state.state === 'idle') this.pending.wakeOne();
   }
@@ -411,7 +554,7 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
       bytesWritten: s.bytesWritten,
       err: conn.closeError,
     });
-    if (this.options.siblingEviction === true && DEAD_PEER_REASONS.has(reason)) this.evictSiblings(conn);
+    if (DEAD_PEER_REASONS.has(reason)) this.ejectEndpoint(conn, reason, conn.closeError);
     this.fill();
   }
 
@@ -443,11 +586,24 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
     }
   }
 
-  private moveTo(conn: UpstreamConn, next: UpstreamConn['state']): void {
+  /**
+   * Moves a connection between the pool's sets and, in the same step, its endpoint's (`isNew`: it enters its
+   * first set). A removed endpoint whose last connection closed is forgotten here.
+   */
+  private moveTo(conn: UpstreamConn, next: UpstreamConn['state'], isNew = false): void {
     const prev = conn.state.state;
-    if (prev !== 'closed') this.sets[prev].delete(conn);
+    const ep = conn.endpoint;
+    if (!isNew && prev !== 'closed') {
+      this.sets[prev].delete(conn);
+      ep.conns[prev].delete(conn);
+    }
     conn.state = next;
-    if (next.state !== 'closed') this.sets[next.state].add(conn);
+    if (next.state !== 'closed') {
+      this.sets[next.state].add(conn);
+      ep.conns[next.state].add(conn);
+    } else if (ep.state === 'removed') {
+      this.endpoints.forget(ep);
+    }
   }
 
   private fill(): void {
@@ -456,7 +612,10 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
     let spares = this.sets.idle.size;
     for (const c of this.sets.connecting) if (c.state.state === 'connecting' && !c.state.forLease) spares++;
     while (spares < this.config.warmSpares && this.total < this.config.maxConnections) {
-      this.connect(false, undefined).catch(() => {
+      // Spread over the endpoints: the one with the fewest spares gets the next.
+      const ep = this.endpoints.pickForSpare();
+      if (ep === undefined) return;
+      this.connect(ep, false, undefined).catch(() => {
         // Reported through the connectFailed event; the refill backs off.
       });
       spares++;
@@ -477,6 +636,8 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
 /** A connect under way: settled once by connected, a connect failure, or fail() (abort, shutdown). */
 interface PendingConnect {
   readonly forLease: boolean;
+  /** A probe of an ejected endpoint (its failure does not slow the spare refill down). */
+  readonly isProbe: boolean;
   readonly signal: AbortSignal | undefined;
   readonly onAbort: () => void;
   readonly timer: Timer;

@@ -21,7 +21,7 @@ import type { Dispatcher } from 'undici';
 import type { RouteConfig } from '../config/index.js';
 import type { AcquireFailure, CloseReason } from '../errors.js';
 import { AcquireError } from '../errors.js';
-import type { AcquireOptions, Lease, LeaseRequester, Pool } from '../pool/index.js';
+import type { AcquireOptions, Endpoint, Lease, LeaseRequester, Pool } from '../pool/index.js';
 import type { Clock } from '../util/clock.js';
 import { isRetrySafe, requestHeaders, responseHeaders } from './http-headers.js';
 import type { RetryBudget } from './retry-budget.js';
@@ -67,7 +67,6 @@ export interface ExchangeHost {
 }
 
 const FIRST_TRY: AcquireOptions = { isFresh: false };
-const RETRY: AcquireOptions = { isFresh: true };
 
 /** Proxies one request; never throws (every failure becomes a generated response or a reset). */
 export function proxyHttpRequest(host: ExchangeHost, req: IncomingMessage, res: ServerResponse): void {
@@ -87,6 +86,8 @@ class HttpExchange implements LeaseRequester {
   isDownstreamGone = false;
   tries = 0;
   private current: Attempt | undefined;
+  /** The endpoint of the last attempt: a retry avoids it when another endpoint is eligible (issue 14). */
+  private lastEndpoint: Endpoint | undefined;
   /** Created only when acquire may wait or connect (no idle connection): an AbortController per request is
    * a measurable cost on the fast path. */
   private acquireAbort: AbortController | undefined;
@@ -169,7 +170,7 @@ class HttpExchange implements LeaseRequester {
     const pool = this.host.pool;
     const isFresh = this.tries > 0;
     if (isFresh || pool.idleCount === 0) this.acquireAbort ??= new AbortController();
-    pool.checkout(this, this.acquireAbort?.signal, isFresh ? RETRY : FIRST_TRY);
+    pool.checkout(this, this.acquireAbort?.signal, isFresh ? { isFresh: true, avoid: this.lastEndpoint } : FIRST_TRY);
   }
 
   onLease(lease: Lease): void {
@@ -178,6 +179,7 @@ class HttpExchange implements LeaseRequester {
       return;
     }
     this.tries++;
+    this.lastEndpoint = lease.conn.endpoint;
     const attempt = new Attempt(this, lease);
     this.current = attempt;
     attempt.start();

@@ -100,6 +100,20 @@ export function dropSyns(port: number): Promise<Blackhole> {
   ]);
 }
 
+/**
+ * A dead pod (issue 14): every packet to and from address:port is dropped, established flows and new SYNs
+ * alike, so its connections go silent and connects to it hang. Other addresses on the same port are untouched.
+ */
+export function blackholeEndpoint(address: string, port: number, hook: Hook): Promise<Blackhole> {
+  return addTable([
+    'chain c {',
+    `  type filter hook ${hook} priority filter; policy accept;`,
+    `  ip daddr ${address} tcp dport ${port} counter drop`,
+    `  ip saddr ${address} tcp sport ${port} counter drop`,
+    '}',
+  ]);
+}
+
 export interface Blackhole {
   readonly table: string;
   /** Packets the rules dropped so far. */

@@ -80,7 +80,7 @@ describe('admin server', () => {
     for (const path of ['/live', '/metrics', '/']) {
       const res = await request(debugPort, path);
       assert.equal(res.status, 404, path);
-      assert.match(res.body, /endpoints: \/debug\/connections \/debug\/config/);
+      assert.match(res.body, /endpoints: \/debug\/connections \/debug\/endpoints \/debug\/config/);
     }
   });
 

@@ -60,6 +60,9 @@ describe('doctor', () => {
       assert.match(r.out, /OK: nodelay, SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT and TCP_USER_TIMEOUT can be set/);
       assert.match(r.out, new RegExp(`Running sidecar at ${adminUrl}: ready, 1 upstream socket`));
       assert.match(r.out, /r1 #\d+ active 127\.0\.0\.1:\d+ -> 127\.0\.0\.1:\d+/);
+      // Issue 14: the route's endpoints (an IP literal: one, never resolved).
+      assert.match(r.out, /route "r1" endpoints of 127\.0\.0\.1:\d+ \(resolve all\): 1/);
+      assert.match(r.out, /127\.0\.0\.1:\d+ active: 1 connection\(s\), 1 in flight, 0 ejection\(s\)/);
       assert.match(r.out, /read back: keepalive 2 s idle \/ 1 s interval \/ 4 probes, TCP_USER_TIMEOUT 3000 ms \(as configured\)/);
       assert.match(r.out, /tcp: established, rtt \d+\.\d+ ms/);
       assert.match(r.out, /timers: declared dead within [\d.]+ m?s if the peer stays silent/);

@@ -28,9 +28,13 @@ const EXPECTED: ReadonlyArray<[name: string, type: string, labels: readonly stri
   ['bytes_total', 'COUNTER', ['route', 'direction']],
   ['sockopt_failures_total', 'COUNTER', ['option']],
   ['build_info', 'GAUGE', ['version', 'node']],
+  // Issue 14: endpoints of a route.
+  ['upstream_endpoints', 'GAUGE', ['route', 'state']],
+  ['upstream_endpoint_ejections_total', 'COUNTER', ['route', 'reason']],
+  ['upstream_resolutions_total', 'COUNTER', ['route', 'outcome']],
 ];
 /** Label names our own families may use (bounded sets only); `le` belongs to histograms. */
-const ALLOWED_LABELS = new Set(['route', 'state', 'reason', 'direction', 'option', 'version', 'node', 'code_class', 'le']);
+const ALLOWED_LABELS = new Set(['route', 'state', 'reason', 'direction', 'option', 'version', 'node', 'code_class', 'outcome', 'le']);
 /** Default process metrics (prom-client collectDefaultMetrics) carry their own labels (type, space, kind...). */
 const isDefaultMetric = (name: string): boolean => name.startsWith(`${P}process_`) || name.startsWith(`${P}nodejs_`);
 
