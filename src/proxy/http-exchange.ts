@@ -66,6 +66,14 @@ export interface ExchangeHost {
   failed(reason: SidecarErrorReason, status: number): void;
 }
 
+const kExchange = Symbol('exchange');
+type ExchangeResponse = ServerResponse & { [kExchange]?: HttpExchange };
+
+/** The one 'close' listener of every proxied response (`this` is the response). */
+function onResponseClose(this: ExchangeResponse): void {
+  this[kExchange]?.onResponseClosed();
+}
+
 const FIRST_TRY: AcquireOptions = { isFresh: false };
 const RETRY: AcquireOptions = { isFresh: true };
 
@@ -103,20 +111,15 @@ class HttpExchange implements LeaseRequester {
 
   start(): void {
     this.host.budget.noteRequest(this.startedAt);
-    // 'close' comes once per response, finished or not; `on` spares the `once` wrapper.
-    this.res.on('close', () => {
-      this.host.requestClosed();
-      if (this.res.writableFinished) return;
-      // The app went away before its response was complete: stop the upstream side too.
-      this.isDownstreamGone = true;
-      this.acquireAbort?.abort();
-      this.current?.cancel();
-    });
+    // 'close' comes once per response, finished or not; `on` spares the `once` wrapper, and one shared
+    // function (the exchange rides on the response) spares a closure per request.
+    (this.res as ExchangeResponse)[kExchange] = this;
+    this.res.on('close', onResponseClose);
     const te = this.req.headers['transfer-encoding'];
     const cl = this.req.headers['content-length'];
     const hasBody = te !== undefined || (cl !== undefined && cl !== '0');
     if (!hasBody) {
-      this.req.resume();
+      // Nothing to read: node:http dumps the (empty) request stream itself once the response finished.
       this.acquire();
       return;
     }
@@ -148,6 +151,16 @@ class HttpExchange implements LeaseRequester {
     };
     this.req.on('data', onData);
     this.req.on('end', onEnd);
+  }
+
+  /** The response closed (finished or not). */
+  onResponseClosed(): void {
+    this.host.requestClosed();
+    if (this.res.writableFinished) return;
+    // The app went away before its response was complete: stop the upstream side too.
+    this.isDownstreamGone = true;
+    this.acquireAbort?.abort();
+    this.current?.cancel();
   }
 
   /**
@@ -241,7 +254,7 @@ export class Attempt implements Dispatcher.DispatchHandler {
   private informationals = 0;
   private isUpstreamClosing = false;
   private abortDispatch: ((err?: Error) => void) | undefined;
-  private resumeUpstream: () => void = () => {};
+  private resumeUpstream: (() => void) | undefined;
 
   constructor(
     private readonly ex: HttpExchange,
@@ -361,7 +374,7 @@ export class Attempt implements Dispatcher.DispatchHandler {
     if (this.isSettled) return false;
     if (this.ex.res.write(chunk)) return true;
     // Backpressure: undici pauses its parser (and so the upstream socket) until the app reads again.
-    this.ex.res.once('drain', this.resumeUpstream);
+    if (this.resumeUpstream !== undefined) this.ex.res.once('drain', this.resumeUpstream);
     return false;
   }
 
@@ -379,7 +392,7 @@ export class Attempt implements Dispatcher.DispatchHandler {
     } else {
       // undici destroys the socket synchronously right after onComplete when the response did not allow
       // keep-alive; releasing a microtask later lets the pool see that and retire it instead of idling it.
-      queueMicrotask(() => this.lease.release());
+      this.lease.h1.releaseSoon(this.lease);
     }
     this.ex.attemptDone();
   }
