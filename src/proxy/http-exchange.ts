@@ -23,7 +23,7 @@ import type { AcquireFailure, CloseReason } from '../errors.js';
 import { AcquireError } from '../errors.js';
 import type { AcquireOptions, Lease, LeaseRequester, Pool } from '../pool/index.js';
 import type { Clock } from '../util/clock.js';
-import { isRetrySafe, requestHeaders, responseHeaders } from './http-headers.js';
+import { isRetrySafe, requestBodyFraming, requestHeaders, responseHeaders } from './http-headers.js';
 import type { RetryBudget } from './retry-budget.js';
 
 /**
@@ -115,16 +115,15 @@ class HttpExchange implements LeaseRequester {
     // function (the exchange rides on the response) spares a closure per request.
     (this.res as ExchangeResponse)[kExchange] = this;
     this.res.on('close', onResponseClose);
-    const te = this.req.headers['transfer-encoding'];
-    const cl = this.req.headers['content-length'];
-    const hasBody = te !== undefined || (cl !== undefined && cl !== '0');
-    if (!hasBody) {
+    // From the raw head, not `req.headers`: that getter builds a whole object per request on first use.
+    const framing = requestBodyFraming(this.req.rawHeaders);
+    if (framing === 0) {
       // Nothing to read: node:http dumps the (empty) request stream itself once the response finished.
       this.acquire();
       return;
     }
     const max = this.host.route.http.retry.maxBodyBytes;
-    if (!this.isReplayable || (cl !== undefined && Number(cl) > max)) {
+    if (!this.isReplayable || (framing !== 'chunked' && framing > max)) {
       // Not replayable anyway: stream it, no buffering beyond the socket's.
       this.isReplayable = false;
       this.body = this.streamBody([]);

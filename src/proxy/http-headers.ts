@@ -95,6 +95,21 @@ export function requestHeaders(raw: readonly string[]): string[] {
   return kept;
 }
 
+/**
+ * The request body's framing from a raw head (Node's parser has already refused CL+TE and differing duplicate
+ * Content-Length): 'chunked' when any Transfer-Encoding is present, else the Content-Length (0 when absent:
+ * no body). Reads `rawHeaders` because `req.headers` builds an object per request on first use.
+ */
+export function requestBodyFraming(raw: readonly string[]): number | 'chunked' {
+  let length = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length === 17 && name.toLowerCase() === 'transfer-encoding') return 'chunked';
+    if (name.length === 14 && name.toLowerCase() === 'content-length') length = Number(raw[i + 1]);
+  }
+  return length;
+}
+
 export interface ResponseHead {
   /** End-to-end fields for the downstream response, flat [name, value, ...]. */
   readonly headers: string[];
