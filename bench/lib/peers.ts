@@ -39,14 +39,16 @@ export function ensureCommands(cmds: readonly string[], say: (s: string) => void
   for (const c of missing) if (!hasCommand(c)) throw new Error(`${c} still missing after installing ${pkgs.join(' ')}`);
 }
 
-export type TargetName = 'direct' | 'haproxy' | 'nginx' | 'node-http-proxy' | 'sidecar-http' | 'sidecar-tcp';
+export type TargetName = 'direct' | 'haproxy' | 'nginx' | 'node-http-proxy' | 'minimal' | 'sidecar-http' | 'sidecar-base' | 'sidecar-tcp';
 
 export const TARGET_LABEL: Record<TargetName, string> = {
   direct: 'direct (no proxy)',
   haproxy: 'HAProxy',
   nginx: 'nginx',
   'node-http-proxy': 'node-http-proxy',
+  minimal: 'minimal node:http + undici',
   'sidecar-http': 'sidecar (http route)',
+  'sidecar-base': 'sidecar (http route, BENCH_BASE_SIDECAR_DIR)',
   'sidecar-tcp': 'sidecar (tcp route)',
 };
 
@@ -96,9 +98,17 @@ export async function startTarget(name: TargetName, ports: TargetPorts, ctx: Sta
       return startNginx(ports, ctx);
     case 'node-http-proxy':
       return startNodeHttpProxy(ports, ctx);
+    case 'minimal':
+      return startNodePeer('minimal', 'minimal.js', ports, ctx);
     case 'sidecar-http':
     case 'sidecar-tcp':
       return startSidecar(name, ports, ctx);
+    case 'sidecar-base': {
+      // A/B in one run: the http route of another built checkout (e.g. the commit before a change).
+      const dir = process.env.BENCH_BASE_SIDECAR_DIR;
+      if (dir === undefined) throw new TargetUnavailable('set BENCH_BASE_SIDECAR_DIR to a built checkout');
+      return { ...(await startSidecar('sidecar-http', ports, { ...ctx, sidecarDir: dir })), name };
+    }
   }
 }
 
@@ -218,6 +228,17 @@ async function startNodeHttpProxy(ports: TargetPorts, ctx: StartContext): Promis
     return m ? Number(m[1]) : undefined;
   });
   return { name: 'node-http-proxy', proc, http: { port, upstreamPort: ports.httpUpstream }, tcp: undefined, stop: () => proc.stop() };
+}
+
+/** A Node peer from bench/peers (argv: upstream port) that prints "listening PORT". */
+async function startNodePeer(name: TargetName, file: string, ports: TargetPorts, ctx: StartContext): Promise<Target> {
+  if (ports.httpUpstream === undefined) throw new Error(`${name} is an HTTP target only`);
+  const proc = spawnProc(name, process.execPath, [join(benchDist, 'peers', file), String(ports.httpUpstream)], { cpu: ctx.proxyCpu, nofile: 65536 });
+  const port = await proc.waitLine((l) => {
+    const m = /^listening (\d+)$/.exec(l.trim());
+    return m ? Number(m[1]) : undefined;
+  });
+  return { name, proc, http: { port, upstreamPort: ports.httpUpstream }, tcp: undefined, stop: () => proc.stop() };
 }
 
 /** Thrown when the checkout's sidecar does not implement a mode (e.g. http before issue 6 landed). */

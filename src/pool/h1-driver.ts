@@ -8,6 +8,7 @@
 import type { Socket } from 'node:net';
 import { Client } from 'undici';
 import type { Dispatcher } from 'undici';
+import type { Lease } from './lease.js';
 
 export class H1Driver {
   private client: Client | undefined;
@@ -31,6 +32,24 @@ export class H1Driver {
     this.hasRequestInFlight = true;
     this.isAwaitingHead = true;
     (this.client ??= this.createClient()).dispatch(opts, handler);
+  }
+
+  /** The lease to release once the current microtask queue runs (see releaseSoon). */
+  private releasing: Lease | undefined;
+  private readonly releaseNow = (): void => {
+    const lease = this.releasing;
+    this.releasing = undefined;
+    lease?.release();
+  };
+
+  /**
+   * Releases `lease` one microtask later: undici destroys the socket synchronously right after onComplete when
+   * the response did not allow keep-alive, and the pool must see that and retire it instead of idling it. One
+   * function per connection (pipelining 1: one release at a time), not a closure per request.
+   */
+  releaseSoon(lease: Lease): void {
+    this.releasing = lease;
+    queueMicrotask(this.releaseNow);
   }
 
   requestEnded(): void {

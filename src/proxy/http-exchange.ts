@@ -23,7 +23,7 @@ import type { AcquireFailure, CloseReason } from '../errors.js';
 import { AcquireError } from '../errors.js';
 import type { AcquireOptions, Endpoint, Lease, LeaseRequester, Pool } from '../pool/index.js';
 import type { Clock } from '../util/clock.js';
-import { isRetrySafe, requestHeaders, responseHeaders } from './http-headers.js';
+import { isRetrySafe, requestBodyFraming, requestHeaders, responseHeaders } from './http-headers.js';
 import type { RetryBudget } from './retry-budget.js';
 
 /**
@@ -66,6 +66,14 @@ export interface ExchangeHost {
   failed(reason: SidecarErrorReason, status: number): void;
 }
 
+const kExchange = Symbol('exchange');
+type ExchangeResponse = ServerResponse & { [kExchange]?: HttpExchange };
+
+/** The one 'close' listener of every proxied response (`this` is the response). */
+function onResponseClose(this: ExchangeResponse): void {
+  this[kExchange]?.onResponseClosed();
+}
+
 const FIRST_TRY: AcquireOptions = { isFresh: false };
 
 /** Proxies one request; never throws (every failure becomes a generated response or a reset). */
@@ -104,25 +112,19 @@ class HttpExchange implements LeaseRequester {
 
   start(): void {
     this.host.budget.noteRequest(this.startedAt);
-    // 'close' comes once per response, finished or not; `on` spares the `once` wrapper.
-    this.res.on('close', () => {
-      this.host.requestClosed();
-      if (this.res.writableFinished) return;
-      // The app went away before its response was complete: stop the upstream side too.
-      this.isDownstreamGone = true;
-      this.acquireAbort?.abort();
-      this.current?.cancel();
-    });
-    const te = this.req.headers['transfer-encoding'];
-    const cl = this.req.headers['content-length'];
-    const hasBody = te !== undefined || (cl !== undefined && cl !== '0');
-    if (!hasBody) {
-      this.req.resume();
+    // 'close' comes once per response, finished or not; `on` spares the `once` wrapper, and one shared
+    // function (the exchange rides on the response) spares a closure per request.
+    (this.res as ExchangeResponse)[kExchange] = this;
+    this.res.on('close', onResponseClose);
+    // From the raw head, not `req.headers`: that getter builds a whole object per request on first use.
+    const framing = requestBodyFraming(this.req.rawHeaders);
+    if (framing === 0) {
+      // Nothing to read: node:http dumps the (empty) request stream itself once the response finished.
       this.acquire();
       return;
     }
     const max = this.host.route.http.retry.maxBodyBytes;
-    if (!this.isReplayable || (cl !== undefined && Number(cl) > max)) {
+    if (!this.isReplayable || (framing !== 'chunked' && framing > max)) {
       // Not replayable anyway: stream it, no buffering beyond the socket's.
       this.isReplayable = false;
       this.body = this.streamBody([]);
@@ -149,6 +151,16 @@ class HttpExchange implements LeaseRequester {
     };
     this.req.on('data', onData);
     this.req.on('end', onEnd);
+  }
+
+  /** The response closed (finished or not). */
+  onResponseClosed(): void {
+    this.host.requestClosed();
+    if (this.res.writableFinished) return;
+    // The app went away before its response was complete: stop the upstream side too.
+    this.isDownstreamGone = true;
+    this.acquireAbort?.abort();
+    this.current?.cancel();
   }
 
   /**
@@ -243,7 +255,7 @@ export class Attempt implements Dispatcher.DispatchHandler {
   private informationals = 0;
   private isUpstreamClosing = false;
   private abortDispatch: ((err?: Error) => void) | undefined;
-  private resumeUpstream: () => void = () => {};
+  private resumeUpstream: (() => void) | undefined;
 
   constructor(
     private readonly ex: HttpExchange,
@@ -363,7 +375,7 @@ export class Attempt implements Dispatcher.DispatchHandler {
     if (this.isSettled) return false;
     if (this.ex.res.write(chunk)) return true;
     // Backpressure: undici pauses its parser (and so the upstream socket) until the app reads again.
-    this.ex.res.once('drain', this.resumeUpstream);
+    if (this.resumeUpstream !== undefined) this.ex.res.once('drain', this.resumeUpstream);
     return false;
   }
 
@@ -381,7 +393,7 @@ export class Attempt implements Dispatcher.DispatchHandler {
     } else {
       // undici destroys the socket synchronously right after onComplete when the response did not allow
       // keep-alive; releasing a microtask later lets the pool see that and retire it instead of idling it.
-      queueMicrotask(() => this.lease.release());
+      this.lease.h1.releaseSoon(this.lease);
     }
     this.ex.attemptDone();
   }

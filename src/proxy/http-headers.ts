@@ -12,6 +12,13 @@ const HOP_BY_HOP: ReadonlySet<string> = new Set([
   'expect',
 ]);
 
+/** Indexed by name length: 1 where some HOP_BY_HOP name has that length (only those names are looked up). */
+const MAY_BE_HOP_BY_HOP: Uint8Array = (() => {
+  const a = new Uint8Array(64);
+  for (const n of HOP_BY_HOP) a[n.length] = 1;
+  return a;
+})();
+
 /**
  * Fields a Connection header may never remove (RFC 9110 §7.6.1 lets a sender name only hop-by-hop fields):
  * Host is end-to-end (RFC 9112 §3.2), and the framing fields Content-Length / Transfer-Encoding are redone by
@@ -70,10 +77,13 @@ export function requestHeaders(raw: readonly string[]): string[] {
   let listed: Set<string> | undefined;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
-    const lower = name.toLowerCase();
-    if (HOP_BY_HOP.has(lower)) {
-      if (lower === 'connection') listed = addListed(listed, raw[i + 1]!);
-      continue;
+    // Only names as long as a hop-by-hop one are lower-cased and looked up: most fields skip both.
+    if (MAY_BE_HOP_BY_HOP[name.length] === 1) {
+      const lower = name.toLowerCase();
+      if (HOP_BY_HOP.has(lower)) {
+        if (lower === 'connection') listed = addListed(listed, raw[i + 1]!);
+        continue;
+      }
     }
     out.push(name, raw[i + 1]!);
   }
@@ -85,6 +95,21 @@ export function requestHeaders(raw: readonly string[]): string[] {
   return kept;
 }
 
+/**
+ * The request body's framing from a raw head (Node's parser has already refused CL+TE and differing duplicate
+ * Content-Length): 'chunked' when any Transfer-Encoding is present, else the Content-Length (0 when absent:
+ * no body). Reads `rawHeaders` because `req.headers` builds an object per request on first use.
+ */
+export function requestBodyFraming(raw: readonly string[]): number | 'chunked' {
+  let length = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length === 17 && name.toLowerCase() === 'transfer-encoding') return 'chunked';
+    if (name.length === 14 && name.toLowerCase() === 'content-length') length = Number(raw[i + 1]);
+  }
+  return length;
+}
+
 export interface ResponseHead {
   /** End-to-end fields for the downstream response, flat [name, value, ...]. */
   readonly headers: string[];
@@ -94,6 +119,11 @@ export interface ResponseHead {
   readonly isClosing: boolean;
 }
 
+/** Buffer's own latin1 decoder (what toString('latin1') ends in, minus its argument handling); untyped in @types/node. */
+interface LatinSlicer extends Buffer {
+  latin1Slice(start: number, end: number): string;
+}
+
 /** Filters undici's raw response headers (Buffers) for the downstream and reads the keep-alive hints. */
 export function responseHeaders(raw: readonly Buffer[]): ResponseHead {
   const out: string[] = [];
@@ -101,16 +131,24 @@ export function responseHeaders(raw: readonly Buffer[]): ResponseHead {
   let isClosing = false;
   let listed: Set<string> | undefined;
   for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!.toString('latin1');
-    const value = raw[i + 1]!.toString('latin1');
+    const nameBuf = raw[i]!;
+    const name = (nameBuf as LatinSlicer).latin1Slice(0, nameBuf.length);
+    const valueBuf = raw[i + 1]!;
+    const value = (valueBuf as LatinSlicer).latin1Slice(0, valueBuf.length);
+    if (MAY_BE_HOP_BY_HOP[name.length] !== 1) {
+      out.push(name, value);
+      continue;
+    }
     const lower = name.toLowerCase();
     if (!HOP_BY_HOP.has(lower)) {
       out.push(name, value);
     } else if (lower === 'keep-alive') {
       hintMs = keepAliveTimeoutMs(value) ?? hintMs;
     } else if (lower === 'connection') {
-      if (/(?:^|,)\s*close\s*(?:,|$)/i.test(value)) isClosing = true;
-      listed = addListed(listed, value);
+      if (value.length !== 10 || value.toLowerCase() !== 'keep-alive') {
+        if (/(?:^|,)\s*close\s*(?:,|$)/i.test(value)) isClosing = true;
+        listed = addListed(listed, value);
+      }
     }
   }
   if (listed === undefined) return { headers: out, keepAliveTimeoutMs: hintMs, isClosing };
