@@ -181,7 +181,10 @@ class HttpExchange implements LeaseRequester {
   private acquire(): void {
     const pool = this.host.pool;
     const isFresh = this.tries > 0;
-    if (isFresh || pool.idleCount === 0) this.acquireAbort ??= new AbortController();
+    // Without a signal a checkout that connects or queues would outlive a downstream that went away. Only a
+    // route with idle connections skips it, and only with one endpoint: with several, P2C may pick one
+    // without an idle connection and connect or queue for it.
+    if (isFresh || pool.idleCount === 0 || pool.endpoints.isMulti) this.acquireAbort ??= new AbortController();
     pool.checkout(this, this.acquireAbort?.signal, isFresh ? { isFresh: true, avoid: this.lastEndpoint } : FIRST_TRY);
   }
 
