@@ -102,6 +102,12 @@ describe('several endpoints per route (dnsmasq + 127.0.0.x)', () => {
     const pool = sc.sidecar.routes[0]!.pool;
     const oldConns = [...pool.connections()].filter((c) => c.endpoint.address === '127.0.0.3');
     assert.ok(oldConns.length > 0, 'connections to 127.0.0.3 exist');
+    // The round that applies the change, timed by its own events: the first request to the new endpoint is
+    // measured from there (slow start), the round itself from the DNS change (one interval).
+    let addedAt: number | undefined;
+    let removedEventAt: number | undefined;
+    pool.endpoints.on('added', (e) => void (e.address === '127.0.0.4' && (addedAt = performance.now())));
+    pool.endpoints.on('removed', (e) => void (e.address === '127.0.0.3' && (removedEventAt = performance.now())));
     const t0 = performance.now();
     await dns.setHosts({ [NAME]: ['127.0.0.2', '127.0.0.4'] });
     const newHits = up.byAddress.get('127.0.0.4')!;
@@ -119,10 +125,16 @@ describe('several endpoints per route (dnsmasq + 127.0.0.x)', () => {
     const takeMs = firstNewAt - t0;
     await waitFor(() => oldConns.every((c) => c.state.state === 'closed'), 2000, 'the old endpoint\'s connections to close');
     const removedAt = Math.max(...closes.filter((c) => oldConns.includes(c.conn)).map((c) => c.at)) - t0;
-    t.diagnostic(`new endpoint's first request ${Math.round(takeMs)} ms after the DNS change; old endpoint's ${oldConns.length} idle connection(s) retired ${Math.round(removedAt)} ms after it`);
-    // One interval (1 s, and the TTL is 1 s) plus the slow-start share and scheduling.
-    assert.ok(takeMs <= 1500, `${Math.round(takeMs)} ms`);
-    assert.ok(removedAt <= 1500, `${Math.round(removedAt)} ms`);
+    assert.ok(addedAt !== undefined && removedEventAt !== undefined, 'one round added and removed');
+    const roundMs = addedAt - t0;
+    const sinceAddedMs = firstNewAt - addedAt;
+    t.diagnostic(`new endpoint added ${Math.round(roundMs)} ms after the DNS change, its first request ${Math.round(sinceAddedMs)} ms later (${Math.round(takeMs)} ms in all); old endpoint's ${oldConns.length} idle connection(s) retired ${Math.round(removedAt)} ms after the change`);
+    // The round: one interval (1 s, and the TTL is 1 s) plus scheduling on a busy box. The first request:
+    // slow start begins at 10 % weight, so a few dozen requests at most (each one 10 ms apart).
+    assert.ok(roundMs <= 2000, `round ${Math.round(roundMs)} ms after the change`);
+    assert.ok(sinceAddedMs <= 2000, `first request ${Math.round(sinceAddedMs)} ms after the add`);
+    // Retiring idle connections is part of the round itself (synchronous with its 'removed' event).
+    assert.ok(removedAt - (removedEventAt - t0) <= 500, `retired ${Math.round(removedAt - (removedEventAt - t0))} ms after the round`);
     for (const c of oldConns) assert.equal(closes.find((x) => x.conn === c)?.info.reason, 'endpoint_removed');
     const eps = await debugEndpoints(sc);
     assert.deepEqual(eps.map((e) => e.address).sort(), ['127.0.0.2', '127.0.0.4'], 'the drained endpoint is forgotten');
