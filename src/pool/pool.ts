@@ -441,12 +441,13 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
 
   /**
    * The back-off of an ejected endpoint is over: one probe connect (it becomes an idle connection on success).
-   * Not while the endpoint is eligible anyway (panic threshold; always so with a single endpoint, e.g. a
-   * ClusterIP): then the next ordinary connect to it is the probe, and nothing extra is opened.
+   * Not while the endpoint is eligible anyway (panic threshold): then the next ordinary connect to it is the
+   * probe, and nothing extra is opened. But the probe is deferred, not dropped: when the panic ends before
+   * an ordinary connect proved the endpoint, nothing else would ever probe it and it would stay ejected.
    */
   private probe(ep: Endpoint): void {
-    if (this.isClosing || this.endpoints.isEligible(ep)) return;
-    if (this.total >= this.config.maxConnections) {
+    if (this.isClosing) return;
+    if (this.endpoints.isEligible(ep) || this.total >= this.config.maxConnections) {
       this.endpoints.deferProbe(ep);
       return;
     }
