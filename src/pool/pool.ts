@@ -419,7 +419,10 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
   private ejectEndpoint(conn: UpstreamConn, reason: EjectReason, err: unknown, isConnectFailure = false): void {
     const ep = conn.endpoint;
     const isMulti = this.endpoints.isMulti;
-    this.endpoints.eject(ep, reason, err);
+    // A single endpoint (a ClusterIP VIP) stays in use whatever happens (panic threshold): marking it ejected
+    // would only add a warn, a metric and a doctor warning per dead connection. Retiring its idle
+    // connections below is today's single-address behaviour.
+    if (isMulti) this.endpoints.eject(ep, reason, err);
     if (isConnectFailure ? isMulti : (this.options.siblingEviction ?? isMulti)) this.evictSiblings(conn);
     if (!this.endpoints.isEligible(ep)) this.abandonConnects(ep);
   }
