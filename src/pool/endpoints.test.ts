@@ -106,6 +106,15 @@ describe('EndpointSet (fake clock, fake resolver)', () => {
     assert.equal(one.pick(only), only);
   });
 
+  it('avoid a list: every endpoint an acquire tried is left out until all eligible ones were, then one of them comes back', async () => {
+    const { set, dns } = make();
+    dns.set('127.0.0.2', '127.0.0.3', '127.0.0.4');
+    await set.start();
+    const [a, b, c] = ['127.0.0.2', '127.0.0.3', '127.0.0.4'].map((x) => byAddr(set, x));
+    for (let i = 0; i < 50; i++) assert.equal(set.pick([a!, b!]), c);
+    for (let i = 0; i < 50; i++) assert.ok([a, b, c].includes(set.pick([a!, b!, c!])), 'all avoided: still an answer');
+  });
+
   it('ejection: not picked for 1 s (+/-20 %), then a probe; a successful connect restores it with slow start', async () => {
     const { set, dns, clock } = make();
     dns.set('127.0.0.2', '127.0.0.3', '127.0.0.4');

@@ -230,12 +230,16 @@ export class EndpointSet extends EventEmitter<EndpointSetEvents> {
   }
 
   /**
-   * P2C over the eligible endpoints; `avoid` (the endpoint a retry just failed on) is left out when another
-   * is eligible. undefined only when there is no set at all.
+   * P2C over the eligible endpoints; `avoid` (the endpoint a retry just failed on, or every endpoint an
+   * acquire already tried) is left out when another is eligible: an avoided endpoint is returned only when
+   * every eligible one is avoided. undefined only when there is no set at all.
    */
-  pick(avoid?: Endpoint): Endpoint | undefined {
+  pick(avoid?: Endpoint | readonly Endpoint[]): Endpoint | undefined {
     let c = this.eligible;
-    if (avoid !== undefined && c.length > 1 && c.includes(avoid)) c = c.filter((e) => e !== avoid);
+    if (avoid !== undefined && c.length > 1) {
+      const rest = c.filter((e) => !isAvoided(e, avoid));
+      if (rest.length > 0) c = rest;
+    }
     const n = c.length;
     if (n <= 1) return c[0];
     const i = Math.floor(this.random() * n);
@@ -252,10 +256,10 @@ export class EndpointSet extends EventEmitter<EndpointSetEvents> {
   }
 
   /** The eligible endpoint with an idle connection and the fewest in flight (warm spares are there to be used). */
-  pickWithIdle(avoid?: Endpoint): Endpoint | undefined {
+  pickWithIdle(avoid?: Endpoint | readonly Endpoint[]): Endpoint | undefined {
     let best: Endpoint | undefined;
     for (const ep of this.eligible) {
-      if (ep === avoid || ep.conns.idle.size === 0) continue;
+      if (ep.conns.idle.size === 0 || isAvoided(ep, avoid)) continue;
       if (best === undefined || this.load(ep) < this.load(best)) best = ep;
     }
     return best;
@@ -449,6 +453,11 @@ export class EndpointSet extends EventEmitter<EndpointSetEvents> {
     }
     return isChanged;
   }
+}
+
+/** `ep` is `avoid` or in it. */
+export function isAvoided(ep: Endpoint, avoid: Endpoint | readonly Endpoint[] | undefined): boolean {
+  return avoid === undefined ? false : avoid instanceof Endpoint ? avoid === ep : avoid.includes(ep);
 }
 
 function inFlightOf(ep: Endpoint): number {

@@ -24,7 +24,7 @@ import type { CheckoutRecord, WaitOutcome } from './checkout-queue.js';
 import { UpstreamConn } from './conn.js';
 import type { ConnOwner } from './conn.js';
 import { configureSocket, openSocket } from './connector.js';
-import { EndpointSet } from './endpoints.js';
+import { EndpointSet, isAvoided } from './endpoints.js';
 import type { EjectReason, Endpoint } from './endpoints.js';
 import { Evictor } from './evictor.js';
 import type { H1Driver } from './h1-driver.js';
@@ -208,12 +208,13 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
   private async acquireOn(picked: Endpoint | undefined, signal: AbortSignal | undefined, opts: AcquireOptions): Promise<Lease> {
     /** Set at the first wait: pendingTimeoutMs bounds the whole time in the queue (HAProxy's `timeout queue`). */
     let deadline: number | undefined;
-    let avoid = opts.avoid;
+    /** What pick leaves out: opts.avoid (the retry's last endpoint), then every endpoint whose connect failed. */
+    let avoid: Endpoint | Endpoint[] | undefined = opts.avoid;
     /** Endpoints whose connect failed for this acquire: each is tried at most once, then the error stands. */
-    let connectTries = 0;
+    let failed: Endpoint[] | undefined;
     if (!this.endpoints.hasSet) {
       if (this.isClosing) throw new AcquireError('shutting_down', 'the sidecar is shutting down');
-      await this.endpoints.start();
+      await this.firstResolution(signal);
       if (this.isClosing) throw new AcquireError('shutting_down', 'the sidecar is shutting down');
       if (!this.endpoints.hasSet) {
         throw new AcquireError('resolve_failed', `route ${this.config.name}: ${this.config.upstream.host} has not resolved yet (${this.endpoints.lastResolveError ?? 'no answer'})`);
@@ -231,10 +232,7 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
       }
       const conn = opts.isFresh === true ? undefined : ep.conns.idle.values().next().value;
       if (conn !== undefined) {
-        this.apply(conn, LEASE);
-        // Checkout validation: yield one macrotask so a FIN or RST that already arrived is processed first.
-        await new Promise<void>((resolve) => setImmediate(resolve));
-        const lease = this.validated(conn);
+        const lease = await this.leaseIdle(conn);
         if (lease !== undefined) return lease;
         continue;
       }
@@ -244,19 +242,23 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
           return new Lease(this, fresh);
         } catch (err) {
           // The endpoint did not take the connect (it is ejected now): nothing was sent, so another endpoint
-          // may be tried, once each, unless the caller went away.
-          const other = this.endpoints.pick(ep);
-          if (!(err instanceof AcquireError) || !CONNECT_FAILURES.has(err.reason) || signal?.aborted === true || this.isClosing || other === undefined || other === ep || ++connectTries >= this.endpoints.size) throw err;
-          avoid = ep;
+          // may be tried, once each, unless the caller went away. pick leaves out every endpoint tried so far
+          // (and opts.avoid): when it still returns a failed one, every eligible endpoint was tried.
+          if (!(err instanceof AcquireError) || !CONNECT_FAILURES.has(err.reason) || signal?.aborted === true || this.isClosing) throw err;
+          (failed ??= []).push(ep);
+          avoid = opts.avoid !== undefined ? [opts.avoid, ...failed] : failed;
+          let other = this.endpoints.pick(avoid);
+          // Every other one failed: the endpoint the retry wanted to avoid is still better than a 502.
+          if (other !== undefined && opts.avoid !== undefined && failed.includes(other)) other = this.endpoints.pick(failed);
+          if (other === undefined || failed.includes(other)) throw err;
+          picked = other;
           continue;
         }
       }
       const spare = opts.isFresh === true ? undefined : this.idleOfOther(avoid);
       if (spare !== undefined) {
         // No slot for a connect to the picked endpoint, but another eligible one has an idle connection.
-        this.apply(spare, LEASE);
-        await new Promise<void>((resolve) => setImmediate(resolve));
-        const lease = this.validated(spare);
+        const lease = await this.leaseIdle(spare);
         if (lease !== undefined) return lease;
         continue;
       }
@@ -265,6 +267,13 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
         // idle one to make room instead of queueing behind ourselves.
         const oldest = this.sets.idle.values().next().value;
         if (oldest !== undefined) this.fail(oldest, 'idle_evicted');
+        continue;
+      }
+      const stranded = this.idleOfIneligible();
+      if (stranded !== undefined) {
+        // Every slot is taken, partly by idle connections of an ejected endpoint that nobody may use now:
+        // retire one to make room rather than wait (or overflow) behind connections that will not serve.
+        this.fail(stranded, 'idle_evicted');
         continue;
       }
       if (this.pending.size >= (this.options.maxPending ?? 0)) {
@@ -282,9 +291,45 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
     }
   }
 
+  /**
+   * Leases an idle connection and validates it one macrotask later (checkout validation: a FIN or RST that
+   * already arrived is processed first). undefined: it was retired, the caller tries again.
+   */
+  private async leaseIdle(conn: UpstreamConn): Promise<Lease | undefined> {
+    this.apply(conn, LEASE);
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    return this.validated(conn);
+  }
+
+  /**
+   * The first resolution, bounded by the caller's signal and pendingTimeoutMs (the queue's bound: the wait
+   * for a name is a wait for a connection too). Timing out leaves `hasSet` false, so the caller fails with
+   * resolve_failed, which names the cause (the name), not pending_timeout (which would blame the pool).
+   */
+  private async firstResolution(signal: AbortSignal | undefined): Promise<void> {
+    const timeoutMs = this.options.pendingTimeoutMs ?? 0;
+    let timer: Timer | undefined;
+    let onAbort: (() => void) | undefined;
+    const isAborted = await new Promise<boolean>((resolve) => {
+      if (signal?.aborted === true) return resolve(true);
+      void this.endpoints.start().then(() => resolve(false));
+      if (timeoutMs > 0) timer = this.clock.setTimeout(() => resolve(false), timeoutMs);
+      if (signal !== undefined) signal.addEventListener('abort', (onAbort = () => resolve(true)), { once: true });
+    });
+    timer?.clear();
+    if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort);
+    if (isAborted) throw new AcquireError('connect_error', 'aborted: the downstream went away');
+  }
+
   /** An idle connection of an eligible endpoint other than `avoid` (oldest first), if any. */
-  private idleOfOther(avoid: Endpoint | undefined): UpstreamConn | undefined {
-    for (const c of this.sets.idle) if (c.endpoint !== avoid && this.endpoints.isEligible(c.endpoint)) return c;
+  private idleOfOther(avoid: Endpoint | readonly Endpoint[] | undefined): UpstreamConn | undefined {
+    for (const c of this.sets.idle) if (!isAvoided(c.endpoint, avoid) && this.endpoints.isEligible(c.endpoint)) return c;
+    return undefined;
+  }
+
+  /** An idle connection of an endpoint that is not eligible now (ejected), oldest first, if any. */
+  private idleOfIneligible(): UpstreamConn | undefined {
+    for (const c of this.sets.idle) if (!this.endpoints.isEligible(c.endpoint)) return c;
     return undefined;
   }
 
@@ -613,7 +658,9 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
   private fill(): void {
     // Waiters first: a freed slot goes to a queued request, not to a new spare.
     if (this.isClosing || this.config.warmSpares === 0 || this.refillTimer !== undefined || this.pending.size > 0) return;
-    let spares = this.sets.idle.size;
+    // Only idle connections that may be handed out count: an ejected endpoint's keep their slots, not the job.
+    let spares = 0;
+    for (const ep of this.endpoints.list()) if (ep.conns.idle.size > 0 && this.endpoints.isEligible(ep)) spares += ep.conns.idle.size;
     for (const c of this.sets.connecting) if (c.state.state === 'connecting' && !c.state.forLease) spares++;
     while (spares < this.config.warmSpares && this.total < this.config.maxConnections) {
       // Spread over the endpoints: the one with the fewest spares gets the next.

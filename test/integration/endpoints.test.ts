@@ -13,7 +13,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import type { TestContext } from 'node:test';
-import type { CloseInfo, Lease, ResolvedAddress, UpstreamConn } from '../../src/pool/index.js';
+import type { CloseInfo, Endpoint, Lease, PoolOptions, ResolvedAddress, UpstreamConn } from '../../src/pool/index.js';
+import { AcquireError } from '../../src/errors.js';
 import { createResolver, Pool } from '../../src/pool/index.js';
 import { FakeClock } from '../../src/util/fake-clock.js';
 import { httpEndpoints, tcpEchoEndpoints } from '../fixtures/endpoints.js';
@@ -198,13 +199,13 @@ describe('several endpoints per route (dnsmasq + 127.0.0.x)', () => {
 describe('pool over several endpoints (real sockets on 127.0.0.2-4, a fake resolver, a fake clock)', () => {
   const v4 = (...a: string[]): ResolvedAddress[] => a.map((address) => ({ address, family: 4 as const }));
 
-  async function pool(t: TestContext, answer: () => ResolvedAddress[], port: number, extra: Record<string, unknown> = {}): Promise<{ p: Pool; clock: FakeClock; closes: Array<{ conn: UpstreamConn; info: CloseInfo }> }> {
+  async function pool(t: TestContext, answer: () => ResolvedAddress[], port: number, extra: Record<string, unknown> = {}, opts: PoolOptions = {}): Promise<{ p: Pool; clock: FakeClock; closes: Array<{ conn: UpstreamConn; info: CloseInfo }> }> {
     const clock = new FakeClock();
     const route = configFrom({ routes: [tcpRoute(port, { upstream: { host: 'svc.test', port, resolveIntervalMs: 1000 }, ...extra })] }).routes[0]!;
     // A seeded generator: P2C's picks (and so the spread asserted below) are the same on every run.
     let seed = 42;
     const random = (): number => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
-    const p = new Pool(route, clock, { idleTimeoutMs: 60_000, resolve: async () => answer(), random });
+    const p = new Pool(route, clock, { idleTimeoutMs: 60_000, resolve: async () => answer(), random, ...opts });
     t.after(() => p.close());
     p.start();
     const closes: Array<{ conn: UpstreamConn; info: CloseInfo }> = [];
@@ -324,5 +325,119 @@ describe('pool over several endpoints (real sockets on 127.0.0.2-4, a fake resol
     const perEndpoint = ADDRS3.map((a) => leases.filter((l) => l.conn.endpoint.address === a).length);
     assert.ok(perEndpoint.every((n) => n >= 1), `spread: ${perEndpoint.join(', ')}`);
     for (const l of leases) l.destroy('downstream_closed');
+  });
+  const at = (p: Pool, address: string): Endpoint => [...p.endpoints.list()].find((e) => e.address === address)!;
+
+  it('an endpoint ejected during a panic is probed once the panic ends (the skipped probe is deferred, not dropped)', async (t) => {
+    const up = await tcpEchoEndpoints(ADDRS3);
+    t.after(() => up.close());
+    const { p, clock } = await pool(t, () => v4(...ADDRS3), up.port);
+    const [a, b] = [at(p, '127.0.0.2'), at(p, '127.0.0.3')];
+    p.endpoints.eject(a, 'keepalive_timeout');
+    p.endpoints.eject(b, 'keepalive_timeout');
+    assert.equal(p.endpoints.isPanic, true, '1 of 3 active');
+    // Past the back-off (1 s +20 %): both probes fall due while both are eligible (panic), so none is opened.
+    clock.advance(1300);
+    assert.equal(a.conns.connecting.size + b.conns.connecting.size, 0, 'no probe while eligible');
+    // An ordinary connect proved B: the panic is over, A is not eligible and only a probe can bring it back.
+    p.endpoints.noteConnected(b);
+    assert.equal(p.endpoints.isPanic, false);
+    const restored = once(p.endpoints, 'restored');
+    clock.advance(1000);
+    assert.equal(a.conns.connecting.size, 1, 'A probed after the panic');
+    const [ep] = (await restored) as [Endpoint];
+    assert.equal(ep, a);
+    assert.equal(a.state, 'active');
+  });
+
+  it('connect fail-over tries each endpoint once: with two of three refusing, the acquire lands on the live one (not A, B, A and a 502)', async (t) => {
+    // Only 127.0.0.4 listens. random() = 0: P2C takes the first eligible each time, the order that used to
+    // retry A after B (only the last endpoint tried was avoided) and give up.
+    const up = await tcpEchoEndpoints(['127.0.0.4']);
+    t.after(() => up.close());
+    const { p } = await pool(t, () => v4(...ADDRS3), up.port, {}, { random: () => 0 });
+    const lease = await p.acquire();
+    assert.equal(lease.conn.endpoint.address, '127.0.0.4');
+    assert.deepEqual(ADDRS3.map((x) => at(p, x).ejections), [1, 1, 0], 'each dead endpoint tried once');
+    lease.release();
+    // A retry that avoids C (its request just failed there) still falls back to C when A and B refuse.
+    const retry = await p.acquire(undefined, { isFresh: true, avoid: at(p, '127.0.0.4') });
+    assert.equal(retry.conn.endpoint.address, '127.0.0.4');
+    retry.release();
+  });
+
+  it('idle connections of an ejected endpoint do not hold the slots: an acquire retires one (idle_evicted) rather than overflow', async (t) => {
+    const up = await tcpEchoEndpoints(['127.0.0.2', '127.0.0.3']);
+    t.after(() => up.close());
+    const { p, closes } = await pool(t, () => v4('127.0.0.2', '127.0.0.3'), up.port, { maxConnections: 2 });
+    const [l1, l2] = [await p.acquire(), await p.acquire()];
+    assert.notEqual(l1.conn.endpoint, l2.conn.endpoint);
+    l1.release();
+    l2.release();
+    // Ejected without its idle connection retired (as with siblingEviction: false): it keeps a slot.
+    p.endpoints.eject(l1.conn.endpoint, 'keepalive_timeout');
+    const x = await p.acquire();
+    const y = await p.acquire();
+    assert.equal(x.conn.endpoint, l2.conn.endpoint);
+    assert.equal(y.conn.endpoint, l2.conn.endpoint, 'connected to the eligible endpoint in the freed slot');
+    await waitFor(() => closes.some((c) => c.conn === l1.conn), 2000, 'the stranded idle connection to close');
+    assert.equal(closes.find((c) => c.conn === l1.conn)?.info.reason, 'idle_evicted');
+    x.release();
+    y.release();
+  });
+
+  it('warm spares count only eligible endpoints\' idle connections: an ejected endpoint\'s spare is replaced on an eligible one', async (t) => {
+    const up = await tcpEchoEndpoints(['127.0.0.2', '127.0.0.3']);
+    t.after(() => up.close());
+    const { p } = await pool(t, () => v4('127.0.0.2', '127.0.0.3'), up.port, { warmSpares: 1, maxConnections: 4 });
+    await waitFor(() => p.stats().idle === 1, 2000, 'one spare');
+    const spare = [...p.connections()][0]!;
+    const other = [...p.endpoints.list()].find((e) => e !== spare.endpoint)!;
+    p.endpoints.eject(spare.endpoint, 'keepalive_timeout');
+    // A close makes the pool refill its spares; the ejected endpoint's spare does not count.
+    const lease = await p.acquire();
+    assert.equal(lease.conn.endpoint, other);
+    lease.destroy('downstream_closed');
+    await waitFor(() => other.conns.idle.size === 1, 2000, 'a spare on the eligible endpoint');
+  });
+
+  it('the first-resolution wait honours the caller: an aborted request leaves it (connect_error), pendingTimeoutMs bounds it (resolve_failed)', async (t) => {
+    const clock = new FakeClock();
+    const route = configFrom({ routes: [tcpRoute(9, { upstream: { host: 'svc.test', port: 9 } })] }).routes[0]!;
+    const p = new Pool(route, clock, { resolve: () => new Promise<ResolvedAddress[]>(() => {}), pendingTimeoutMs: 500 });
+    t.after(() => p.close());
+    p.start();
+    const ac = new AbortController();
+    const aborted = p.acquire(ac.signal);
+    let timedOut: unknown;
+    const bounded = p.acquire().catch((err: unknown) => void (timedOut = err));
+    ac.abort();
+    await assert.rejects(aborted, (err: unknown) => err instanceof AcquireError && err.reason === 'connect_error');
+    clock.advance(499);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(timedOut, undefined, 'not before pendingTimeoutMs');
+    clock.advance(1);
+    await bounded;
+    const got = timedOut as unknown;
+    assert.ok(got instanceof AcquireError && got.reason === 'resolve_failed', String(got));
+    assert.match(got.message, /has not resolved yet/);
+  });
+
+  it('a single endpoint (ClusterIP VIP) is never marked ejected: no ejected state, warn or metric per dead connection or failed connect', async (t) => {
+    const up = await tcpEchoEndpoints(['127.0.0.2']);
+    t.after(() => up.close());
+    const { p } = await pool(t, () => v4('127.0.0.2'), up.port);
+    let ejected = 0;
+    p.endpoints.on('ejected', () => ejected++);
+    const lease = await p.acquire();
+    lease.release();
+    p.fail(lease.conn, 'keepalive_timeout');
+    const ep = at(p, '127.0.0.2');
+    await waitFor(() => ep.connections === 0, 2000, 'the close');
+    await up.close();
+    await assert.rejects(p.acquire(), (err: unknown) => err instanceof AcquireError && err.reason === 'connect_refused');
+    assert.equal(ejected, 0);
+    assert.equal(ep.state, 'active');
+    assert.equal(ep.ejections, 0);
   });
 });
