@@ -14,7 +14,7 @@ import { httpEndpoints, tcpEchoEndpoints } from '../fixtures/endpoints.js';
 import { request } from '../fixtures/http-upstreams.js';
 import { blackholeEndpoint, requireChaos } from '../helpers/chaos.js';
 import { requireDns, startDns } from '../helpers/dns.js';
-import { connectClient, metricValue, readUntil, startTestSidecar, whenClosed } from '../helpers/sidecar.js';
+import { connectClient, metricValue, readUntil, startTestSidecar, waitFor, whenClosed } from '../helpers/sidecar.js';
 
 const NAME = 'pods.test';
 const ADDRS = ['127.0.0.2', '127.0.0.3', '127.0.0.4'];
@@ -167,5 +167,45 @@ describe('several endpoints: one dead pod (nft blackhole + SYN drop)', () => {
     t.diagnostic(`before: ${spread}; dead endpoint's ${dead.length} app connections reset after ${Math.round(worst)} ms; 9 new app connections went to ${[...new Set(fresh)].sort().join(', ')}`);
     assert.ok(fresh.every((a) => a !== DEAD), fresh.join(','));
     assert.ok((await metricValue(sc, 'keepalive_sidecar_downstream_resets_total', { route: 't1', reason: 'user_timeout' })) >= 2);
+  });
+  it('http, several endpoints: an app that goes away while its request connects to an endpoint without idle connections frees the slot at once (the checkout has a signal)', async (t) => {
+    if (!(await canRun(t))) return;
+    const [live, dead] = ['127.0.0.2', '127.0.0.3'];
+    const up = await httpEndpoints([live, dead]);
+    t.after(() => up.close());
+    const dns = await startDns({ [NAME]: [live, dead] });
+    t.after(() => dns.stop());
+    const sc = await startTestSidecar({
+      routes: [{ name: 'h1', mode: 'http', listen: { port: 0 }, connectTimeoutMs: 5000, upstream: { host: NAME, port: up.port, dnsServers: [dns.server], resolveIntervalMs: 1000 } }],
+    });
+    t.after(() => sc.stop());
+    const pool = sc.sidecar.routes[0]!.pool;
+    for (let i = 0; i < 6; i++) assert.equal((await request(sc.port(), { timeoutMs: 5000 })).status, 200);
+    // The dead pod's connects now hang; its idle connections are gone (not ejected: nothing died yet).
+    const hole = await blackholeEndpoint(dead, up.port, 'input');
+    t.after(() => hole.remove());
+    const ep = [...pool.endpoints.list()].find((e) => e.address === dead)!;
+    for (const c of [...ep.conns.idle]) pool.fail(c, 'idle_evicted');
+    // P2C picks the dead endpoint (no idle connection: a connect) about every other time while the live one
+    // has idle connections, so idleCount > 0. At most 12 tries, each bounded.
+    let freedMs: number | undefined;
+    for (let i = 0; i < 12 && freedMs === undefined; i++) {
+      assert.ok(pool.idleCount > 0, 'the live endpoint has idle connections');
+      const c = await connectClient(sc.port());
+      c.on('error', () => {});
+      c.write(`GET /try${i} HTTP/1.1\r\nHost: x\r\n\r\n`);
+      await new Promise((resolve) => setTimeout(resolve, 150));
+      if (ep.conns.connecting.size > 0) {
+        const t0 = performance.now();
+        c.destroy();
+        await waitFor(() => ep.conns.connecting.size === 0, 1000, 'the connect to be given up when the app went away');
+        freedMs = performance.now() - t0;
+      } else {
+        c.destroy();
+      }
+    }
+    assert.ok(freedMs !== undefined, 'a request was sent to connect to the dead endpoint');
+    t.diagnostic(`connect given up ${Math.round(freedMs)} ms after the app went away (connectTimeoutMs 5000)`);
+    assert.equal(ep.state, 'active', 'a connect abandoned for a gone app is no evidence against the endpoint');
   });
 });
