@@ -1,8 +1,8 @@
 # syntax=docker/dockerfile:1
 # keepalive-sidecar image (STYLE.md §8). Two stages: `build` compiles TypeScript with the dev dependencies;
 # `runtime` holds production dependencies, dist/src and config/ only.
-# The glibc base matters: net-keepalive's FFI binding (ffi-rs) and koffi ship prebuilt glibc binaries, and
-# musl (alpine) would need a toolchain to build them.
+# The glibc base matters: ffi-rs (net-keepalive's FFI binding, also our getsockopt read-back) ships a prebuilt glibc binary, and
+# musl (alpine) would need a toolchain to build it.
 # test/integration/image-layout.test.ts replays the runtime stage below step by step, so keep its RUN
 # commands to the ones that test understands (npm ci, chmod, ln -s, mkdir).
 ARG NODE_VERSION=26
