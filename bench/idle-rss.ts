@@ -5,9 +5,13 @@
  * listening', after a settle time, several times one second apart (VmRSS from /proc/<pid>/status, and
  * Rss/Pss/Anonymous from /proc/<pid>/smaps_rollup); the sample is the median of those reads.
  *
- *   npm run build && node dist/bench/idle-rss.js [--rounds 5] [--settle-ms 4000] [--reads 5] [--out DIR]
- *     [--variant name=flag1,flag2 ...]   extra node flag sets, each measured for tcp and http as well
- *     [--imports]                        also RSS added by importing each runtime dependency in a fresh Node
+ *   npm run build && node dist/bench/idle-rss.js [--rounds 3] [--settle-ms 15000] [--reads 3] [--out DIR]
+ *     [--variant name=--flag1,--flag2,ENV=V ...]  extra node flag sets / environment, each for tcp and http
+ *     [--bin name=path/to/bin.js ...]             another build of the CLI (e.g. a baseline commit), A/B
+ *     [--imports]                                 also RSS added by importing each runtime dependency
+ *
+ * The settle time matters: V8's memory reducer runs a GC ~8-10 s after start in an idle process and RSS
+ * drops by 4-5 MiB then, so reads earlier than that overstate the idle figure.
  *
  * Only loopback; every child is killed at the end (also on failure).
  */
@@ -29,11 +33,12 @@ interface Args {
   reads: number;
   out: string | undefined;
   variants: Array<{ name: string; flags: string[]; env: Record<string, string> }>;
+  bins: Array<{ name: string; path: string }>;
   imports: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { rounds: 5, settleMs: 4000, reads: 5, out: undefined, variants: [{ name: 'default', flags: [], env: {} }], imports: false };
+  const a: Args = { rounds: 3, settleMs: 15000, reads: 3, out: undefined, variants: [{ name: 'default', flags: [], env: {} }], bins: [], imports: false };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     const next = (): string => {
@@ -46,6 +51,11 @@ function parseArgs(argv: string[]): Args {
     else if (k === '--reads') a.reads = Number(next());
     else if (k === '--out') a.out = next();
     else if (k === '--imports') a.imports = true;
+    else if (k === '--bin') {
+      const v = next();
+      const eq = v.indexOf('=');
+      a.bins.push({ name: v.slice(0, eq), path: v.slice(eq + 1) });
+    }
     else if (k === '--variant') {
       // name=--flag1,--flag2,ENV=VALUE
       const v = next();
@@ -160,6 +170,7 @@ async function main(): Promise<void> {
       cfgs[mode],
       JSON.stringify({
         admin: { host: '127.0.0.1', port: 0 },
+        debug: { port: 0 },
         log: { level: 'info' },
         routes: [{ name: 'r', mode, listen: { host: '127.0.0.1', port: 0 }, upstream: { host: '127.0.0.1', port: upPort } }],
       }),
@@ -173,6 +184,11 @@ async function main(): Promise<void> {
         name: `${mode} route${v.name === 'default' ? '' : ` [${v.name}]`}`,
         run: () => sample(process.execPath, [...v.flags, bin, 'run', '--config', cfgs[mode]], v.env, /"msg":"route listening"/, a),
       });
+    }
+  }
+  for (const b of a.bins) {
+    for (const mode of ['tcp', 'http'] as const) {
+      cases.push({ name: `${mode} route [${b.name}]`, run: () => sample(process.execPath, [b.path, 'run', '--config', cfgs[mode]], {}, /"msg":"route listening"/, a) });
     }
   }
   if (a.imports) {
