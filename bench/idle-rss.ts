@@ -13,12 +13,16 @@
  * The settle time matters: V8's memory reducer runs a GC ~8-10 s after start in an idle process and RSS
  * drops by 4-5 MiB then, so reads earlier than that overstate the idle figure.
  *
+ * Also "after 1 request": the same, with one GET through the route before the settle time (the http route
+ * then has compiled undici's llhttp WebAssembly parser and holds one idle pooled connection).
+ *
  * Only loopback; every child is killed at the end (also on failure).
  */
 import { execFileSync, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
+import http from 'node:http';
+import type net from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -106,7 +110,23 @@ process.on('exit', killAll);
 for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(130));
 
 /** Spawns, waits until `ready` matches a stdout line (or at once when undefined), settles, reads, kills. */
-async function sample(cmd: string, argv: string[], env: Record<string, string>, ready: RegExp | undefined, a: Args): Promise<Read> {
+/** One GET through the route on a fresh connection (works for a tcp route too: the upstream speaks HTTP). */
+function oneRequest(port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port, path: '/', agent: false, timeout: 5000 }, (res) => {
+      res.resume();
+      res.on('end', resolve);
+    });
+    req.on('timeout', () => req.destroy(new Error('request through the route timed out')));
+    req.on('error', reject);
+  });
+}
+
+/**
+ * Spawns, waits until `ready` matches a stdout line (or at once when undefined), optionally sends one request
+ * through the route (`poke`: the port is read from the 'route listening' line), settles, reads, kills.
+ */
+async function sample(cmd: string, argv: string[], env: Record<string, string>, ready: RegExp | undefined, a: Args, poke = false): Promise<Read> {
   const child = spawn(cmd, argv, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
   let output = '';
@@ -125,6 +145,11 @@ async function sample(cmd: string, argv: string[], env: Record<string, string>, 
       child.on('exit', (code) => reject(new Error(`exited ${code}: ${output}`)));
       child.on('spawn', () => ready === undefined && onData(Buffer.alloc(0)));
     });
+    if (poke) {
+      const port = /"listen":"127\.0\.0\.1:(\d+)"[^\n]*"msg":"route listening"/.exec(output)?.[1];
+      if (port === undefined) throw new Error(`no route port in: ${output}`);
+      await oneRequest(Number(port));
+    }
     await sleep(a.settleMs);
     const reads: Read[] = [];
     for (let i = 0; i < a.reads; i++) {
@@ -160,7 +185,8 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'idle-rss-'));
   process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
   // An idle upstream: accepts and holds (no route connects before a client arrives, except warm spares: none).
-  const upstream = net.createServer((s) => s.on('error', () => {}));
+  // The upstream answers HTTP (a tcp route pipes the same bytes); until a request comes no route connects to it.
+  const upstream = http.createServer((_req, res) => res.end('ok'));
   await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
   const upPort = (upstream.address() as net.AddressInfo).port;
   const cfgs: Record<'tcp' | 'http', string> = { tcp: '', http: '' };
@@ -185,6 +211,12 @@ async function main(): Promise<void> {
         run: () => sample(process.execPath, [...v.flags, bin, 'run', '--config', cfgs[mode]], v.env, /"msg":"route listening"/, a),
       });
     }
+  }
+  for (const mode of ['tcp', 'http'] as const) {
+    cases.push({
+      name: `${mode} route, after 1 request`,
+      run: () => sample(process.execPath, [bin, 'run', '--config', cfgs[mode]], {}, /"msg":"route listening"/, a, true),
+    });
   }
   for (const b of a.bins) {
     for (const mode of ['tcp', 'http'] as const) {
