@@ -212,11 +212,13 @@ async function main(): Promise<void> {
       });
     }
   }
-  for (const mode of ['tcp', 'http'] as const) {
-    cases.push({
-      name: `${mode} route, after 1 request`,
-      run: () => sample(process.execPath, [bin, 'run', '--config', cfgs[mode]], {}, /"msg":"route listening"/, a, true),
-    });
+  for (const v of a.variants) {
+    for (const mode of ['tcp', 'http'] as const) {
+      cases.push({
+        name: `${mode} route, after 1 request${v.name === 'default' ? '' : ` [${v.name}]`}`,
+        run: () => sample(process.execPath, [...v.flags, bin, 'run', '--config', cfgs[mode]], v.env, /"msg":"route listening"/, a, true),
+      });
+    }
   }
   for (const b of a.bins) {
     for (const mode of ['tcp', 'http'] as const) {
