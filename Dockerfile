@@ -1,8 +1,8 @@
 # syntax=docker/dockerfile:1
 # keepalive-sidecar image (STYLE.md §8). Two stages: `build` compiles TypeScript with the dev dependencies;
 # `runtime` holds production dependencies, dist/src and config/ only.
-# The glibc base matters: net-keepalive's FFI binding (ffi-rs) and koffi ship prebuilt glibc binaries, and
-# musl (alpine) would need a toolchain to build them.
+# The glibc base matters: ffi-rs (net-keepalive's FFI binding, also our getsockopt read-back) ships a prebuilt glibc binary, and
+# musl (alpine) would need a toolchain to build it.
 # test/integration/image-layout.test.ts replays the runtime stage below step by step, so keep its RUN
 # commands to the ones that test understands (npm ci, chmod, ln -s, mkdir).
 ARG NODE_VERSION=26
@@ -29,6 +29,11 @@ LABEL org.opencontainers.image.title="keepalive-sidecar" \
       org.opencontainers.image.source="https://example.invalid/keepalive-sidecar" \
       org.opencontainers.image.base.name="node:${NODE_VERSION}-trixie-slim"
 ENV NODE_ENV=production
+# glibc returns freed heap memory to the kernel once 128 KiB are free at the top of a heap (its default trim
+# threshold, before glibc raises it dynamically). Without this, the malloc arena of the V8 thread that compiles
+# undici's WebAssembly parser on the first HTTP request keeps ~10 MiB it no longer uses: idle RSS after one
+# request 69 -> 60 MiB, no CPU change measured (bench/results/2026-12-02-rss). glibc reads it at process start only.
+ENV MALLOC_TRIM_THRESHOLD_=131072
 WORKDIR /app
 COPY package.json package-lock.json ./
 # Production dependencies only; npm's cache is dropped so it does not end up in the layer.

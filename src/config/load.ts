@@ -4,12 +4,14 @@
  * before this returns.
  */
 import { readFileSync } from 'node:fs';
-import convict from 'convict';
 import { createRequire } from 'node:module';
 import { isIP } from 'node:net';
 import { ConfigError } from '../errors.js';
 import { addFormats, routeSchema, topSchema } from './schema.js';
 import type { Config, HostPort, Mode, RouteConfig } from './types.js';
+
+// Required, not imported (a CommonJS package; see schema.ts).
+const convict = createRequire(import.meta.url)('convict') as typeof import('convict');
 
 export interface LoadInputs {
   /** Environment variables (pass process.env from main). */

@@ -2,7 +2,11 @@
  * The only configuration schema (convict). Top-level keys can be set from the environment (SIDECAR_*);
  * routes come from a file, or from the single-route shortcut SIDECAR_UPSTREAM / SIDECAR_LISTEN / SIDECAR_MODE.
  */
-import convict from 'convict';
+import { createRequire } from 'node:module';
+
+// CommonJS packages are required, not imported: an ESM import of one makes Node scan its source for named
+// exports (cjs-module-lexer), work that idle RSS keeps paying for (see bench/idle-rss.ts).
+const convict = createRequire(import.meta.url)('convict') as typeof import('convict');
 
 let formatsAdded = false;
 

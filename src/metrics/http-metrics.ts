@@ -2,7 +2,7 @@
  * HTTP listener metrics, fed by HttpListener events (never by the exchange itself). Labels from bounded sets
  * only: route (config), code_class (1xx-5xx), reason (closed sets in errors.ts).
  */
-import { Counter } from 'prom-client';
+import { Counter } from './prom.js';
 import type { Registry } from 'prom-client';
 import type { CodeClass, HttpListener } from '../listeners/index.js';
 import { BoundHistogram } from './bound-histogram.js';

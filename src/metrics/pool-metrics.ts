@@ -2,7 +2,7 @@
  * Pool and listener metrics. Gauges read pool.stats() at scrape time (no paired inc/dec). Labels come only
  * from bounded sets: route (from config), state, reason, direction, option.
  */
-import { Counter, Gauge, Histogram } from 'prom-client';
+import { Counter, Gauge, Histogram } from './prom.js';
 import type { Registry } from 'prom-client';
 import { ACQUIRE_FAILURES, CLOSE_REASONS, DEAD_PEER_REASONS, DOWNSTREAM_REJECT_REASONS } from '../errors.js';
 import type { DownstreamRejectReason, DownstreamResetReason } from '../errors.js';

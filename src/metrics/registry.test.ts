@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Counter } from 'prom-client';
+import { Counter, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Clock } from '../util/clock.js';
 import { createRegistry, PREFIX, PROCESS_METRICS_MAX_AGE_MS } from './registry.js';
 
@@ -51,5 +51,13 @@ describe('createRegistry', () => {
     assert.ok(types.length > 20);
     assert.ok(types.every((n) => n.startsWith(PREFIX)), types.filter((n) => !n.startsWith(PREFIX)).join(', '));
     assert.equal(new Set(types).size, types.length, 'no family twice');
+  });
+
+  it("registers the same default metric families, types and help texts as prom-client's collectDefaultMetrics", async () => {
+    const families = (text: string): string[] => [...text.matchAll(/^# (?:TYPE|HELP) .*$/gm)].map((m) => m[0]).sort();
+    const reference = new Registry();
+    collectDefaultMetrics({ register: reference, prefix: PREFIX });
+    const ours = (await createRegistry('x', fakeClock()).metrics()).split('\n').filter((l) => !l.includes(`${PREFIX}build_info`)).join('\n');
+    assert.deepEqual(families(ours), families(await reference.metrics()));
   });
 });

@@ -1,5 +1,9 @@
-/** Our own prom-client Registry (never the global one), with default process metrics under our prefix. */
-import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+/**
+ * Our own prom-client Registry (never the global one), with default process metrics under our prefix. prom-client
+ * is loaded through ./prom.js (its modules, not its index: ~11 MiB less RSS).
+ */
+import type { Registry as PromRegistry } from 'prom-client';
+import { Gauge, Registry, collectDefaultMetrics } from './prom.js';
 import type { Clock } from '../util/clock.js';
 import { realClock } from '../util/clock.js';
 
@@ -26,7 +30,7 @@ class SidecarRegistry extends Registry {
 
   constructor(private readonly clock: Clock) {
     super();
-    collectDefaultMetrics({ register: this.processRegistry, prefix: PREFIX });
+    collectDefaultMetrics(this.processRegistry, PREFIX);
   }
 
   override async metrics(): Promise<string> {
@@ -48,7 +52,7 @@ class SidecarRegistry extends Registry {
  * The sidecar's registry: build_info, default process metrics (cached, see above), and whatever the
  * subscribers (createMetrics) register on it. `getMetricsAsJSON()` lists only the latter, not the defaults.
  */
-export function createRegistry(version: string, clock: Clock = realClock): Registry {
+export function createRegistry(version: string, clock: Clock = realClock): PromRegistry {
   const registry = new SidecarRegistry(clock);
   const build = new Gauge({
     name: `${PREFIX}build_info`,

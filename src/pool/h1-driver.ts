@@ -6,7 +6,7 @@
  * user_timeout, and undici's own error with nothing outstanding means the upstream sent unsolicited bytes).
  */
 import type { Socket } from 'node:net';
-import { Client } from 'undici';
+import { Client } from './undici-client.js';
 import type { Dispatcher } from 'undici';
 import type { Lease } from './lease.js';
 

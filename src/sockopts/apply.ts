@@ -14,12 +14,15 @@
  * also forces TCP_KEEPINTVL=1 and TCP_KEEPCNT=10, so ours are set after it.
  */
 import type { Socket } from 'node:net';
-import netKeepalive from 'net-keepalive';
+import { createRequire } from 'node:module';
 import type { KeepaliveConfig } from '../config/index.js';
 import {
   IPPROTO_TCP, SO_KEEPALIVE, SOL_SOCKET, TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_NODELAY,
   TCP_USER_TIMEOUT, getIntSockopt, socketFd,
 } from './native.js';
+
+// Required, not imported (CommonJS; an ESM import makes Node scan its source for named exports).
+const netKeepalive = createRequire(import.meta.url)('net-keepalive') as typeof import('net-keepalive');
 
 /** Bounded set of option names, used as the `option` metric label. */
 export const SOCKOPT_NAMES = ['nodelay', 'keepalive', 'keepidle', 'keepintvl', 'keepcnt', 'user_timeout'] as const;

@@ -1,10 +1,16 @@
 /**
- * getsockopt(2) through koffi (a maintained FFI library). net-keepalive sets TCP_KEEPINTVL, TCP_KEEPCNT and
- * TCP_USER_TIMEOUT; reading back goes through this one binding (about 1 µs per call here), which also
- * reads TCP_INFO.
+ * getsockopt(2) through ffi-rs, the FFI runtime net-keepalive already loads (net-keepalive sets TCP_KEEPINTVL,
+ * TCP_KEEPCNT and TCP_USER_TIMEOUT through it), so the process carries one FFI runtime, not two: with koffi,
+ * used here before, an idle sidecar had ~4 MiB more RSS (bench/idle-rss.ts, 2026-12-02). The price is speed:
+ * an ffi-rs call costs ~12-15 µs here against koffi's ~0.1-3 µs, paid 6 times per new upstream connection
+ * (the read-back) and once per TCP_INFO read (early-retry sweep, /debug/connections).
+ *
+ * Out-parameters live in two blocks from libc malloc, allocated once and never freed, each viewed zero-copy
+ * as a Buffer (createExternalBuffer); the calls are synchronous, so one pair serves every call.
  */
 import type { Socket } from 'node:net';
-import koffi from 'koffi';
+import { createRequire } from 'node:module';
+import type * as FfiRs from 'ffi-rs';
 
 // Constants from <sys/socket.h>, <netinet/tcp.h> (Linux).
 export const SOL_SOCKET = 1;
@@ -17,18 +23,46 @@ export const TCP_KEEPCNT = 6;
 export const TCP_INFO = 11;
 export const TCP_USER_TIMEOUT = 18;
 
-type GetsockoptFn = (fd: number, level: number, name: number, val: Buffer, len: number[]) => number;
+/** Largest option value we read (struct tcp_info is 232 bytes on Linux 6.x; more is never asked for). */
+const VALUE_BYTES = 256;
 
-let getsockoptFn: GetsockoptFn | undefined;
+interface Binding {
+  readonly getsockopt: (args: unknown[]) => { value: number; errnoCode: number };
+  readonly valuePtr: unknown;
+  readonly lenPtr: unknown;
+  /** Zero-copy views of the two native blocks. */
+  readonly value: Buffer;
+  readonly len: Buffer;
+}
 
-function binding(): GetsockoptFn {
-  if (getsockoptFn === undefined) {
-    const libc = koffi.load('libc.so.6');
-    getsockoptFn = libc.func(
-      'int getsockopt(int fd, int level, int name, _Out_ uint8_t *val, _Inout_ uint32_t *len)',
-    ) as GetsockoptFn;
-  }
-  return getsockoptFn;
+let binding: Binding | undefined;
+
+function bind(): Binding {
+  if (binding !== undefined) return binding;
+  // ffi-rs is a CommonJS package: required, not imported (no ESM named-export scan of its source).
+  const ffi = createRequire(import.meta.url)('ffi-rs') as typeof FfiRs;
+  const { DataType } = ffi;
+  // path '' is dlopen(NULL): the process's own symbols, libc included (net-keepalive opens it the same way).
+  ffi.open({ library: 'keepalive_sidecar_libc', path: '' });
+  const fns = ffi.define({
+    getsockopt: {
+      library: 'keepalive_sidecar_libc',
+      retType: DataType.I32,
+      paramsType: [DataType.I32, DataType.I32, DataType.I32, DataType.External, DataType.External],
+      errno: true,
+    },
+    malloc: { library: 'keepalive_sidecar_libc', retType: DataType.External, paramsType: [DataType.U64] },
+  });
+  const valuePtr = fns.malloc([VALUE_BYTES]);
+  const lenPtr = fns.malloc([8]);
+  binding = {
+    getsockopt: fns.getsockopt as unknown as Binding['getsockopt'],
+    valuePtr,
+    lenPtr,
+    value: ffi.createExternalBuffer(valuePtr, VALUE_BYTES),
+    len: ffi.createExternalBuffer(lenPtr, 4),
+  };
+  return binding;
 }
 
 /** The socket's file descriptor, or undefined once it is closed (or before it is open). */
@@ -38,15 +72,19 @@ export function socketFd(socket: Socket): number | undefined {
   return typeof fd === 'number' && fd >= 0 ? fd : undefined;
 }
 
-const intBuf = Buffer.alloc(4);
-const intLen = [4];
+/** getsockopt into the shared value block; returns the bytes filled, or throws with the errno. */
+function getsockopt(fd: number, level: number, name: number, bytes: number): number {
+  const b = bind();
+  b.len.writeUInt32LE(bytes, 0);
+  const { value: rc, errnoCode } = b.getsockopt([fd, level, name, b.valuePtr, b.lenPtr]);
+  if (rc !== 0) throw new Error(`getsockopt(${level}, ${name}) failed: errno ${errnoCode}`);
+  return b.len.readUInt32LE(0);
+}
 
 /** Reads an int socket option. Throws with the errno on failure. */
 export function getIntSockopt(fd: number, level: number, name: number): number {
-  intLen[0] = 4;
-  const rc = binding()(fd, level, name, intBuf, intLen);
-  if (rc !== 0) throw new Error(`getsockopt(${level}, ${name}) failed: errno ${koffi.errno()}`);
-  return intBuf.readInt32LE(0);
+  getsockopt(fd, level, name, 4);
+  return bind().value.readInt32LE(0);
 }
 
 /**
@@ -54,7 +92,12 @@ export function getIntSockopt(fd: number, level: number, name: number): number {
  * kernel filled, or -1 on failure (e.g. the fd was closed).
  */
 export function getTcpInfoRaw(fd: number, buf: Buffer): number {
-  const len = [buf.length];
-  const rc = binding()(fd, IPPROTO_TCP, TCP_INFO, buf, len);
-  return rc === 0 ? (len[0] ?? 0) : -1;
+  let filled: number;
+  try {
+    filled = getsockopt(fd, IPPROTO_TCP, TCP_INFO, Math.min(buf.length, VALUE_BYTES));
+  } catch {
+    return -1;
+  }
+  bind().value.copy(buf, 0, 0, filled);
+  return filled;
 }

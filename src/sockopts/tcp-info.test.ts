@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import net from 'node:net';
 import { describe, it } from 'node:test';
-import { decodeTcpInfo, TCP_INFO_MIN_BYTES } from './tcp-info.js';
+import { getIntSockopt, IPPROTO_TCP, TCP_KEEPIDLE } from './native.js';
+import { decodeTcpInfo, readTcpInfo, TCP_INFO_MIN_BYTES } from './tcp-info.js';
 
 /** A struct tcp_info with a distinct value in every field we decode, at the linux/tcp.h offsets. */
 function fakeTcpInfo(): Buffer {
@@ -53,5 +56,31 @@ describe('decodeTcpInfo (linux/tcp.h struct tcp_info offsets)', () => {
     assert.equal(decodeTcpInfo(fakeTcpInfo(), TCP_INFO_MIN_BYTES - 1), undefined);
     assert.equal(decodeTcpInfo(fakeTcpInfo(), -1), undefined);
     assert.ok(decodeTcpInfo(fakeTcpInfo(), TCP_INFO_MIN_BYTES) !== undefined);
+  });
+});
+
+describe('readTcpInfo and getIntSockopt on a real loopback socket (ffi-rs getsockopt)', () => {
+  it('reads an established socket, its keepidle, and nothing once it is closed', async () => {
+    const server = net.createServer((s) => s.on('error', () => {}).resume());
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const socket = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+    try {
+      await once(socket, 'connect');
+      socket.setKeepAlive(true, 7000);
+      socket.write('x');
+      const info = readTcpInfo(socket);
+      assert.equal(info?.state, 'established');
+      assert.ok(info.rtoUs > 0, `rto ${info.rtoUs}`);
+      const fd = (socket as unknown as { _handle: { fd: number } })._handle.fd;
+      assert.equal(getIntSockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE), 7);
+      // Many calls reuse the same native out-buffers: the values stay right.
+      for (let i = 0; i < 1000; i++) assert.equal(readTcpInfo(socket)?.state, 'established');
+      assert.throws(() => getIntSockopt(1_000_000, IPPROTO_TCP, TCP_KEEPIDLE), /errno 9/);
+    } finally {
+      socket.destroy();
+      server.close();
+    }
+    assert.equal(readTcpInfo(socket), undefined);
   });
 });
