@@ -29,6 +29,10 @@ export const CLOSE_REASONS = [
   'protocol_error',
   /** A sibling to the same upstream address died of a dead-peer reason; this one was retired with it. */
   'sibling_evicted',
+  /** h2: a PING (before use or periodic) got no ACK and no byte within h2.pingTimeoutMs (issue 13). */
+  'ping_timeout',
+  /** h2: the upstream sent GOAWAY; the session drained and closed (issue 13). */
+  'goaway',
   /** Anything else; the raw error goes to the log. */
   'other',
 ] as const;
