@@ -101,7 +101,7 @@ export async function metricValue(sc: TestSidecar, name: string, labels: Record<
   const text = await sc.sidecar.registry.metrics();
   const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`).sort().join(',');
   for (const line of text.split('\n')) {
-    const m = /^([a-z_]+)\{([^}]*)\} (\S+)$/.exec(line);
+    const m = /^([a-z0-9_]+)\{([^}]*)\} (\S+)$/.exec(line);
     if (m === null || m[1] !== name) continue;
     if (m[2]!.split(',').sort().join(',') === want) return Number(m[3]);
   }
