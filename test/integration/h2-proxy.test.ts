@@ -142,6 +142,39 @@ describe('h2 route: plain HTTP/2', () => {
     assert.equal(line?.lastStreamId, 1);
   });
 
+  it('GOAWAY ENHANCE_YOUR_CALM too_many_pings: periodic PING interval doubled and counted; the killed GET is replayed, a POST gets 502 goaway', async (t) => {
+    let n = 0;
+    const up = await h2Upstream((s, _h, session) => {
+      s.resume();
+      if (n++ % 2 === 0) {
+        // What a gRPC C-core server does to a client that pings too often (gRFC A8), killing the call in flight.
+        session.goaway(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM, s.id ?? 1, Buffer.from('too_many_pings'));
+        return;
+      }
+      s.respond({ ':status': 200 });
+      s.end('ok');
+    });
+    const sc = await startTestSidecar({ routes: [h2Route(up.port, { h2: { pingIntervalMs: 2000, pingTimeoutMs: 500 } })] });
+    const c = connect(sc.port());
+    t.after(async () => {
+      c.close();
+      await sc.stop();
+      await up.close();
+    });
+    const g = await h2Request(c, { ':path': '/get' });
+    assert.equal(g.status, 200, 'GET replayed on a fresh session');
+    assert.equal(sc.sidecar.h2Routes[0]!.pool.pingIntervalMsNow, 4000);
+    const p = await h2Request(c, { ':method': 'POST', ':path': '/post' }, 'x');
+    assert.equal(p.status, 502);
+    assert.equal(p.headers['x-sidecar-error'], 'goaway');
+    assert.equal(sc.sidecar.h2Routes[0]!.pool.pingIntervalMsNow, 8000);
+    assert.equal(await metricValue(sc, 'keepalive_sidecar_h2_goaways_received_total', { route: 'g1', code: 'enhance_your_calm' }), 2);
+    assert.equal(await metricValue(sc, 'keepalive_sidecar_h2_ping_backoffs_total', { route: 'g1' }), 2);
+    const line = sc.logs.find((l) => l.msg === 'h2 goaway received');
+    assert.equal(line?.code, 'enhance_your_calm');
+    assert.equal(line?.debug, 'too_many_pings');
+  });
+
   it('socket options are set and read back on h2 upstream sockets; /debug shows the session', async (t) => {
     const up = await h2Upstream((s) => {
       s.respond({ ':status': 200 });
