@@ -57,7 +57,7 @@ Options:
   -v, --version       print the version
 
 inject options:
-  --route SPEC        name=N,mode=tcp|http,listen=[host:]port,upstream=host:port (repeatable); optional
+  --route SPEC        name=N,mode=tcp|http|h2,listen=[host:]port,upstream=host:port (repeatable); optional
                       idleMs=,intervalMs=,probes=,userTimeoutMs=,connectTimeoutMs=,maxConnections=,warmSpares=,maxAgeMs=
   --legacy            a regular container instead of a native sidecar (clusters before Kubernetes 1.29)
   --image IMG         sidecar image (default keepalive-sidecar:<version>)

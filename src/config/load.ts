@@ -106,7 +106,7 @@ function splitConvictMessage(message: string): string[] {
     .map((l) => l.replace(/^configuration param '([^']+)' not declared in the schema$/, '$1: unknown key'));
 }
 
-/** SIDECAR_UPSTREAM=host:port SIDECAR_LISTEN=[host:]port SIDECAR_MODE=tcp|http [SIDECAR_ROUTE_NAME=name]. */
+/** SIDECAR_UPSTREAM=host:port SIDECAR_LISTEN=[host:]port SIDECAR_MODE=tcp|http|h2 [SIDECAR_ROUTE_NAME=name]. */
 function routeFromShortcut(env: LoadInputs['env'], problems: string[]): unknown {
   const upstream = env.SIDECAR_UPSTREAM;
   if (upstream === undefined || upstream === '') {
