@@ -72,6 +72,8 @@ export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2Dri
     draining: new Set(),
   };
   /** Requesters waiting for a connecting session, by session (at most maxConcurrentStreams each). */
+  /** The set each live session is in (so `place` moves it only when its state changed). */
+  private readonly filed = new Map<UpstreamConn, H2SessionState>();
   private readonly connectWaiters = new Map<UpstreamConn, H2Requester[]>();
   private readonly connectTimers = new Map<UpstreamConn, Timer>();
   private readonly waiters: Waiter[] = [];
@@ -243,6 +245,7 @@ export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2Dri
     const socket = this.options.openSocket?.() ?? openSocket(this.config.upstream);
     const conn = new UpstreamConn(this.nextId++, this.config.name, socket, this.clock.now(), true, this, this.config.keepalive.userTimeoutMs);
     this.sets.connecting.add(conn);
+    this.filed.set(conn, 'connecting');
     this.connectWaiters.set(conn, requesters);
     this.connectTimers.set(conn, this.clock.setTimeout(() => this.connectFailed(conn, 'connect_timeout', undefined), this.config.connectTimeoutMs));
   }
@@ -255,6 +258,7 @@ export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2Dri
     this.connectTimers.delete(conn);
     conn.state = transition(conn.state, { type: 'connect_failed', reason }, this.clock.now()).next;
     this.sets.connecting.delete(conn);
+    this.filed.delete(conn);
     if (!conn.socket.destroyed) conn.socket.destroy();
     this.emit('connectFailed', reason, err, this.clock.now() - conn.openedAt);
     const { host, port } = this.config.upstream;
@@ -409,11 +413,16 @@ export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2Dri
     if (isClosed) next = undefined;
     else if (driver === undefined) next = conn.connectedAt === undefined && conn.closeReason === undefined ? 'connecting' : 'draining';
     else next = driver.state;
-    for (const [name, set] of Object.entries(this.sets) as Array<[H2SessionState, Set<UpstreamConn>]>) {
-      if (name !== next) set.delete(conn);
+    const prev = this.filed.get(conn);
+    if (prev !== next) {
+      if (prev !== undefined) this.sets[prev].delete(conn);
+      if (next === undefined) this.filed.delete(conn);
+      else {
+        this.filed.set(conn, next);
+        this.sets[next].add(conn);
+      }
     }
     if (next === undefined) return;
-    this.sets[next].add(conn);
     if (driver === undefined || conn.state.state === 'closed' || conn.state.state === 'connecting') return;
     const isBusy = driver.openStreams > 0 || driver.heldCount > 0;
     const now = this.clock.now();
