@@ -175,6 +175,35 @@ describe('h2 route: plain HTTP/2', () => {
     assert.equal(line?.debug, 'too_many_pings');
   });
 
+  it("the app's PINGs stay on its hop; an upstream RST_STREAM on a live session is passed on and the session kept", async (t) => {
+    let upstreamPings = 0;
+    const up = await h2Upstream((s, h, session) => {
+      if (!session.listenerCount('ping')) session.on('ping', () => upstreamPings++);
+      s.resume();
+      if (h[':path'] === '/rst') {
+        s.close(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+        return;
+      }
+      s.respond({ ':status': 200 });
+      s.end('ok');
+    });
+    const sc = await startTestSidecar({ routes: [h2Route(up.port)] });
+    const c = connect(sc.port());
+    t.after(async () => {
+      c.close();
+      await sc.stop();
+      await up.close();
+    });
+    assert.equal((await h2Request(c, { ':path': '/ok' })).status, 200);
+    for (let i = 0; i < 3; i++) await new Promise<void>((resolve, reject) => c.ping((err) => (err ? reject(err) : resolve())));
+    const r = await h2Request(c, { ':path': '/rst' });
+    assert.equal(r.rstCode, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM, 'the upstream\'s RST code reaches the app');
+    assert.equal((await h2Request(c, { ':path': '/ok2' })).status, 200);
+    assert.equal(upstreamPings, 0, 'no PING reached the upstream');
+    assert.equal(up.sessions.length, 1, 'one upstream session throughout');
+    await waitForMetric(sc, 'keepalive_sidecar_h2_streams_reset_total', { route: 'g1', reason: 'peer_reset' }, 1);
+  });
+
   it('socket options are set and read back on h2 upstream sockets; /debug shows the session', async (t) => {
     const up = await h2Upstream((s) => {
       s.respond({ ':status': 200 });
