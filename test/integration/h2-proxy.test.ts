@@ -204,6 +204,38 @@ describe('h2 route: plain HTTP/2', () => {
     await waitForMetric(sc, 'keepalive_sidecar_h2_streams_reset_total', { route: 'g1', reason: 'peer_reset' }, 1);
   });
 
+  it('pooling: maxConcurrentStreams per session respected, sessions up to maxConnections, the rest wait; idle sessions closed', async (t) => {
+    let open = 0;
+    let maxOpenPerSession = 0;
+    const perSession = new Map<http2.ServerHttp2Session, number>();
+    const up = await h2Upstream((s, _h, session) => {
+      open++;
+      const n = (perSession.get(session) ?? 0) + 1;
+      perSession.set(session, n);
+      maxOpenPerSession = Math.max(maxOpenPerSession, n);
+      s.resume();
+      setTimeout(() => {
+        open--;
+        perSession.set(session, (perSession.get(session) ?? 1) - 1);
+        s.respond({ ':status': 200 });
+        s.end('ok');
+      }, 150);
+    });
+    const sc = await startTestSidecar({ routes: [h2Route(up.port, { maxConnections: 2, h2: { maxConcurrentStreams: 2, idleTimeoutMs: 300 } })] });
+    const c = connect(sc.port());
+    t.after(async () => {
+      c.close();
+      await sc.stop();
+      await up.close();
+    });
+    const rs = await Promise.all([0, 1, 2, 3, 4, 5].map((i) => h2Request(c, { ':path': `/s${i}` })));
+    assert.deepEqual(rs.map((r) => r.status), [200, 200, 200, 200, 200, 200]);
+    assert.equal(up.sessions.length, 2, 'maxConnections sessions');
+    assert.equal(maxOpenPerSession, 2, 'never more than maxConcurrentStreams on one session');
+    assert.ok(Math.max(...rs.map((r) => r.ms)) >= 250, 'the last two waited for a slot');
+    await waitForMetric(sc, 'keepalive_sidecar_upstream_connections_closed_total', { route: 'g1', reason: 'idle_evicted' }, 2, 3000);
+  });
+
   it('socket options are set and read back on h2 upstream sockets; /debug shows the session', async (t) => {
     const up = await h2Upstream((s) => {
       s.respond({ ':status': 200 });
