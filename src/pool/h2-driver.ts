@@ -187,6 +187,22 @@ export class H2Driver {
     this.hooks.sessionChanged(this);
   }
 
+  /**
+   * node:http2 refused to open a stream (session closing or destroyed: nothing was sent). The session is
+   * ending: its reason (already decided by whatever closed it, else goaway for a graceful close) is returned
+   * and no new stream is given to it.
+   */
+  requestRefused(): CloseReason {
+    const decided = this.conn.decideReason({ kind: 'local', reason: this.session.destroyed ? 'other' : 'goaway' });
+    this.drain(decided);
+    return decided;
+  }
+
+  /** Why a stream was refused on a session that is still alive: above a GOAWAY's last-stream-id, or REFUSED_STREAM. */
+  get refusalReason(): CloseReason {
+    return this.goawayLastStreamId !== undefined ? 'goaway' : 'peer_reset';
+  }
+
   /** Opens one stream (throws what session.request throws). The caller listens for its 'close' first thing. */
   request(headers: OutgoingHttpHeaders, options: ClientSessionRequestOptions): ClientHttp2Stream {
     const stream = this.session.request(headers, options);
@@ -204,11 +220,11 @@ export class H2Driver {
     this.hooks.sessionChanged(this);
   };
 
-  /** No new streams from now on; the session closes (GOAWAY NO_ERROR) once its streams ended. */
-  drain(): void {
+  /** No new streams from now on (`reason` decided by the caller); the session closes once its streams ended. */
+  drain(reason: CloseReason): void {
     if (this.isDraining) return;
     this.isDraining = true;
-    this.requeueHeld(this.conn.closeReason ?? 'goaway');
+    this.requeueHeld(reason);
     if (!this.session.closed && !this.session.destroyed) this.session.close();
     this.hooks.sessionChanged(this);
   }
@@ -288,9 +304,9 @@ export class H2Driver {
       return;
     }
     this.probe = undefined;
-    this.conn.decideReason({ kind: 'local', reason: 'ping_timeout' });
+    const decided = this.conn.decideReason({ kind: 'local', reason: 'ping_timeout' });
     this.hooks.pingTimedOut(this);
-    this.destroy(this.conn.closeReason ?? 'ping_timeout');
+    this.destroy(decided);
   }
 
   private releaseHeld(): void {
@@ -298,7 +314,8 @@ export class H2Driver {
     const held = this.held;
     this.held = [];
     if (this.isUsable) this.hooks.grant(this, held);
-    else this.hooks.requeue(held, this.conn.closeReason ?? 'goaway');
+    // Not usable = draining or closed, which is only ever set with the reason decided (first cause wins).
+    else this.hooks.requeue(held, this.conn.decideReason({ kind: 'local', reason: 'goaway' }));
   }
 
   private requeueHeld(reason: CloseReason): void {
@@ -360,9 +377,9 @@ export class H2Driver {
   private onSessionClose(): void {
     this.clearTimers();
     // The upstream ended the session without an error (its FIN or a graceful GOAWAY already decided).
-    this.conn.decideReason({ kind: 'end' });
+    const decided = this.conn.decideReason({ kind: 'end' });
     this.isDraining = true;
-    this.requeueHeld(this.conn.closeReason ?? 'peer_closed');
+    this.requeueHeld(decided);
     if (!this.socket.destroyed) this.socket.destroy();
     this.hooks.sessionChanged(this);
   }

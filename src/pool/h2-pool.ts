@@ -233,9 +233,9 @@ export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2Dri
 
   /** Graceful retirement: no new streams, GOAWAY, closes when its streams end. */
   private retire(conn: UpstreamConn, reason: CloseReason): void {
-    conn.decideReason({ kind: 'local', reason });
-    if (conn.h2 !== undefined && conn.h2.openStreams === 0) this.fail(conn, reason);
-    else conn.h2?.drain();
+    const decided = conn.decideReason({ kind: 'local', reason });
+    if (conn.h2 !== undefined && conn.h2.openStreams === 0) this.fail(conn, decided);
+    else conn.h2?.drain(decided);
     this.place(conn);
   }
 
@@ -431,7 +431,7 @@ export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2Dri
     if (!isBusy) {
       if (driver.isDraining || conn.closeReason !== undefined) {
         // A draining session whose last stream ended: node:http2 closes it; make sure the socket goes.
-        if (!driver.session.destroyed && driver.session.closed) driver.destroy(conn.closeReason ?? 'goaway');
+        if (!driver.session.destroyed && driver.session.closed) driver.destroy(conn.decideReason({ kind: 'local', reason: 'goaway' }));
       } else {
         this.armIdle(conn);
       }

@@ -159,7 +159,7 @@ class H2Exchange implements H2Requester {
         this.fail('protocol_error');
         return;
       }
-      this.rescueOrFail(driver.conn.closeReason ?? 'goaway', true);
+      this.rescueOrFail(driver.requestRefused(), true);
       return;
     }
     this.up = up;
@@ -300,7 +300,8 @@ class H2Exchange implements H2Requester {
       this.host.streamEnded('reset', 'peer_reset');
       return;
     }
-    this.rescueOrFail(reason ?? 'goaway', isNeverProcessed);
+    // A dead session's decided reason; a stream refused by a live one is labelled by how it was refused.
+    this.rescueOrFail(reason !== undefined ? reason : (driver?.refusalReason ?? 'peer_reset'), isNeverProcessed);
   }
 
   /** The attempt failed with `reason`: replay it if the rules allow, else answer the app. */
