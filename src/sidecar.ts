@@ -84,7 +84,8 @@ export async function startSidecar(config: Config, opts: StartOptions): Promise<
           import('./metrics/h2-metrics.js'),
           import('./log/h2-subscribe.js'),
         ]);
-        const pool = new H2Pool(route, route.h2, clock);
+        // ACK evidence uses the route's http.earlyRetry settings (the same kernel facts as for HTTP/1).
+        const pool = new H2Pool(route, route.h2, clock, { ackEvidenceAfterMs: route.http.earlyRetry.enabled ? route.http.earlyRetry.afterMs : undefined });
         const listener = new H2Listener(route, pool, clock, fds);
         h2Metrics ??= createH2Metrics(registry);
         h2Metrics.observeH2(pool, listener);

@@ -57,7 +57,7 @@ export function createH2Metrics(registry: Registry): H2Metrics {
   });
   const pings = new Counter({
     name: `${PREFIX}h2_pings_sent_total`,
-    help: 'PINGs sent upstream: before_use (a silent session before its next stream), periodic (streams open, nothing read).',
+    help: 'PINGs sent upstream: before_use (a silent session before its next stream), periodic (streams open, nothing read), ack_evidence (TCP_INFO: bytes unacknowledged and retransmitted).',
     labelNames: ['route', 'kind'] as const,
     registers,
   });
@@ -102,7 +102,7 @@ export function createH2Metrics(registry: Registry): H2Metrics {
       const route = pool.config.name;
       const counts: Record<H2StreamOutcome, number> = { ok: 0, rescued: 0, reset: 0, failed: 0 };
       outcomes.set(route, counts);
-      for (const kind of ['before_use', 'periodic']) pings.inc({ route, kind }, 0);
+      for (const kind of ['before_use', 'periodic', 'ack_evidence']) pings.inc({ route, kind }, 0);
       for (const code of ['no_error', 'enhance_your_calm']) goaways.inc({ route, code }, 0);
       for (const reason of [...CLOSE_REASONS, ...ACQUIRE_FAILURES]) {
         rescued.inc({ route, reason }, 0);

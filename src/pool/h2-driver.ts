@@ -29,8 +29,12 @@ import type { UpstreamConn } from './conn.js';
 /** The session state the pool keeps its sets by (h2_sessions{state}). */
 export type H2SessionState = 'connecting' | 'ready' | 'full' | 'draining';
 
-/** PING kinds (h2_pings_sent_total{kind}). */
-export type H2PingKind = 'before_use' | 'periodic';
+/**
+ * PING kinds (h2_pings_sent_total{kind}): before_use (a silent session before its next stream), periodic
+ * (streams open, nothing read for pingIntervalMs), ack_evidence (TCP_INFO: our bytes unacknowledged and
+ * retransmitted; the PING confirms before anything is given up).
+ */
+export type H2PingKind = 'before_use' | 'periodic' | 'ack_evidence';
 
 /** A caller waiting for a stream slot on some session (the h2 exchange). */
 export interface H2Requester {
@@ -48,6 +52,8 @@ export interface H2Requester {
 export interface H2DriverHooks {
   /** Capacity, draining or open streams changed: re-file the session. */
   sessionChanged(driver: H2Driver): void;
+  /** The session's first stream opened (the pool's ACK-evidence sweep runs while sessions are busy). */
+  sessionBusy(driver: H2Driver): void;
   /** Requesters held for a PING that was answered: each gets its slot (onSession). */
   grant(driver: H2Driver, requesters: readonly H2Requester[]): void;
   /** Requesters held for a session that died or drains before their stream opened: place them again. */
@@ -91,6 +97,11 @@ export class H2Driver {
   isDraining = false;
   /** Last-Stream-ID of the GOAWAY received: streams above it were never processed (RFC 9113 §6.8). */
   goawayLastStreamId: number | undefined;
+  /**
+   * TCP_INFO showed our bytes unacknowledged and retransmitted (a dead path, or one lost segment): no new
+   * streams until the PING sent to confirm is answered (or any byte arrives); streams open stay where they are.
+   */
+  isSuspect = false;
   /** When bytes were last seen from the upstream (clock ms; approximate to when we looked). */
   lastReadAt: number;
   private bytesSeen: number;
@@ -149,7 +160,7 @@ export class H2Driver {
 
   /** Not draining, not dead: may take new streams. */
   get isUsable(): boolean {
-    return !this.isDraining && this.conn.closeReason === undefined && !this.session.destroyed && !this.session.closed;
+    return !this.isDraining && !this.isSuspect && this.conn.closeReason === undefined && !this.session.destroyed && !this.session.closed;
   }
 
   get state(): H2SessionState {
@@ -206,7 +217,10 @@ export class H2Driver {
   /** Opens one stream (throws what session.request throws). The caller listens for its 'close' first thing. */
   request(headers: OutgoingHttpHeaders, options: ClientSessionRequestOptions): ClientHttp2Stream {
     const stream = this.session.request(headers, options);
-    if (this.openStreams++ === 0) this.armPeriodic();
+    if (this.openStreams++ === 0) {
+      this.armPeriodic();
+      this.hooks.sessionBusy(this);
+    }
     stream.once('close', this.onStreamClose);
     if (this.capacity <= 0) this.hooks.sessionChanged(this);
     return stream;
@@ -237,6 +251,14 @@ export class H2Driver {
     const code = reason === 'idle_evicted' || reason === 'max_age' || reason === 'local_shutdown' || reason === 'sibling_evicted' ? NGHTTP2_NO_ERROR : NGHTTP2_CANCEL;
     if (!this.session.destroyed) this.session.destroy(new H2SessionError(reason), code);
     if (!this.socket.destroyed) this.socket.destroy();
+  }
+
+  /** ACK evidence (the pool's sweep): stop placing streams here and confirm with a PING (one outstanding). */
+  suspect(): void {
+    if (this.probe !== undefined || !this.isUsable) return;
+    this.isSuspect = true;
+    this.sendPing('ack_evidence');
+    this.hooks.sessionChanged(this);
   }
 
   // --------------------------------------------------------------------------------------------------------
@@ -288,6 +310,7 @@ export class H2Driver {
     this.noteBytes(now);
     this.lastReadAt = now;
     this.hooks.pingAcked(this, now - probe.sentAt);
+    this.clearSuspect();
     this.releaseHeld();
     if (this.openStreams > 0) this.armPeriodic();
   }
@@ -299,6 +322,7 @@ export class H2Driver {
       // Any received byte counts as liveness: the held streams go, and the ACK gets another pingTimeoutMs.
       probe.bytesAt = b;
       this.noteBytes(this.clock.now());
+      this.clearSuspect();
       this.releaseHeld();
       probe.timer = this.clock.setTimeout(() => this.onPingTimeout(probe), this.config.pingTimeoutMs);
       return;
@@ -307,6 +331,12 @@ export class H2Driver {
     const decided = this.conn.decideReason({ kind: 'local', reason: 'ping_timeout' });
     this.hooks.pingTimedOut(this);
     this.destroy(decided);
+  }
+
+  private clearSuspect(): void {
+    if (!this.isSuspect) return;
+    this.isSuspect = false;
+    this.hooks.sessionChanged(this);
   }
 
   private releaseHeld(): void {

@@ -14,7 +14,8 @@ import type { Socket } from 'node:net';
 import type { H2Config, PoolConfig } from '../config/index.js';
 import type { AcquireFailure, CloseReason } from '../errors.js';
 import { AcquireError, DEAD_PEER_REASONS } from '../errors.js';
-import { classifyConnectError } from '../liveness/index.js';
+import { classifyConnectError, hasNoAckEvidence } from '../liveness/index.js';
+import { readTcpInfo } from '../sockopts/index.js';
 import type { Clock, Timer } from '../util/clock.js';
 import { UpstreamConn } from './conn.js';
 import type { ConnOwner } from './conn.js';
@@ -46,7 +47,16 @@ export interface H2PoolEvents {
   pingBackoff: [intervalMs: number];
 }
 
+/** ACK-evidence sweep period while some session has streams open (as the HTTP listener's sweep). */
+const SWEEP_MS = 100;
+
 export interface H2PoolOptions {
+  /**
+   * ACK evidence (issue 8's early check, for h2): every 100 ms while streams are open, a session whose
+   * TCP_INFO shows bytes unacknowledged for afterMs and retransmitted gets a confirming PING and no new
+   * streams. Undefined = off.
+   */
+  readonly ackEvidenceAfterMs?: number | undefined;
   /**
    * Opens the socket of a new session (one function, so endpoint selection (#14) plugs in here). Default:
    * connector.openSocket to the route's upstream.
@@ -78,6 +88,7 @@ export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2Dri
   private readonly connectTimers = new Map<UpstreamConn, Timer>();
   private readonly waiters: Waiter[] = [];
   private readonly idleTimers = new Map<UpstreamConn, Timer>();
+  private sweepTimer: Timer | undefined;
   private nextId = 1;
   private isClosing = false;
   /** The route's periodic PING interval; doubled (and counted) on GOAWAY too_many_pings. */
@@ -205,6 +216,7 @@ export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2Dri
   /** Closes every session with local_shutdown; waiters fail with shutting_down. Resolves once sockets closed. */
   async close(): Promise<void> {
     this.isClosing = true;
+    this.sweepTimer?.clear();
     const conns = [...this.connections()];
     const closed = conns.map((c) => (c.socket.closed ? undefined : once(c.socket, 'close')));
     for (const c of conns) this.fail(c, 'local_shutdown');
@@ -354,6 +366,35 @@ export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2Dri
   sessionChanged(driver: H2Driver): void {
     this.place(driver.conn);
     if (driver.state === 'ready') this.serveWaiters();
+  }
+
+  sessionBusy(_driver: H2Driver): void {
+    if (this.sweepTimer === undefined && this.options.ackEvidenceAfterMs !== undefined) {
+      this.sweepTimer = this.clock.setTimeout(() => this.sweep(), SWEEP_MS);
+    }
+  }
+
+  /**
+   * One pass over the busy sessions: TCP_INFO (one getsockopt each) for ACK evidence (liveness/ack-evidence).
+   * Retransmission is required on top of "unacked and no ACK for afterMs": a session idle for a while has an
+   * old last-ACK time the moment it writes again, and that alone proves nothing.
+   */
+  private sweep(): void {
+    this.sweepTimer = undefined;
+    const afterMs = this.options.ackEvidenceAfterMs;
+    if (afterMs === undefined || this.isClosing) return;
+    let isAnyBusy = false;
+    for (const set of [this.sets.ready, this.sets.full]) {
+      for (const c of set) {
+        const d = c.h2;
+        if (d === undefined || d.openStreams === 0) continue;
+        isAnyBusy = true;
+        if (d.isPingOutstanding) continue;
+        const info = readTcpInfo(c.socket);
+        if (info !== undefined && (info.retransmits > 0 || info.backoff > 0 || info.probes > 0) && hasNoAckEvidence(info, afterMs)) d.suspect();
+      }
+    }
+    if (isAnyBusy) this.sweepTimer = this.clock.setTimeout(() => this.sweep(), SWEEP_MS);
   }
 
   grant(driver: H2Driver, requesters: readonly H2Requester[]): void {

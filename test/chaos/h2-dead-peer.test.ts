@@ -121,4 +121,37 @@ describe('h2 mode: silent upstream death (nftables blackhole)', () => {
       assert.equal((await unary(client, 'Unary', Buffer.from('next'))).value?.toString(), 'next');
     });
   }
+  it('busy session blackholed under 50 calls/s of an allow-listed method: ACK evidence + confirming PING, 0 failed calls', async (t: TestContext) => {
+    if (!(await requireChaos(t))) return;
+    const fx = await grpcEchoServer();
+    const sc = await startTestSidecar({ routes: [h2Route(fx.port, { h2: { pingTimeoutMs: PING_TIMEOUT, retry: { grpcIdempotentMethods: ['/test.Echo/Unary'] } } })] });
+    const closes = closesOf(sc);
+    const client = echoClient(sc.port());
+    t.after(async () => {
+      client.close();
+      await sc.stop();
+      await fx.close();
+    });
+    assert.equal((await unary(client, 'Unary', Buffer.from('warm'))).value?.toString(), 'warm');
+    const [port] = upstreamPorts(sc);
+    assert.ok(port !== undefined);
+    const calls: Array<Promise<Awaited<ReturnType<typeof unary>>>> = [];
+    let hole: Awaited<ReturnType<typeof blackhole>> | undefined;
+    t.after(() => hole?.remove());
+    // 150 calls at 50/s (bounded in count and time); the flow is blackholed after the first second.
+    for (let i = 0; i < 150; i++) {
+      if (i === 50) hole = await blackhole(fx.port, [port], 'input');
+      calls.push(unary(client, 'Unary', Buffer.from(`c${i}`), new grpc.Metadata(), { deadline: Date.now() + 8000 }));
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    const rs = await Promise.all(calls);
+    const failed = rs.filter((r) => r.err !== undefined);
+    const worst = Math.max(...rs.map((r) => r.ms));
+    t.diagnostic(`failed ${failed.length}/150, worst ${Math.round(worst)} ms`);
+    assert.equal(failed.length, 0, failed.map((r) => `${r.err?.code} ${r.err?.details}`).join('; '));
+    assert.ok(worst <= PING_TIMEOUT + 1000, `worst ${Math.round(worst)} ms (bound ${PING_TIMEOUT + 1000}; acceptance 1500 on a quiet box)`);
+    await waitFor(() => closes.some((x) => x.localPort === port), 2000, 'the dead session close');
+    assert.equal(closes.find((x) => x.localPort === port)?.reason, 'ping_timeout');
+    assert.ok((await metricValue(sc, 'keepalive_sidecar_h2_pings_sent_total', { route: 'g1', kind: 'ack_evidence' })) >= 1);
+  });
 });
