@@ -152,14 +152,12 @@ class H2Exchange implements H2Requester {
     let up: ClientHttp2Stream;
     try {
       up = driver.request(this.upHeaders, { endStream: isBodyless });
-    } catch (err) {
-      // Refused by node:http2 before anything was sent (session closing, invalid header): never left us.
-      const code = (err as { code?: unknown }).code;
-      if (code === 'ERR_HTTP2_INVALID_HEADER_VALUE' || code === 'ERR_HTTP2_INVALID_PSEUDOHEADER' || code === 'ERR_HTTP2_HEADER_SINGLE_VALUE' || code === 'ERR_INVALID_HTTP_TOKEN' || code === 'ERR_HTTP2_INVALID_CONNECTION_HEADERS') {
-        this.fail('protocol_error');
-        return;
-      }
-      this.rescueOrFail(driver.requestRefused(), true);
+    } catch {
+      // Refused by node:http2 before anything was sent. A closing or closed session: the stream never left
+      // us (replay). A live session: the request itself cannot be sent as HTTP/2 (a CONNECT, a bad field),
+      // which is the request's problem, never the session's.
+      if (driver.session.closed || driver.session.destroyed) this.rescueOrFail(driver.requestRefused(), true);
+      else this.fail('protocol_error');
       return;
     }
     this.up = up;
@@ -268,7 +266,12 @@ class H2Exchange implements H2Requester {
       } else {
         this.down.respond(forwardable(h), { waitForTrailers: true });
         this.down.once('wantTrailers', () => {
-          if (!this.down.destroyed) this.down.sendTrailers(this.trailers ?? {});
+          try {
+            if (!this.down.destroyed) this.down.sendTrailers(this.trailers ?? {});
+          } catch {
+            // A trailer field node:http2 refuses (or the stream just closed): end the stream without it.
+            this.down.close(NGHTTP2_INTERNAL_ERROR);
+          }
         });
       }
     } catch {
