@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ConfigError } from '../errors.js';
-import { grpcTimeoutMs } from '../proxy/h2-exchange.js';
+import { grpcMethodMatcher, grpcTimeoutMs } from '../proxy/h2-exchange.js';
 import { loadConfig } from './load.js';
 
 function load(file: unknown) {
@@ -64,5 +64,18 @@ describe('grpcTimeoutMs', () => {
     assert.equal(grpcTimeoutMs('123456789S'), undefined);
     assert.equal(grpcTimeoutMs('5s'), undefined);
     assert.equal(grpcTimeoutMs(undefined), undefined);
+  });
+});
+
+describe('grpcMethodMatcher', () => {
+  it('matches exact methods and whole services, nothing else', () => {
+    const m = grpcMethodMatcher(['/pkg.Svc/Get', '/a.B/*']);
+    assert.equal(m('/pkg.Svc/Get'), true);
+    assert.equal(m('/pkg.Svc/Put'), false);
+    assert.equal(m('/a.B/Anything'), true);
+    assert.equal(m('/a.B/'), false);
+    assert.equal(m('/a.B/x/y'), false);
+    assert.equal(m('/a.BC/X'), false);
+    assert.equal(grpcMethodMatcher([])('/pkg.Svc/Get'), false);
   });
 });

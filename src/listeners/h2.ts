@@ -16,7 +16,7 @@ import type { H2Config, RouteConfig } from '../config/index.js';
 import type { DownstreamRejectReason, DownstreamResetReason } from '../errors.js';
 import { H2_SESSION_WINDOW, H2_STREAM_WINDOW } from '../pool/h2-driver.js';
 import type { H2Pool } from '../pool/h2-pool.js';
-import { proxyH2Stream } from '../proxy/h2-exchange.js';
+import { grpcMethodMatcher, proxyH2Stream } from '../proxy/h2-exchange.js';
 import type { H2ErrorReason, H2ExchangeHost, H2StreamOutcome } from '../proxy/h2-exchange.js';
 import { RetryBudget } from '../proxy/retry-budget.js';
 import { resetSocket } from '../proxy/tcp-pipe.js';
@@ -41,8 +41,7 @@ export class H2Listener extends EventEmitter<H2ListenerEvents> implements H2Exch
   readonly h2: H2Config;
   private readonly downstreams = new Set<Socket>();
   private readonly sessions = new Set<ServerHttp2Session>();
-  private readonly exactMethods: ReadonlySet<string>;
-  private readonly servicePrefixes: readonly string[];
+  readonly isGrpcIdempotent: (path: string) => boolean;
   private inflight = 0;
   private isDraining = false;
   private idleWaiters: Array<() => void> = [];
@@ -56,9 +55,7 @@ export class H2Listener extends EventEmitter<H2ListenerEvents> implements H2Exch
     super();
     this.h2 = route.h2;
     this.budget = new RetryBudget(route.h2.retry);
-    const methods = route.h2.retry.grpcIdempotentMethods;
-    this.exactMethods = new Set(methods.filter((m) => !m.endsWith('/*')));
-    this.servicePrefixes = methods.filter((m) => m.endsWith('/*')).map((m) => m.slice(0, -1));
+    this.isGrpcIdempotent = grpcMethodMatcher(route.h2.retry.grpcIdempotentMethods);
     this.server = http2.createServer({
       maxSessionMemory: route.h2.maxSessionMemoryMiB,
       settings: { maxConcurrentStreams: DOWNSTREAM_MAX_STREAMS, initialWindowSize: H2_STREAM_WINDOW, enablePush: false },
@@ -145,12 +142,6 @@ export class H2Listener extends EventEmitter<H2ListenerEvents> implements H2Exch
   }
 
   // H2ExchangeHost -----------------------------------------------------------------------------------------
-
-  isGrpcIdempotent(path: string): boolean {
-    if (this.exactMethods.has(path)) return true;
-    for (const p of this.servicePrefixes) if (path.startsWith(p) && path.indexOf('/', p.length) < 0) return true;
-    return false;
-  }
 
   rescued(reason: H2ErrorReason): void {
     this.emit('streamRescued', reason);

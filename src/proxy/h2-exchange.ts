@@ -81,6 +81,17 @@ export function grpcTimeoutMs(value: string | string[] | undefined): number | un
   }
 }
 
+/** h2.retry.grpcIdempotentMethods as a predicate: exact "/pkg.Service/Method", or "/pkg.Service/*" for any method. */
+export function grpcMethodMatcher(methods: readonly string[]): (path: string) => boolean {
+  const exact = new Set(methods.filter((m) => !m.endsWith('/*')));
+  const services = methods.filter((m) => m.endsWith('/*')).map((m) => m.slice(0, -1));
+  return (path) => {
+    if (exact.has(path)) return true;
+    for (const p of services) if (path.length > p.length && path.startsWith(p) && path.indexOf('/', p.length) < 0) return true;
+    return false;
+  };
+}
+
 /** Starts proxying one downstream stream. */
 export function proxyH2Stream(host: H2ExchangeHost, down: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
   new H2Exchange(host, down, headers).start();
