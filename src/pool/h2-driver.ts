@@ -393,15 +393,17 @@ export class H2Driver {
     this.hooks.sessionChanged(this);
   }
 
+  /**
+   * The session failed with `err` (its 'error', or a stream's error when the stream's close comes first):
+   * the connection decides the reason (liveness/classify: an errno, or node:http2's ERR_HTTP2_* =
+   * protocol_error); first cause wins, so it is the same whichever event reports it.
+   */
+  sessionFailed(err: unknown): CloseReason {
+    return err === undefined ? this.conn.decideReason({ kind: 'local', reason: 'other' }) : this.conn.decideReason({ kind: 'error', err });
+  }
+
   private onSessionError(err: unknown): void {
-    // node:http2's own errors (bad frames, a GOAWAY with an error code after we decided goaway) are
-    // protocol-level; a kernel errno is classified by the connection (first cause wins either way).
-    const code = (err as { code?: unknown } | null)?.code;
-    if (typeof code === 'string' && code.startsWith('ERR_HTTP2') && !(err instanceof H2SessionError)) {
-      this.conn.decideReason({ kind: 'local', reason: 'protocol_error', err });
-    } else {
-      this.conn.decideReason({ kind: 'error', err });
-    }
+    this.sessionFailed(err);
   }
 
   private onSessionClose(): void {

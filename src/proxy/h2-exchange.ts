@@ -118,6 +118,7 @@ class H2Exchange implements H2Requester {
   private freeReplays = 0;
   private requeues = 0;
   private hasRescued = false;
+  private upErr: unknown;
   isGone = false;
 
   constructor(
@@ -187,8 +188,9 @@ class H2Exchange implements H2Requester {
       this.isUpEnded = true;
       if (this.isResponseStarted && !this.down.destroyed && !this.down.writableEnded) this.down.end();
     });
-    up.on('error', () => {
-      // 'close' decides (rstCode, the session's close reason).
+    up.on('error', (err: unknown) => {
+      // 'close' decides (rstCode, the session's close reason); the error matters if the session died with it.
+      if (this.up === up) this.upErr = err;
     });
     up.once('close', () => this.onUpClose(up));
     if (isBodyless) return;
@@ -306,7 +308,9 @@ class H2Exchange implements H2Requester {
     const conn = driver?.conn;
     const lastId = driver?.goawayLastStreamId;
     const isNeverProcessed = up.rstCode === NGHTTP2_REFUSED_STREAM || up.id === undefined || (lastId !== undefined && up.id > lastId);
-    const reason = conn?.closeReason;
+    // The stream can close before its dead session reports: the session's error (on the stream) decides then.
+    const reason = driver !== undefined && driver.session.destroyed && conn?.closeReason === undefined ? driver.sessionFailed(this.upErr) : conn?.closeReason;
+    this.upErr = undefined;
     if (reason === undefined && !isNeverProcessed) {
       // The upstream reset this one stream on a live session: its answer, passed on as is.
       this.isGone = true;

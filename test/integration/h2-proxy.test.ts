@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { createServer as httpServer } from 'node:http';
 import http2 from 'node:http2';
 import net from 'node:net';
 import { after, describe, it } from 'node:test';
@@ -98,6 +99,26 @@ describe('h2 route: plain HTTP/2', () => {
     const u = await unary(client, 'Unary', Buffer.from('x'));
     assert.equal(u.err?.code, grpc.status.UNAVAILABLE);
     assert.match(u.err?.details ?? '', /sidecar: connect_refused/);
+  });
+
+  it('upstream that speaks HTTP/1 only: 502 protocol_error / grpc-status 14, sessions closed with protocol_error', async (t) => {
+    const h1 = httpServer((_q, r) => r.end('h1'));
+    h1.listen(0, '127.0.0.1');
+    await once(h1, 'listening');
+    const sc = await startTestSidecar({ routes: [h2Route((h1.address() as net.AddressInfo).port)] });
+    const c = connect(sc.port());
+    t.after(async () => {
+      c.close();
+      await sc.stop();
+      await new Promise<void>((resolve) => h1.close(() => resolve()));
+    });
+    const r = await h2Request(c, { ':path': '/' });
+    assert.equal(r.status, 502);
+    assert.equal(r.headers['x-sidecar-error'], 'protocol_error');
+    const g = await h2Request(c, { ':method': 'POST', ':path': '/x.Y/Z', 'content-type': 'application/grpc' }, Buffer.alloc(5));
+    assert.equal(g.headers['grpc-status'], '14');
+    assert.equal(g.headers['grpc-message'], 'sidecar: protocol_error');
+    await waitForMetric(sc, 'keepalive_sidecar_upstream_connections_closed_total', { route: 'g1', reason: 'protocol_error' }, 3);
   });
 
   it('GOAWAY from the upstream: streams above lastStreamId are replayed on a fresh session (POST included)', async (t) => {
