@@ -73,6 +73,8 @@ export const DEAD_PEER_REASONS: ReadonlySet<CloseReason> = new Set<CloseReason>(
   'keepalive_timeout',
   'user_timeout',
   'no_ack',
+  // h2: a PING (before use, periodic or confirming ACK evidence) got no answer within pingTimeoutMs.
+  'ping_timeout',
 ]);
 
 /** Where the socket stood when it failed; carried by errors and close events for logs. */

@@ -56,8 +56,8 @@ export interface H2DriverHooks {
   sessionBusy(driver: H2Driver): void;
   /** Requesters held for a PING that was answered: each gets its slot (onSession). */
   grant(driver: H2Driver, requesters: readonly H2Requester[]): void;
-  /** Requesters held for a session that died or drains before their stream opened: place them again. */
-  requeue(requesters: readonly H2Requester[], reason: CloseReason): void;
+  /** Requesters held for a session (`from`) that died or drains before their stream opened: place them again. */
+  requeue(requesters: readonly H2Requester[], reason: CloseReason, from: H2Driver): void;
   pingSent(driver: H2Driver, kind: H2PingKind): void;
   pingAcked(driver: H2Driver, rttMs: number): void;
   pingTimedOut(driver: H2Driver): void;
@@ -345,14 +345,14 @@ export class H2Driver {
     this.held = [];
     if (this.isUsable) this.hooks.grant(this, held);
     // Not usable = draining or closed, which is only ever set with the reason decided (first cause wins).
-    else this.hooks.requeue(held, this.conn.decideReason({ kind: 'local', reason: 'goaway' }));
+    else this.hooks.requeue(held, this.conn.decideReason({ kind: 'local', reason: 'goaway' }), this);
   }
 
   private requeueHeld(reason: CloseReason): void {
     if (this.held.length === 0) return;
     const held = this.held;
     this.held = [];
-    this.hooks.requeue(held, reason);
+    this.hooks.requeue(held, reason, this);
   }
 
   /**

@@ -1,10 +1,13 @@
 /**
  * Multiplexed pool policy for one h2 route (issue 13): upstream sessions (UpstreamConn + H2Driver) in one
  * set per session state (connecting, ready, full, draining); only `place` moves a session between sets, so
- * counts are derived and cannot drift. A stream goes to the oldest ready session with capacity (fill-first:
- * few sessions, so spare ones go idle and are closed after idleTimeoutMs, busy sessions are read from all the
- * time and rarely need a ping-before-use; one death still takes at most maxConcurrentStreams streams). When
- * every session is full a new one is opened, up to maxConnections; past that, callers wait in a bounded FIFO.
+ * counts are derived and cannot drift. Every session belongs to one endpoint of the route (issue 14): a new
+ * stream picks an endpoint by P2C with its open streams as the load, then goes to that endpoint's oldest ready
+ * session with capacity (fill-first within the endpoint: few sessions, so spare ones go idle and are closed
+ * after idleTimeoutMs, busy sessions are read from all the time and rarely need a ping-before-use; one death
+ * still takes at most maxConcurrentStreams streams), else a new session to it, up to maxConnections; past
+ * that, a ready session of another endpoint, else callers wait in a bounded FIFO. A session that dies of a
+ * dead-peer reason (ping_timeout included) or a failed connect ejects its endpoint (endpoint-glue, as Pool).
  *
  * Like Pool, it emits connected / connectFailed / sockoptFailed / closed (metrics and logs subscribe), and
  * the h2 events (PING, GOAWAY) on `h2events`. It never imports metrics or logging.
@@ -13,17 +16,19 @@ import { EventEmitter, once } from 'node:events';
 import type { H2Config, PoolConfig } from '../config/index.js';
 import type { AcquireFailure, CloseReason } from '../errors.js';
 import { AcquireError, DEAD_PEER_REASONS } from '../errors.js';
+import type { ConnState } from './state.js';
 import { classifyConnectError, hasNoAckEvidence } from '../liveness/index.js';
 import { readTcpInfo } from '../sockopts/index.js';
 import type { Clock, Timer } from '../util/clock.js';
 import { UpstreamConn } from './conn.js';
 import type { ConnOwner } from './conn.js';
 import { configureSocket, openSocket } from './connector.js';
-import { EndpointSet } from './endpoints.js';
+import { CONNECT_FAILURES, createRouteEndpoints, ejectEndpoint, shouldProbe } from './endpoint-glue.js';
+import type { EndpointOwner } from './endpoint-glue.js';
+import type { EjectReason, Endpoint, EndpointSet } from './endpoints.js';
 import { H2Driver } from './h2-driver.js';
 import type { H2DriverHooks, H2PingKind, H2Requester, H2SessionState } from './h2-driver.js';
 import type { PoolEvents, PoolStats } from './pool.js';
-import { createResolver } from './resolver.js';
 import type { ResolveFn } from './resolver.js';
 import { transition } from './state.js';
 import type { ConnEvent } from './state.js';
@@ -32,9 +37,6 @@ import type { ConnEvent } from './state.js';
 export const H2_MAX_PENDING = 1024;
 /** Longest wait in that queue (then pending_timeout), as http.pendingTimeoutMs's default. */
 export const H2_PENDING_TIMEOUT_MS = 5000;
-
-/** Close reasons after which idle sessions to the same address are retired (they share the dead path). */
-const SIBLING_EVICTING: ReadonlySet<CloseReason> = new Set<CloseReason>([...DEAD_PEER_REASONS, 'ping_timeout']);
 
 /** GOAWAY debug data gRPC servers send when we ping too often (gRFC A8). */
 const TOO_MANY_PINGS = 'too_many_pings';
@@ -74,7 +76,7 @@ interface Waiter {
   readonly timer: Timer | undefined;
 }
 
-export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2DriverHooks {
+export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2DriverHooks, EndpointOwner {
   /** One set per session state; a live session is in exactly one. */
   private readonly sets: Record<H2SessionState, Set<UpstreamConn>> = {
     connecting: new Set(),
@@ -88,6 +90,8 @@ export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2Dri
   private readonly connectWaiters = new Map<UpstreamConn, H2Requester[]>();
   private readonly connectTimers = new Map<UpstreamConn, Timer>();
   private readonly waiters: Waiter[] = [];
+  /** Connect failures each requester met (failure path only): it tries another endpoint at most once each. */
+  private readonly connectTries = new WeakMap<H2Requester, number>();
   private readonly idleTimers = new Map<UpstreamConn, Timer>();
   private sweepTimer: Timer | undefined;
   private nextId = 1;
@@ -109,14 +113,16 @@ export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2Dri
     this.currentPingIntervalMs = h2.pingIntervalMs;
     const host = config.upstream.host.includes(':') ? `[${config.upstream.host}]` : config.upstream.host;
     this.origin = `http://${host}:${config.upstream.port}`;
-    const up = config.upstream;
-    this.endpoints = new EndpointSet(
-      config.name,
-      up,
-      clock,
-      options.resolve ?? createResolver({ dnsServers: up.dnsServers }),
-      options.random !== undefined ? { random: options.random } : {},
-    );
+    const streams = (ep: Endpoint): number => this.streamsOf(ep);
+    this.endpoints = createRouteEndpoints(config, clock, { resolve: options.resolve, load: streams, inFlight: streams, ...(options.random !== undefined ? { random: options.random } : {}) }, this);
+  }
+
+  /** The P2C load of an endpoint: its open and held streams, and the streams waiting for its connects. */
+  private streamsOf(ep: Endpoint): number {
+    let n = 0;
+    for (const c of ep.conns.leased) n += (c.h2?.openStreams ?? 0) + (c.h2?.heldCount ?? 0);
+    for (const c of ep.conns.connecting) n += this.connectWaiters.get(c)?.length ?? 0;
+    return n;
   }
 
   start(): void {
@@ -172,7 +178,7 @@ export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2Dri
    * Finds a stream slot for `r`: the oldest ready session (its ping-before-use may hold `r` briefly), else a
    * connecting session with room, else a new session, else the bounded queue. The answer comes through `r`.
    */
-  checkout(r: H2Requester): void {
+  checkout(r: H2Requester, avoid?: Endpoint): void {
     if (this.isClosing) {
       r.onSessionFailed(new AcquireError('shutting_down', 'the sidecar is shutting down'));
       return;
@@ -181,24 +187,36 @@ export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2Dri
       // The upstream name has not resolved yet (first round under way, or failing): wait for the first round.
       void this.endpoints.start().then(() => {
         if (r.isGone) return;
-        if (this.endpoints.hasSet || this.isClosing) this.checkout(r);
+        if (this.endpoints.hasSet || this.isClosing) this.checkout(r, avoid);
         else r.onSessionFailed(new AcquireError('resolve_failed', `route ${this.config.name}: ${this.config.upstream.host} has not resolved yet (${this.endpoints.lastResolveError ?? 'no answer'})`));
       });
       return;
     }
-    const driver = this.pickReady();
+    const ep = this.endpoints.pick(avoid);
+    if (ep === undefined) {
+      r.onSessionFailed(new AcquireError('resolve_failed', `route ${this.config.name}: no endpoint for ${this.config.upstream.host}`));
+      return;
+    }
+    const driver = this.pickReady(ep);
     if (driver !== undefined) {
       driver.use(r);
       return;
     }
-    for (const [conn, list] of this.connectWaiters) {
-      if (list.length < this.h2.maxConcurrentStreams && conn.closeReason === undefined) {
+    for (const conn of ep.conns.connecting) {
+      const list = this.connectWaiters.get(conn);
+      if (list !== undefined && list.length < this.h2.maxConcurrentStreams && conn.closeReason === undefined) {
         list.push(r);
         return;
       }
     }
     if (this.total < this.config.maxConnections) {
-      this.connect([r]);
+      this.connect(ep, [r]);
+      return;
+    }
+    // No slot for a session to the picked endpoint: a ready session of another eligible one, if any.
+    const other = this.pickReady(undefined, avoid);
+    if (other !== undefined) {
+      other.use(r);
       return;
     }
     // A session with no stream counts against maxConnections only while it is usable: draining ones with no
@@ -219,17 +237,20 @@ export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2Dri
     this.waiters.push(waiter);
   }
 
-  /** The oldest usable session with capacity (fill-first); retires sessions past their max age on the way. */
-  private pickReady(): H2Driver | undefined {
+  /**
+   * The oldest usable session with capacity (fill-first) of endpoint `ep`, or (`ep` undefined) of any eligible
+   * endpoint but `avoid`; retires sessions past their max age on the way.
+   */
+  private pickReady(ep: Endpoint | undefined, avoid?: Endpoint): H2Driver | undefined {
     let best: UpstreamConn | undefined;
     const now = this.clock.now();
     for (const c of this.sets.ready) {
+      if (ep !== undefined ? c.endpoint !== ep : c.endpoint === avoid || !this.endpoints.isEligible(c.endpoint)) continue;
       if (now >= c.maxAgeAt) {
         this.retire(c, 'max_age');
         continue;
       }
       if (best === undefined || c.id < best.id) best = c;
-      if (this.sets.ready.size === 1) break;
     }
     return best?.h2;
   }
@@ -275,36 +296,85 @@ export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2Dri
 
   // Session opening --------------------------------------------------------------------------------------
 
-  private connect(requesters: H2Requester[]): void {
-    const ep = this.endpoints.pick();
-    if (ep === undefined) {
-      const err = new AcquireError('resolve_failed', `route ${this.config.name}: no endpoint for ${this.config.upstream.host} (${this.endpoints.lastResolveError ?? 'not resolved yet'})`);
-      for (const r of requesters) if (!r.isGone) r.onSessionFailed(err);
-      return;
-    }
+  /** Opens a session to `ep` for `requesters` (none: a probe of an ejected endpoint). */
+  private connect(ep: Endpoint, requesters: H2Requester[]): void {
     const socket = openSocket(ep.address, ep.port);
     const conn = new UpstreamConn(this.nextId++, this.config.name, socket, this.clock.now(), true, this, this.config.keepalive.userTimeoutMs, undefined, ep);
     this.sets.connecting.add(conn);
+    ep.conns.connecting.add(conn);
     this.filed.set(conn, 'connecting');
     this.connectWaiters.set(conn, requesters);
     this.connectTimers.set(conn, this.clock.setTimeout(() => this.connectFailed(conn, 'connect_timeout', undefined), this.config.connectTimeoutMs));
   }
 
-  private connectFailed(conn: UpstreamConn, reason: AcquireFailure, err: unknown): void {
+  /** Ends the connect under way for `conn` (nothing was sent on it); returns its waiters, if it had one. */
+  private dropConnect(conn: UpstreamConn, reason: AcquireFailure): H2Requester[] | undefined {
     const waiting = this.connectWaiters.get(conn);
-    if (waiting === undefined) return;
+    if (waiting === undefined) return undefined;
     this.connectWaiters.delete(conn);
     this.connectTimers.get(conn)?.clear();
     this.connectTimers.delete(conn);
-    conn.state = transition(conn.state, { type: 'connect_failed', reason }, this.clock.now()).next;
+    this.setConnState(conn, transition(conn.state, { type: 'connect_failed', reason }, this.clock.now()).next);
     this.sets.connecting.delete(conn);
     this.filed.delete(conn);
     if (!conn.socket.destroyed) conn.socket.destroy();
+    return waiting;
+  }
+
+  private connectFailed(conn: UpstreamConn, reason: AcquireFailure, err: unknown): void {
+    const waiting = this.dropConnect(conn, reason);
+    if (waiting === undefined) return;
     this.emit('connectFailed', reason, err, this.clock.now() - conn.openedAt);
-    const { host, port } = this.config.upstream;
-    const failure = new AcquireError(reason, `connect to ${host}:${port} failed: ${reason}`, { cause: err });
-    for (const r of waiting) if (!r.isGone) r.onSessionFailed(failure);
+    const ep = conn.endpoint;
+    this.ejectEndpoint(conn, reason, err, true);
+    const failure = new AcquireError(reason, `connect to ${this.config.upstream.host} (${ep.key}) failed: ${reason}`, { cause: err });
+    for (const r of waiting) {
+      if (r.isGone) continue;
+      // Nothing was sent: another endpoint is tried, once each, while one is eligible.
+      const tries = (this.connectTries.get(r) ?? 0) + 1;
+      this.connectTries.set(r, tries);
+      const other = this.endpoints.pick(ep);
+      if (CONNECT_FAILURES.has(reason) && !this.isClosing && other !== undefined && other !== ep && tries < this.endpoints.size) this.checkout(r, ep);
+      else r.onSessionFailed(failure);
+    }
     this.serveWaiters();
+  }
+
+  /**
+   * Connects under way to an endpoint that was just ejected (or removed) are given up, their streams placed
+   * elsewhere now instead of waiting out connectTimeoutMs on a dead address (nothing was sent on them).
+   */
+  private abandonConnects(ep: Endpoint): void {
+    for (const c of [...ep.conns.connecting]) {
+      const waiting = this.connectWaiters.get(c);
+      if (waiting === undefined || waiting.length === 0) continue;
+      for (const r of this.dropConnect(c, 'connect_error') ?? []) if (!r.isGone) this.checkout(r, ep);
+    }
+  }
+
+  /** Ejects the endpoint of a session that died of a dead-peer reason or whose connect failed (endpoint-glue). */
+  private ejectEndpoint(conn: UpstreamConn, reason: EjectReason, err: unknown, isConnectFailure = false): void {
+    // h2 sessions to a dead endpoint's path always go (as before endpoints: http.siblingEviction is HTTP/1's).
+    const { isRetireIdle, isEligible } = ejectEndpoint(this.endpoints, conn.endpoint, reason, err, isConnectFailure, true);
+    if (isRetireIdle) this.evictSiblings(conn);
+    if (!isEligible) this.abandonConnects(conn.endpoint);
+  }
+
+  // EndpointOwner ------------------------------------------------------------------------------------------
+
+  /** Gone from DNS: sessions without streams go now; busy ones get no new stream (drain) and finish. */
+  endpointRemoved(ep: Endpoint): void {
+    this.abandonConnects(ep);
+    for (const c of [...ep.conns.idle, ...ep.conns.leased]) this.retire(c, 'endpoint_removed');
+  }
+
+  /** The back-off of an ejected endpoint is over: one probe session (idle on success, used or closed later). */
+  probeEndpoint(ep: Endpoint): void {
+    if (shouldProbe(this.endpoints, ep, this.isClosing, this.total < this.config.maxConnections)) this.connect(ep, []);
+  }
+
+  endpointsResolved(): void {
+    // No warm sessions to open.
   }
 
   // ConnOwner ----------------------------------------------------------------------------------------------
@@ -330,12 +400,20 @@ export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2Dri
     const result = configureSocket(socket, this.config.keepalive);
     conn.sockopts = result.effective;
     for (const f of result.failures) this.emit('sockoptFailed', conn, f);
-    conn.state = transition(conn.state, CONNECTED, now).next;
+    this.setConnState(conn, transition(conn.state, CONNECTED, now).next);
     conn.h2 = new H2Driver(conn, socket, this.origin, this.h2, this.clock, this);
     this.place(conn);
     this.emit('connected', conn, now - conn.openedAt);
+    this.endpoints.noteConnected(conn.endpoint);
     const driver = conn.h2;
     const live = waiting.filter((r) => !r.isGone);
+    if (conn.endpoint.state === 'removed') {
+      // It left DNS while this session connected: its streams go elsewhere.
+      this.fail(conn, 'endpoint_removed');
+      for (const r of live) this.checkout(r, conn.endpoint);
+      this.serveWaiters();
+      return;
+    }
     // A brand-new session was just heard from (the handshake): no ping-before-use.
     for (const r of live) {
       if (driver.isUsable && driver.capacity > 0) r.onSession(driver);
@@ -356,11 +434,13 @@ export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2Dri
     const wasConnected = conn.connectedAt !== undefined;
     this.connectFailed(conn, 'connect_error', conn.closeError);
     const reason = conn.decideReason({ kind: 'local', reason: 'other' });
+    // Ejected first, so streams held for this session are placed on another endpoint.
+    if (wasConnected && DEAD_PEER_REASONS.has(reason)) this.ejectEndpoint(conn, reason, conn.closeError);
     conn.h2?.destroy(reason);
     this.idleTimers.get(conn)?.clear();
     this.idleTimers.delete(conn);
     this.place(conn);
-    if (conn.state.state !== 'closed') conn.state = transition(conn.state, { type: 'fail', reason }, this.clock.now()).next;
+    if (conn.state.state !== 'closed') this.setConnState(conn, transition(conn.state, { type: 'fail', reason }, this.clock.now()).next);
     this.place(conn);
     if (!wasConnected) return;
     const now = this.clock.now();
@@ -373,15 +453,17 @@ export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2Dri
       bytesWritten: s.bytesWritten,
       err: conn.closeError,
     });
-    if (SIBLING_EVICTING.has(reason)) this.evictSiblings(conn);
     this.serveWaiters();
   }
 
-  /** Retires every session without streams to the same address and port as `dead` (sibling_evicted). */
+  /**
+   * Retires every session without streams of the same endpoint as `dead` (sibling_evicted); sessions of other
+   * endpoints are untouched, busy ones finish (their endpoint, ejected, gets no new streams).
+   */
   evictSiblings(dead: UpstreamConn): number {
     let n = 0;
-    for (const c of [...this.sets.ready, ...this.sets.full]) {
-      if (c !== dead && c.remoteAddress === dead.remoteAddress && c.remotePort === dead.remotePort && c.h2?.openStreams === 0 && c.h2.heldCount === 0) {
+    for (const c of [...dead.endpoint.conns.idle]) {
+      if (c !== dead && c.h2 !== undefined && c.h2.openStreams === 0 && c.h2.heldCount === 0 && c.closeReason === undefined) {
         this.fail(c, 'sibling_evicted');
         n++;
       }
@@ -434,11 +516,13 @@ export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2Dri
     this.place(driver.conn);
   }
 
-  requeue(requesters: readonly H2Requester[], reason: CloseReason): void {
+  requeue(requesters: readonly H2Requester[], reason: CloseReason, from?: H2Driver): void {
+    // Placed again on another endpoint when there is one (a dead-peer death has ejected `from`'s already).
+    const avoid = from?.conn.endpoint;
     for (const r of requesters) {
       if (r.isGone) continue;
       r.onRequeued(reason);
-      if (!r.isGone) this.checkout(r);
+      if (!r.isGone) this.checkout(r, avoid);
     }
   }
 
@@ -452,9 +536,10 @@ export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2Dri
 
   pingTimedOut(driver: H2Driver): void {
     this.h2events.emit('pingTimedOut', driver.conn);
-    // Before the held streams are placed again: idle siblings share the path that just proved dead.
+    // Before the held streams are placed again: the endpoint is ejected (no new streams, its idle sessions
+    // retired: they share the path that just proved dead).
     this.place(driver.conn);
-    this.evictSiblings(driver.conn);
+    this.ejectEndpoint(driver.conn, 'ping_timeout', undefined);
   }
 
   goawayReceived(driver: H2Driver, code: number, lastStreamId: number, debug: string): void {
@@ -495,8 +580,8 @@ export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2Dri
     if (driver === undefined || conn.state.state === 'closed' || conn.state.state === 'connecting') return;
     const isBusy = driver.openStreams > 0 || driver.heldCount > 0;
     const now = this.clock.now();
-    if (isBusy && conn.state.state === 'idle') conn.state = transition(conn.state, LEASE, now).next;
-    else if (!isBusy && conn.state.state === 'leased') conn.state = transition(conn.state, RELEASE, now).next;
+    if (isBusy && conn.state.state === 'idle') this.setConnState(conn, transition(conn.state, LEASE, now).next);
+    else if (!isBusy && conn.state.state === 'leased') this.setConnState(conn, transition(conn.state, RELEASE, now).next);
     if (!isBusy) {
       if (driver.isDraining || conn.closeReason !== undefined) {
         // A draining session whose last stream ended: node:http2 closes it; make sure the socket goes.
@@ -505,6 +590,24 @@ export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2Dri
         this.armIdle(conn);
       }
     }
+  }
+
+  /**
+   * Changes a session's ConnState and, in the same step, its endpoint's sets (idle: no stream; leased: streams
+   * open or held), so the endpoint's counts cannot drift. A removed endpoint whose last session closed is
+   * forgotten here.
+   */
+  private setConnState(conn: UpstreamConn, next: ConnState): void {
+    const prev = conn.state.state;
+    const ep = conn.endpoint;
+    if (prev === next.state) {
+      conn.state = next;
+      return;
+    }
+    if (prev !== 'closed') ep.conns[prev].delete(conn);
+    conn.state = next;
+    if (next.state !== 'closed') ep.conns[next.state].add(conn);
+    else if (ep.state === 'removed') this.endpoints.forget(ep);
   }
 
   /** Idle timer, armed lazily: it re-checks when it fires (no clear/arm per stream). */
@@ -533,12 +636,14 @@ export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2Dri
         w.timer?.clear();
         continue;
       }
-      const driver = this.pickReady();
+      const ep = this.endpoints.pick();
+      if (ep === undefined) return;
+      const driver = this.pickReady(ep) ?? this.pickReady(undefined);
       if (driver === undefined && this.total >= this.config.maxConnections) return;
       this.waiters.shift();
       w.timer?.clear();
       if (driver !== undefined) driver.use(w.r);
-      else this.connect([w.r]);
+      else this.connect(ep, [w.r]);
     }
   }
 }

@@ -342,7 +342,8 @@ class H2Exchange implements H2Requester {
     this.hasRescued = true;
     this.host.rescued(reason);
     if (this.isReadingDown) this.down.pause();
-    this.host.pool.checkout(this);
+    // Another endpoint than the one that just failed, when there is one.
+    this.host.pool.checkout(this, this.driver?.conn.endpoint);
   }
 
   /** Answers the app ourselves (or resets its stream once response headers went out). */
