@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import http2 from 'node:http2';
 import { describe, it } from 'node:test';
 import type { TestContext } from 'node:test';
+import { cliMain } from '../../src/cli/index.js';
 import type { CloseInfo, UpstreamConn } from '../../src/pool/index.js';
 import { h2Endpoints } from '../fixtures/endpoints.js';
 import { h2Request } from '../fixtures/h2-upstreams.js';
@@ -74,6 +75,11 @@ describe('h2 route over several endpoints (dnsmasq + 127.0.0.2-4)', () => {
     assert.deepEqual(route.endpoints.map((e) => e.address).sort(), ADDRS);
     assert.ok(route.endpoints.every((e) => e.state === 'active' && e.connections >= 1), JSON.stringify(route.endpoints));
     assert.equal(await metricValue(sc, 'keepalive_sidecar_upstream_endpoints', { route: 'g1', state: 'active' }), 3);
+    // doctor lists the h2 route's endpoints of the running sidecar.
+    let out = '';
+    await cliMain(['doctor', '--admin-url', `http://127.0.0.1:${sc.sidecar.admin!.port}`, '--debug-url', `http://${d.address}:${d.port}`], { env: {}, out: (x) => (out += x), err: (x) => (out += x) });
+    assert.match(out, /route "g1" endpoints of pods\.test:\d+ \(resolve all, resolved [\d.]+ m?s ago\): 3/, out);
+    for (const a of ADDRS) assert.match(out, new RegExp(`${a.replaceAll('.', '\\.')}:\\d+ active: \\d+ connection\\(s\\)`), out);
   });
 
   it('one endpoint blackholed (flows + SYNs) under 50 GET/s: 0 failed, it is ejected, the other endpoints\' sessions untouched', async (t) => {
