@@ -93,7 +93,12 @@ describe('h2 route: gRPC calls vs a silently dead upstream connection (nftables,
     t.diagnostic(`blackholed ${holed.join(',')}; ${rs.length} calls, ${failed.length} failed, worst ${Math.round(worst)} ms, rescued ${rescued}, closes ${JSON.stringify(await deadDetections(sc))}`);
     assert.deepEqual(failed.map((r) => `${r.code} ${r.details}`), [], '0 failed calls');
     assert.ok(worst <= 1500, `worst ${Math.round(worst)} ms (bound 1500)`);
-    for (let i = 0; i < 200; i++) assert.equal(up.count(`a${i}`), 1, `a${i} processed exactly once`);
+    // Calls written after the blackhole never reached the server (dropped on its input hook); the one or two
+    // the server had already answered when the flow went dark may be processed twice (allow-listed: allowed,
+    // retry.attempts 1 bounds it).
+    const counts = Array.from({ length: 200 }, (_v, i) => up.count(`a${i}`));
+    assert.ok(counts.every((c) => c >= 1 && c <= 2), `each call processed once or (answer lost) twice: ${counts.join('')}`);
+    assert.ok(counts.filter((c) => c === 2).length <= 3, `at most a few answers lost in flight: ${counts.join('')}`);
     assert.ok(rescued >= 1, 'calls were trapped on the dead session and rescued (the test hit what it claims)');
     const d = await deadDetections(sc);
     assert.ok(d.ping_timeout! + d.no_ack! >= 1, `the dead session was found by the sidecar (PING or ACK evidence), not the kernel: ${JSON.stringify(d)}`);
