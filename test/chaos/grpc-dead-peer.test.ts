@@ -5,10 +5,15 @@
  * packets leave and vanish, as in a real partition); new connections to the same server keep working.
  *
  * With streams open, only a PING finds a dead session before TCP_USER_TIMEOUT (10 s by default): in-flight
- * streams get no event at all. The periodic PING's default interval (5 min) is set for gRPC servers' ping
- * policies (gRFC A8), so tests (a) and (b) lower `pingIntervalMs` on the route, as a user would for an
- * upstream they know tolerates it (the grpc-js server here does not police PINGs). Test (c) uses the
- * defaults: ping-before-use is what finds an idle dead session.
+ * streams get no event at all. The route's defaults are set for gRPC servers' ping policies (gRFC A8), so:
+ *   (a) lowers pingIdleMs to 200 ms (and pingTimeoutMs to 500): with calls every 20 ms a live session is
+ *       never silent that long, a dead one is after 200 ms, and the next call's ping-before-use finds it.
+ *       Safe for ping-policing servers: such a PING always follows the server's last answer (see
+ *       grpc-ping-policy.test.ts), so it is never a strike.
+ *   (b) lowers pingIntervalMs to 1000 ms (the schema's floor; pingTimeoutMs 800): the periodic PING is what detects a dead session
+ *       while a stream is open and nothing else happens; a user does this only for an upstream they know
+ *       tolerates it (the grpc-js server here does not police PINGs).
+ *   (c) uses the defaults: ping-before-use is what finds an idle dead session.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -70,9 +75,10 @@ describe('h2 route: gRPC calls vs a silently dead upstream connection (nftables,
 
   it('(a) 50 unary calls/s of an allow-listed method, upstream flow blackholed mid-run: 0 failed calls, worst <= 1.5 s, each processed once', async (t) => {
     if (!(await requireChaos(t))) return;
-    // pingIntervalMs 250 / pingTimeoutMs 500: a dead session with streams open is declared dead <= ~800 ms
-    // after its last read; the trapped allow-listed calls are replayed on a fresh session.
-    const { up, sc, port } = await rig(t, { pingIntervalMs: 250, pingTimeoutMs: 500, retry: { grpcIdempotentMethods: [M.unary] } });
+    // pingIdleMs 200 / pingTimeoutMs 500: the first call >= 200 ms after the blackhole sends a PING and waits;
+    // ~700 ms after the blackhole the session is dead, the held calls go to a fresh session and the
+    // allow-listed calls written on the dead one meanwhile are replayed there.
+    const { up, sc, port } = await rig(t, { pingIdleMs: 200, pingTimeoutMs: 500, retry: { grpcIdempotentMethods: [M.unary] } });
     const client = grpcClient(port);
     t.after(() => client.close());
     // Open loop, bounded: 200 calls, one every 20 ms (4 s); the blackhole goes on at 1.5 s.
@@ -106,13 +112,16 @@ describe('h2 route: gRPC calls vs a silently dead upstream connection (nftables,
 
   it('(b) a non-allow-listed call trapped on the dead session: UNAVAILABLE "sidecar: ping_timeout" within pingTimeoutMs + 1 s, never replayed', async (t) => {
     if (!(await requireChaos(t))) return;
-    // pingIntervalMs 500: the periodic PING is what detects a dead session while a stream is open (its
-    // timeout is the default pingTimeoutMs, 1000).
-    const PING_TIMEOUT = 1000;
-    const { up, port } = await rig(t, { pingIntervalMs: 500, retry: { grpcIdempotentMethods: [M.unary] } });
+    // pingIntervalMs 1000 (the schema's floor), pingTimeoutMs 800 (it must stay below the interval): the
+    // periodic PING is what detects a dead session while a stream is open. It is due 1000-1100 ms after the
+    // session's last read (the warm call's answer, 600 ms before the blackhole), so about 1.2-1.3 s after
+    // the blackhole the session is dead.
+    const PING_TIMEOUT = 800;
+    const { up, port } = await rig(t, { pingIntervalMs: 1000, pingTimeoutMs: PING_TIMEOUT, retry: { grpcIdempotentMethods: [M.unary] } });
     const client = grpcClient(port);
     t.after(() => client.close());
     assert.equal((await unary(client, M.charge, 'warm', { deadlineMs: 5000 })).code, Status.OK);
+    await sleep(600);
     // The server holds its answer 5 s; once it has the call, the flow goes dark.
     const trapped = unary(client, M.charge, 'trapped', { md: { 'x-id': 'trapped', 'x-delay-ms': 5000 }, deadlineMs: 20_000 });
     for (let i = 0; i < 200 && up.count('trapped') === 0; i++) await sleep(5);

@@ -17,8 +17,9 @@
  *   held:   one long server-streaming call on which the server sends nothing for 27 s, so only the periodic
  *           PING (streams open, nothing read) runs, twice at >= 12 s.
  * Neither may ever draw a GOAWAY. The negative control proves the test can fail: a route whose
- * pingIntervalMs (500 ms) is far below the server's 12 s floor DOES draw GOAWAY enhance_your_calm, counts it,
- * logs it, and backs off (the interval doubles, so the next session survives about twice as long).
+ * pingIntervalMs (1000 ms, the schema's floor) is far below the server's 12 s floor DOES draw GOAWAY
+ * enhance_your_calm, counts it, logs it, and backs off (the interval doubles, so the next session survives
+ * about twice as long).
  * The first two tests check the server itself with a raw node:http2 client (no sidecar).
  */
 import assert from 'node:assert/strict';
@@ -154,10 +155,10 @@ describe('h2 route PINGs vs the grpcio ping policy (timings scaled by K = 25, se
     assert.ok((await n('held', 'periodic')) >= 2, 'periodic PINGs ran on the silent streaming call');
   });
 
-  it('negative control: pingIntervalMs 500 (24x below the server floor) draws GOAWAY enhance_your_calm; the sidecar counts and logs it and backs off (doubles)', async (t) => {
+  it('negative control: pingIntervalMs 1000 (12x below the server floor) draws GOAWAY enhance_your_calm; the sidecar counts and logs it and backs off (doubles)', async (t) => {
     if (!requirePythonGrpc(t)) return;
     const up = await startPingPolicyServer(t, { minPingIntervalMs: FLOOR_MS });
-    const sc = await startH2Sidecar(t, [h2Route(up.port, { pingIdleMs: SCALED.pingIdleMs, pingIntervalMs: 500 })]);
+    const sc = await startH2Sidecar(t, [h2Route(up.port, { pingIdleMs: SCALED.pingIdleMs, pingIntervalMs: 1000 })]);
     t.after(() => sc.stop());
     const client = grpcClient(sc.port);
     t.after(() => client.close());
@@ -179,7 +180,7 @@ describe('h2 route PINGs vs the grpcio ping policy (timings scaled by K = 25, se
     }
     assert.ok((await sc.metric('keepalive_sidecar_h2_goaways_received_total', { route: 'grpc', code: 'enhance_your_calm' })) >= 2);
     assert.ok((await sc.metric('keepalive_sidecar_upstream_connections_closed_total', { route: 'grpc', reason: 'goaway' })) >= 1, 'a session closed for reason goaway');
-    // Back-off: the second session pinged at >= 1000 ms, so its 4th PING (the 3rd strike) came about twice as late.
+    // Back-off: the second session pinged at >= 2000 ms, so its 4th PING (the 3rd strike) came about twice as late.
     assert.ok(lifetimes[1]! >= 1.5 * lifetimes[0]!, `second call lived ${Math.round(lifetimes[1]!)} ms, first ${Math.round(lifetimes[0]!)} ms: the interval backed off`);
     // The route still serves after it: a unary call succeeds.
     assert.equal((await unary(client, UNARY, 'after', { deadlineMs: 5000 })).code, Status.OK);

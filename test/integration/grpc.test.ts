@@ -156,7 +156,8 @@ describe('gRPC via the sidecar h2 route: upstream unreachable', () => {
     }
     // A plain (non-gRPC) h2 request to the same route: 502 with x-sidecar-error.
     const s = http2.connect(`http://127.0.0.1:${sc.port}`);
-    t.after(() => s.close());
+    s.on('error', () => {});
+    t.after(() => s.destroy());
     const head = await new Promise<http2.IncomingHttpHeaders>((resolve, reject) => {
       const req = s.request({ ':path': '/plain' });
       req.on('response', resolve);
