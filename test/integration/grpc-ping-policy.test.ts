@@ -158,7 +158,7 @@ describe('h2 route PINGs vs the grpcio ping policy (timings scaled by K = 25, se
   it('negative control: pingIntervalMs 1000 (12x below the server floor) draws GOAWAY enhance_your_calm; the sidecar counts and logs it and backs off (doubles)', async (t) => {
     if (!requirePythonGrpc(t)) return;
     const up = await startPingPolicyServer(t, { minPingIntervalMs: FLOOR_MS });
-    const sc = await startH2Sidecar(t, [h2Route(up.port, { pingIdleMs: SCALED.pingIdleMs, pingIntervalMs: 1000 })]);
+    const sc = await startH2Sidecar(t, [h2Route(up.port, { pingIdleMs: SCALED.pingIdleMs, pingIntervalMs: 1000, pingTimeoutMs: 800 })]);
     t.after(() => sc.stop());
     const client = grpcClient(sc.port);
     t.after(() => client.close());
@@ -170,6 +170,8 @@ describe('h2 route PINGs vs the grpcio ping policy (timings scaled by K = 25, se
       assert.notEqual(r.code, Status.OK, 'the server killed the call');
       lifetimes.push(r.ms);
     }
+    // Log lines may trail the answers the app got by a few ms (stdout of another process).
+    for (let i = 0; i < 100 && sc.logs('h2 goaway received').length < 2; i++) await sleep(20);
     const lines = sc.logs('h2 goaway received');
     t.diagnostic(JSON.stringify(lines.map((l) => ({ code: l.code, debug: l.debug, lastStreamId: l.lastStreamId }))));
     assert.ok(lines.length >= 2, 'both GOAWAYs logged');
