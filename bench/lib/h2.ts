@@ -4,7 +4,7 @@
  * node:http2 server in its own process, bench/peers/h2-upstream.ts), in the same run, rounds interleaved with
  * the order rotated. Reported per target: CPU µs per request of the proxy process tree (/proc utime+stime
  * around each run), its ratio to nghttpx in the same round, latency (h2load mean/max), and RSS per open
- * stream (N long-lived streams held open through the proxy: RSS delta / N).
+ * stream (N long-lived streams held open through a fresh proxy process: RSS delta / N).
  *   npm run bench -- --only h2 [--rounds N] [--seconds S] [--targets direct,nghttpx,sidecar-h2]
  * The proxy is pinned to one CPU, h2load + upstream + this harness to the other (as the other scenarios).
  * nghttpx needs a port number in its command line: it gets one bind-probed a moment before (freePort), as
@@ -338,7 +338,15 @@ export async function runH2(o: H2Options): Promise<H2Raw> {
           o.say(`  round ${round} ${t.name} ${rate}/s: ${s.rps.toFixed(0)} req/s, ${s.failed} failed, mean ${fmt(s.meanMs)} ms, max ${fmt(s.maxMs)} ms, CPU ${fmt(s.cpuUsPerReq)} µs/req`);
         }
         if (t.proc !== undefined && o.openStreams > 0) {
-          const st = await openStreams(t, up.port, o.openStreams, round);
+          // A fresh process each time: one that already held streams keeps that memory (malloc, V8 heap) and
+          // would report less than a stream costs.
+          const fresh = await startH2Target(t.name, up.port, o);
+          let st: H2StreamSample;
+          try {
+            st = await openStreams(fresh, up.port, o.openStreams, round);
+          } finally {
+            await fresh.stop();
+          }
           streams.push(st);
           o.say(`  round ${round} ${t.name}: ${st.opened}/${st.streams} streams open (upstream holds ${st.upstreamHeld}), RSS +${st.rssAfterKiB - st.rssBeforeKiB} KiB = ${fmt(st.bytesPerStream)} B/stream`);
         }
