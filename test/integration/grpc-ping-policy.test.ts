@@ -155,6 +155,30 @@ describe('h2 route PINGs vs the grpcio ping policy (timings scaled by K = 25, se
     assert.ok((await n('held', 'periodic')) >= 2, 'periodic PINGs ran on the silent streaming call');
   });
 
+  it('silent streams opened one after another (scaled: a watch every 10 s whose server sends nothing): ping-before-use must not collect strikes', async (t) => {
+    if (!requirePythonGrpc(t)) return;
+    // Each new stream on a session silent for > pingIdleMs gets a PING first; the server answers the PING but
+    // sends no HEADERS/DATA on these calls, so nothing resets its strike count between the PINGs: C-core
+    // counts the 2nd, 3rd and 4th as strikes (each < 12 s after the previous) and sends GOAWAY, killing every
+    // call on the session. 8 streams 400 ms apart (10 s / K).
+    const up = await startPingPolicyServer(t, { minPingIntervalMs: FLOOR_MS });
+    const sc = await startH2Sidecar(t, [h2Route(up.port, SCALED)]);
+    t.after(() => sc.stop());
+    const client = grpcClient(sc.port);
+    t.after(() => client.close());
+    const calls = [];
+    for (let i = 0; i < 8; i++) {
+      calls.push(openServerStream(client, HOLD, '5', { deadlineMs: 20_000 }).done);
+      await sleep(400);
+    }
+    const rs = await Promise.all(calls);
+    for (let i = 0; i < 100 && sc.logs('h2 goaway received').length === 0 && rs.some((r) => r.code !== Status.OK); i++) await sleep(20);
+    const goaways = sc.logs('h2 goaway received');
+    t.diagnostic(`codes ${rs.map((r) => r.code).join(',')}; before_use pings ${await sc.metric('keepalive_sidecar_h2_pings_sent_total', { route: 'grpc', kind: 'before_use' })}; goaways ${JSON.stringify(goaways.map((l) => l.debug))}`);
+    assert.deepEqual(goaways, [], 'no GOAWAY');
+    assert.ok(rs.every((r) => r.code === Status.OK), 'every watch completed');
+  });
+
   it('negative control: pingIntervalMs 1000 (12x below the server floor) draws GOAWAY enhance_your_calm; the sidecar counts and logs it and backs off (doubles)', async (t) => {
     if (!requirePythonGrpc(t)) return;
     const up = await startPingPolicyServer(t, { minPingIntervalMs: FLOOR_MS });
