@@ -169,7 +169,7 @@ describe('h2 route PINGs vs the grpcio ping policy (timings scaled by K = 25, se
     t.after(() => client.close());
     const calls: Array<Promise<{ code: number }>> = [];
     for (let i = 0; i < 8; i++) {
-      calls.push(openServerStream(client, HOLD, '5', { deadlineMs: 20_000 }).done);
+      calls.push(openServerStream(client, HOLD, '2', { deadlineMs: 20_000 }).done);
       await sleep(400);
     }
     const rs = await Promise.all(calls);
