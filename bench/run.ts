@@ -227,7 +227,7 @@ async function main(): Promise<void> {
       summary = { ...summary, memory: summarize.memory(mem) };
     }
   }
-  if (!args.reportOnly && (args.fault || args.quick)) {
+  if (!args.reportOnly && (args.fault || (args.quick && (args.only === undefined || args.only.includes('fault'))))) {
     if (!canFault) {
       if (!args.quick) throw new Error('the fault matrix needs root, nft and ss');
       say('fault matrix skipped: needs root, nft and ss');
