@@ -12,8 +12,9 @@ import { describe, it } from 'node:test';
 import type { TestContext } from 'node:test';
 import type * as grpc from '@grpc/grpc-js';
 import { M, Status, bidi, grpcClient, grpcServer, serverStream, unary } from '../fixtures/grpc.js';
-import type { GrpcServerFixture } from '../fixtures/grpc.js';
+import type { CallResult, GrpcServerFixture } from '../fixtures/grpc.js';
 import { h2Route, startH2Sidecar } from '../helpers/h2-sidecar.js';
+import type { H2Sidecar } from '../helpers/h2-sidecar.js';
 
 const MIB2 = 2 * 1024 * 1024;
 const MAX = 3 * 1024 * 1024;
@@ -23,6 +24,8 @@ type Via = 'direct' | 'sidecar';
 interface Rig {
   readonly up: GrpcServerFixture;
   readonly client: grpc.Client;
+  /** The sidecar, via 'sidecar'. */
+  readonly sc: H2Sidecar | undefined;
 }
 
 /** Server (+ sidecar when `via` says so) + client, torn down by t.after. */
@@ -30,14 +33,15 @@ async function rig(t: TestContext, via: Via, h2: Record<string, unknown> = {}): 
   const up = await grpcServer({ maxMessageBytes: MAX });
   t.after(() => up.close());
   let port = up.port;
+  let sc: H2Sidecar | undefined;
   if (via === 'sidecar') {
-    const sc = await startH2Sidecar(t, [h2Route(up.port, h2)]);
-    t.after(() => sc.stop());
+    sc = await startH2Sidecar(t, [h2Route(up.port, h2)]);
+    t.after(() => sc!.stop());
     port = sc.port;
   }
   const client = grpcClient(port, { maxMessageBytes: MAX });
   t.after(() => client.close());
-  return { up, client };
+  return { up, client, sc };
 }
 
 async function closedPort(): Promise<number> {
@@ -138,6 +142,32 @@ for (const via of ['direct', 'sidecar'] as Via[]) {
     });
   });
 }
+
+describe('gRPC via the sidecar h2 route: upstream drains its connections (GOAWAY NO_ERROR)', () => {
+  it('50 calls/s of a non-allow-listed method while the upstream drains every 500 ms: 0 failed calls, each processed exactly once, GOAWAYs counted', async (t) => {
+    const { up, client, sc } = await rig(t, 'sidecar');
+    const calls: Array<Promise<CallResult>> = [];
+    const t0 = performance.now();
+    let drains = 0;
+    for (let i = 0; i < 150; i++) {
+      const wait = t0 + i * 20 - performance.now();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      if (i > 0 && i % 25 === 0) {
+        up.drain(2000);
+        drains++;
+      }
+      calls.push(unary(client, M.charge, `g${i}`, { md: { 'x-id': `g${i}`, 'x-delay-ms': 30 }, deadlineMs: 10_000 }));
+    }
+    const rs = await Promise.all(calls);
+    const failed = rs.filter((r) => r.code !== Status.OK).map((r) => `${r.code} ${r.details}`);
+    const peers = up.peerPorts().length;
+    t.diagnostic(`${drains} drains, ${peers} upstream connections used, worst ${Math.round(Math.max(...rs.map((r) => r.ms)))} ms, failed ${JSON.stringify(failed)}`);
+    assert.deepEqual(failed, [], '0 failed calls');
+    for (let i = 0; i < 150; i++) assert.equal(up.count(`g${i}`), 1, `g${i} processed exactly once (Charge is not allow-listed)`);
+    assert.ok(peers >= drains, `a fresh upstream session after each drain (${peers} connections, ${drains} drains)`);
+    assert.ok((await sc!.metric('keepalive_sidecar_h2_goaways_received_total', { route: 'grpc', code: 'no_error' })) >= drains, 'every GOAWAY counted as no_error');
+  });
+});
 
 describe('gRPC via the sidecar h2 route: upstream unreachable', () => {
   it('connection refused -> UNAVAILABLE "sidecar: connect_refused" (trailers-only, x-sidecar-error), within 1 s; the route keeps serving', async (t) => {
