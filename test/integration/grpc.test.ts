@@ -67,6 +67,17 @@ for (const via of ['direct', 'sidecar'] as Via[]) {
       assert.equal(up.calls[0]!.metadata['x-tenant'], 'acme', 'request metadata reached the server');
     });
 
+    it(':authority reaches the server as the app sent it (default 127.0.0.1:<port>, or grpc.default_authority)', async (t) => {
+      const { up, client } = await rig(t, via);
+      assert.equal((await unary(client, M.unary, 'a', { md: { 'x-id': 'auth-default' } })).code, Status.OK);
+      const port = Number(client.getChannel().getTarget().split(':').pop());
+      assert.equal(up.calls.find((c) => c.id === 'auth-default')?.authority, `127.0.0.1:${port}`);
+      const named = grpcClient(port, { channel: { 'grpc.default_authority': 'payments.default.svc:50051' } });
+      t.after(() => named.close());
+      assert.equal((await unary(named, M.unary, 'a', { md: { 'x-id': 'auth-named' } })).code, Status.OK);
+      assert.equal(up.calls.find((c) => c.id === 'auth-named')?.authority, 'payments.default.svc:50051');
+    });
+
     it('unary: a non-OK status, its message and trailers reach the client intact', async (t) => {
       const { client } = await rig(t, via);
       // grpc-message is percent-encoded on the wire (non-ASCII, '%'): it must arrive decoded to the same text.
