@@ -147,6 +147,29 @@ describe('h2 route: gRPC calls vs a silently dead upstream connection (nftables,
     });
   }
 
+  it('(d) allow-listed calls trapped while the server holds its answer: replayed on a fresh session when the body was buffered (<= retry.maxBodyBytes), UNAVAILABLE when it was not', async (t) => {
+    if (!(await requireChaos(t))) return;
+    // Same detection as (b); both calls reached the server before the blackhole (unknown state to the sidecar).
+    const { up, port } = await rig(t, { pingIntervalMs: 1000, pingTimeoutMs: 800, retry: { grpcIdempotentMethods: [M.unary], maxBodyBytes: 65536 } });
+    const client = grpcClient(port);
+    t.after(() => client.close());
+    assert.equal((await unary(client, M.unary, 'warm', { deadlineMs: 5000 })).code, Status.OK);
+    await sleep(600);
+    const small = unary(client, M.unary, 'small', { md: { 'x-id': 'small', 'x-delay-ms': 1500 }, deadlineMs: 20_000 });
+    const big = unary(client, M.unary, Buffer.alloc(100_000, 0x62), { md: { 'x-id': 'big', 'x-delay-ms': 1500 }, deadlineMs: 20_000 });
+    for (let i = 0; i < 200 && (up.count('small') === 0 || up.count('big') === 0); i++) await sleep(5);
+    assert.equal(up.count('small') + up.count('big'), 2, 'the server has both calls');
+    await killUpstreamFlows(t, up);
+    const [s, b] = await Promise.all([small, big]);
+    t.diagnostic(`small: ${s.code} after ${Math.round(s.ms)} ms (server saw it ${up.count('small')}x); big: ${b.code} "${b.details}" after ${Math.round(b.ms)} ms`);
+    assert.equal(s.code, Status.OK, `the buffered allow-listed call was replayed: ${s.details}`);
+    assert.equal(s.value?.toString(), 'small');
+    assert.equal(up.count('small'), 2, 'processed on the dead session and again on the fresh one (allow-listed: allowed)');
+    assert.equal(b.code, Status.UNAVAILABLE);
+    assert.equal(b.details, 'sidecar: ping_timeout');
+    assert.equal(up.count('big'), 1, 'a body larger than retry.maxBodyBytes is never replayed');
+  });
+
   it('(c) idle session blackholed, traffic resumes 10 s later (defaults): the first calls succeed, <= pingTimeoutMs + 0.5 s extra, whatever the method', async (t) => {
     if (!(await requireChaos(t))) return;
     const PING_TIMEOUT = 1000; // default
