@@ -15,6 +15,8 @@
  *       while a stream is open and nothing else happens; a user does this only for an upstream they know
  *       tolerates it (the grpc-js server here does not police PINGs).
  *   (c) uses the defaults: ping-before-use is what finds an idle dead session.
+ *   (d) as (b), for the replay rules of calls the server already had: allow-listed and buffered -> replayed,
+ *       body above retry.maxBodyBytes -> UNAVAILABLE.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
