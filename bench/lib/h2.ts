@@ -425,7 +425,7 @@ export function renderH2Markdown(s: H2Summary): string {
   }
   L.push('');
   if (s.streams.length > 0) {
-    L.push('RSS per open stream: N long-lived streams (`/hold`, response headers received, the upstream holding every one) through the proxy; (RSS with them open − RSS with the same sessions idle) / N.', '', '| target | streams | bytes per open stream | all open end to end |', '|---|---|---|---|');
+    L.push('RSS per open stream: N long-lived streams (`/hold`, response headers received, the upstream holding every one) through a fresh proxy process; (RSS with them open − RSS with the same sessions idle) / N.', '', '| target | streams | bytes per open stream | all open end to end |', '|---|---|---|---|');
     for (const r of s.streams) L.push(`| ${LABEL[r.target]} | ${r.streams} | ${fmtSpread(r.bytesPerStream, 0)} | ${r.allOpen ? 'yes' : '**no**'} |`);
     L.push('');
   }
