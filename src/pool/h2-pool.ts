@@ -16,7 +16,6 @@ import { EventEmitter, once } from 'node:events';
 import type { H2Config, PoolConfig } from '../config/index.js';
 import type { AcquireFailure, CloseReason } from '../errors.js';
 import { AcquireError, DEAD_PEER_REASONS } from '../errors.js';
-import type { ConnState } from './state.js';
 import { classifyConnectError, hasNoAckEvidence } from '../liveness/index.js';
 import { readTcpInfo } from '../sockopts/index.js';
 import type { Clock, Timer } from '../util/clock.js';
@@ -31,7 +30,7 @@ import type { H2DriverHooks, H2PingKind, H2Requester, H2SessionState } from './h
 import type { PoolEvents, PoolStats } from './pool.js';
 import type { ResolveFn } from './resolver.js';
 import { transition } from './state.js';
-import type { ConnEvent } from './state.js';
+import type { ConnEvent, ConnState } from './state.js';
 
 /** Most callers waiting for a stream slot when maxConnections sessions are full; more fail with overflow. */
 export const H2_MAX_PENDING = 1024;

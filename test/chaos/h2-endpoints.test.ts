@@ -16,28 +16,36 @@ import { h2Request } from '../fixtures/h2-upstreams.js';
 import type { H2Response } from '../fixtures/h2-upstreams.js';
 import { blackholeEndpoint, requireChaos } from '../helpers/chaos.js';
 import { requireDns, startDns } from '../helpers/dns.js';
-import { metricValue, startTestSidecar } from '../helpers/sidecar.js';
+import type { TestDns } from '../helpers/dns.js';
+import { metricValue, startTestSidecar, waitFor } from '../helpers/sidecar.js';
 import type { TestSidecar } from '../helpers/sidecar.js';
 
 const NAME = 'pods.test';
 const ADDRS = ['127.0.0.2', '127.0.0.3', '127.0.0.4'];
 const DEAD = '127.0.0.3';
 
-async function start(t: TestContext, extra: Record<string, unknown> = {}): Promise<{ sc: TestSidecar; port: number; client: http2.ClientHttp2Session }> {
-  const up = await h2Endpoints(ADDRS);
+async function start(
+  t: TestContext,
+  extra: Record<string, unknown> = {},
+  servers: readonly string[] = ADDRS,
+  names: readonly string[] = ADDRS,
+): Promise<{ sc: TestSidecar; port: number; client: http2.ClientHttp2Session; dns: TestDns; closes: Array<{ conn: UpstreamConn; info: CloseInfo; at: number }> }> {
+  const up = await h2Endpoints(servers);
   t.after(() => up.close());
-  const dns = await startDns({ [NAME]: ADDRS });
+  const dns = await startDns({ [NAME]: names });
   t.after(() => dns.stop());
   const sc = await startTestSidecar({
     routes: [{ name: 'g1', mode: 'h2', listen: { port: 0 }, upstream: { host: NAME, port: up.port, dnsServers: [dns.server], resolveIntervalMs: 1000 }, ...extra }],
   });
+  const closes: Array<{ conn: UpstreamConn; info: CloseInfo; at: number }> = [];
+  sc.sidecar.h2Routes[0]!.pool.on('closed', (conn, info) => closes.push({ conn, info, at: performance.now() }));
   const client = http2.connect(`http://127.0.0.1:${sc.port()}`);
   client.on('error', () => {});
   t.after(async () => {
     client.close();
     await sc.stop();
   });
-  return { sc, port: up.port, client };
+  return { sc, port: up.port, client, dns, closes };
 }
 
 /** One GET bounded by a client-side timeout (status 0 when it expires). */
@@ -132,5 +140,74 @@ describe('h2 route over several endpoints (dnsmasq + 127.0.0.2-4)', () => {
     assert.ok((await metricValue(sc, 'keepalive_sidecar_upstream_endpoint_ejections_total', { route: 'g1', reason: ejectReason! })) >= 1);
     assert.equal(await metricValue(sc, 'keepalive_sidecar_upstream_endpoints', { route: 'g1', state: 'ejected' }), 1);
     assert.ok(sc.logs.some((l) => l.msg === 'endpoint ejected' && l.endpoint === `${DEAD}:${port}`));
+  });
+  it('a refused endpoint: every stream still succeeds (the connect moves on to another endpoint), it is ejected, no stream reaches it', async (t) => {
+    if (!(await requireDns(t))) return;
+    // 127.0.0.4 is in DNS but nothing listens there: its connects are refused.
+    const { sc, port, client } = await start(t, {}, ['127.0.0.2', '127.0.0.3'], ADDRS);
+    const pool = sc.sidecar.h2Routes[0]!.pool;
+    const ejections: string[] = [];
+    pool.endpoints.on('ejected', (ep, reason) => ejections.push(`${ep.address} ${reason}`));
+    const by = new Map<string, number>();
+    for (let i = 0; i < 60; i += 6) {
+      const batch = await Promise.all(Array.from({ length: 6 }, (_, k) => get(client, `/f${i + k}`, 10_000)));
+      for (const r of batch) {
+        assert.equal(r.status, 200, r.body.toString());
+        by.set(r.body.toString(), (by.get(r.body.toString()) ?? 0) + 1);
+      }
+    }
+    t.diagnostic(`served: ${[...by].map(([a, n]) => `${a} ${n}`).join(', ')}; ejections: ${ejections.join(', ')}`);
+    assert.ok(ejections.includes('127.0.0.4 connect_refused'), ejections.join(', '));
+    assert.ok(!by.has('127.0.0.4'));
+    const ep = [...pool.endpoints.list()].find((e) => e.address === '127.0.0.4');
+    assert.equal(ep?.state, 'ejected');
+    assert.ok((await metricValue(sc, 'keepalive_sidecar_upstream_endpoint_ejections_total', { route: 'g1', reason: 'connect_refused' })) >= 1);
+    assert.ok(sc.logs.some((l) => l.msg === 'endpoint ejected' && l.endpoint === `127.0.0.4:${port}`));
+  });
+
+  it('an address removed from DNS: its idle sessions close (endpoint_removed), a busy one finishes its stream, the new address takes streams', async (t) => {
+    if (!(await requireDns(t))) return;
+    const { sc, client, dns, closes } = await start(t, {}, ADDRS, ['127.0.0.2', '127.0.0.3']);
+    const pool = sc.sidecar.h2Routes[0]!.pool;
+    // Streams until both endpoints have a session (bounded).
+    for (let i = 0; i < 40 && new Set([...pool.connections()].map((c) => c.endpoint.address)).size < 2; i++) assert.equal((await get(client, `/w${i}`, 5000)).status, 200);
+    const old = [...pool.connections()].filter((c) => c.endpoint.address === '127.0.0.3');
+    assert.ok(old.length > 0, 'a session to 127.0.0.3 exists');
+    // A slow stream in flight on 127.0.0.3's session (streams until one lands there; bounded).
+    let slow: Promise<H2Response> | undefined;
+    for (let i = 0; i < 40 && slow === undefined; i++) {
+      const p = get(client, `/slow${i}`, 8000);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      if (old.some((c) => (c.h2?.openStreams ?? 0) > 0)) slow = p;
+      else await p;
+    }
+    assert.ok(slow !== undefined, 'a slow stream is open on the old endpoint');
+    let isRemoved = false;
+    let isBusyAtRemoval = false;
+    pool.endpoints.on('removed', (ep) => {
+      if (ep.address !== '127.0.0.3') return;
+      isRemoved = true;
+      isBusyAtRemoval = old.some((c) => (c.h2?.openStreams ?? 0) > 0);
+    });
+    const t0 = performance.now();
+    await dns.setHosts({ [NAME]: ['127.0.0.2', '127.0.0.4'] });
+    let firstNewAt: number | undefined;
+    for (let i = 0; i < 300 && (firstNewAt === undefined || !isRemoved); i++) {
+      const wasRemoved = isRemoved;
+      const r = await get(client, `/n${i}`, 5000);
+      assert.equal(r.status, 200);
+      if (wasRemoved) assert.notEqual(r.body.toString(), '127.0.0.3', 'no stream opened after the removal went to it');
+      if (r.body.toString() === '127.0.0.4') firstNewAt ??= performance.now();
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    const s = await slow;
+    assert.ok(isBusyAtRemoval, 'the slow stream was still open when the endpoint was removed');
+    assert.equal(s.status, 200, 'the busy session finished its stream');
+    assert.equal(s.body.toString(), '127.0.0.3');
+    await waitFor(() => old.every((c) => c.state.state === 'closed'), 3000, 'the old endpoint\'s sessions to close');
+    const reasons = old.map((c) => closes.find((x) => x.conn === c)?.info.reason);
+    t.diagnostic(`new endpoint's first stream ${Math.round((firstNewAt ?? NaN) - t0)} ms after the DNS change; old sessions closed: ${reasons.join(',')}`);
+    assert.ok(firstNewAt !== undefined && firstNewAt - t0 <= 2000, 'the new endpoint took streams within one interval (+ slow start)');
+    assert.ok(reasons.every((r) => r === 'endpoint_removed'), reasons.join(','));
   });
 });
