@@ -11,7 +11,7 @@ import { describe, it } from 'node:test';
 import type { TestContext } from 'node:test';
 import { cliMain } from '../../src/cli/index.js';
 import type { CloseInfo, UpstreamConn } from '../../src/pool/index.js';
-import { h2Endpoints } from '../fixtures/endpoints.js';
+import { firstEjection, h2Endpoints } from '../fixtures/endpoints.js';
 import { h2Request } from '../fixtures/h2-upstreams.js';
 import type { H2Response } from '../fixtures/h2-upstreams.js';
 import { blackholeEndpoint, requireChaos } from '../helpers/chaos.js';
@@ -97,14 +97,7 @@ describe('h2 route over several endpoints (dnsmasq + 127.0.0.2-4)', () => {
     const pool = sc.sidecar.h2Routes[0]!.pool;
     const closes: Array<{ conn: UpstreamConn; info: CloseInfo }> = [];
     pool.on('closed', (conn, info) => closes.push({ conn, info }));
-    let ejectedAt: number | undefined;
-    let ejectReason: string | undefined;
-    pool.endpoints.on('ejected', (ep, reason) => {
-      if (ep.address === DEAD && ejectedAt === undefined) {
-        ejectedAt = performance.now();
-        ejectReason = reason;
-      }
-    });
+    const ejection = firstEjection(pool.endpoints, DEAD);
     const results: Array<{ start: number; r: H2Response }> = [];
     const inflight: Array<Promise<void>> = [];
     let holeAt = 0;
@@ -126,18 +119,18 @@ describe('h2 route over several endpoints (dnsmasq + 127.0.0.2-4)', () => {
     await Promise.all(inflight);
     const failed = results.filter((x) => x.r.status !== 200);
     const worst = Math.max(...results.map((x) => x.r.ms));
-    const after = ejectedAt === undefined ? [] : results.filter((x) => x.start > ejectedAt! + 5);
+    const after = ejection.at === undefined ? [] : results.filter((x) => x.start > ejection.at! + 5);
     t.diagnostic(
-      `${results.length} GETs, ${failed.length} failed, worst ${Math.round(worst)} ms; ejected (${ejectReason}) ${Math.round((ejectedAt ?? NaN) - holeAt)} ms after the blackhole; ` +
+      `${results.length} GETs, ${failed.length} failed, worst ${Math.round(worst)} ms; ejected (${ejection.reason}) ${Math.round((ejection.at ?? NaN) - holeAt)} ms after the blackhole; ` +
         `${after.length} after it, worst ${Math.round(Math.max(0, ...after.map((x) => x.r.ms)))} ms; dead endpoint's closes: ${[...new Set(closes.filter((c) => c.conn.endpoint.address === DEAD).map((c) => c.info.reason))].join(',')}; ` +
         `rescued ${await metricValue(sc, 'keepalive_sidecar_h2_streams_rescued_total', { route: 'g1', reason: 'ping_timeout' })} (ping_timeout)`,
     );
     assert.equal(failed.length, 0, `failed: ${failed.slice(0, 5).map((x) => `${x.r.status} ${x.r.body.toString()}`).join(' | ')}`);
-    assert.ok(ejectedAt !== undefined, 'the dead endpoint was ejected');
+    assert.ok(ejection.at !== undefined, 'the dead endpoint was ejected');
     assert.ok(after.every((x) => x.r.body.toString() !== DEAD), 'nothing after the ejection was served by the dead endpoint');
     assert.deepEqual(closes.filter((c) => c.conn.endpoint.address !== DEAD).map((c) => `${c.conn.endpoint.address} ${c.info.reason}`), [], 'no session of another endpoint closed');
     assert.ok(othersBefore.length >= 2 && othersBefore.every((c) => c.state.state !== 'closed'), 'the other endpoints\' sessions from before are all still open');
-    assert.ok((await metricValue(sc, 'keepalive_sidecar_upstream_endpoint_ejections_total', { route: 'g1', reason: ejectReason! })) >= 1);
+    assert.ok((await metricValue(sc, 'keepalive_sidecar_upstream_endpoint_ejections_total', { route: 'g1', reason: ejection.reason! })) >= 1);
     assert.equal(await metricValue(sc, 'keepalive_sidecar_upstream_endpoints', { route: 'g1', state: 'ejected' }), 1);
     assert.ok(sc.logs.some((l) => l.msg === 'endpoint ejected' && l.endpoint === `${DEAD}:${port}`));
   });
