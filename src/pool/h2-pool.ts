@@ -582,6 +582,9 @@ export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2Dri
     if (isBusy && conn.state.state === 'idle') this.setConnState(conn, transition(conn.state, LEASE, now).next);
     else if (!isBusy && conn.state.state === 'leased') this.setConnState(conn, transition(conn.state, RELEASE, now).next);
     if (!isBusy) {
+      // Streams answered on a live session of an ejected endpoint whose back-off is over (used anyway under the
+      // panic threshold) prove it as a probe would (as Pool.release).
+      if (conn.endpoint.isProbeDue && conn.closeReason === undefined) this.endpoints.noteConnected(conn.endpoint);
       if (driver.isDraining || conn.closeReason !== undefined) {
         // A draining session whose last stream ended: node:http2 closes it; make sure the socket goes.
         if (!driver.session.destroyed && driver.session.closed) driver.destroy(conn.decideReason({ kind: 'local', reason: 'goaway' }));
