@@ -31,6 +31,10 @@ export const CLOSE_REASONS = [
   'sibling_evicted',
   /** The upstream address went out of DNS (issue 14): its idle connections are retired, busy ones finish. */
   'endpoint_removed',
+  /** h2: a PING (before use or periodic) got no ACK and no byte within h2.pingTimeoutMs (issue 13). */
+  'ping_timeout',
+  /** h2: the upstream sent GOAWAY; the session drained and closed (issue 13). */
+  'goaway',
   /** Anything else; the raw error goes to the log. */
   'other',
 ] as const;
@@ -69,6 +73,8 @@ export const DEAD_PEER_REASONS: ReadonlySet<CloseReason> = new Set<CloseReason>(
   'keepalive_timeout',
   'user_timeout',
   'no_ack',
+  // h2: a PING (before use, periodic or confirming ACK evidence) got no answer within pingTimeoutMs.
+  'ping_timeout',
 ]);
 
 /** Where the socket stood when it failed; carried by errors and close events for logs. */

@@ -12,7 +12,7 @@ import type { Registry } from 'prom-client';
 import type { AdminConfig, Config, DebugConfig } from '../config/index.js';
 import { redactConfig } from '../config/index.js';
 import { idleDetectionMs } from '../liveness/index.js';
-import type { EndpointView, Pool, UpstreamConn } from '../pool/index.js';
+import type { AnyPool, EndpointView, Pool, UpstreamConn } from '../pool/index.js';
 import { expectedSockopts, readSockopts, readTcpInfo } from '../sockopts/index.js';
 import type { EffectiveSockopts, TcpInfo } from '../sockopts/index.js';
 import type { Clock } from '../util/clock.js';
@@ -40,6 +40,8 @@ export interface ConnectionView {
   /** Every read-back value equals the configured one. */
   readonly isSockoptsAsConfigured: boolean | null;
   readonly tcpInfo: TcpInfo | null;
+  /** h2 routes (issue 13): the session's state, streams open, its stream limit and whether a PING is out. */
+  readonly h2?: { readonly state: string; readonly streamsOpen: number; readonly maxStreams: number; readonly held: number; readonly isPingOutstanding: boolean; readonly lastReadMsAgo: number };
   readonly timers: {
     /** Our max-age timer: time left before the connection is no longer reused (null while connecting). */
     readonly maxAgeInMs: number | null;
@@ -109,7 +111,7 @@ export interface ConnectionsPage {
 
 export interface AdminDeps {
   readonly registry: Registry;
-  readonly pools: readonly Pool[];
+  readonly pools: readonly AnyPool[];
   readonly config: Config;
   readonly clock: Clock;
   /** True when every listener is bound and we are not draining. */
@@ -364,6 +366,9 @@ function viewOf(c: UpstreamConn, configured: EffectiveSockopts, now: number): Co
     sockopts,
     isSockoptsAsConfigured: sockopts === null ? null : (Object.keys(configured) as Array<keyof EffectiveSockopts>).every((k) => sockopts[k] === configured[k]),
     tcpInfo,
+    ...(c.h2 !== undefined
+      ? { h2: { state: c.h2.state, streamsOpen: c.h2.openStreams, maxStreams: Number.isFinite(c.h2.maxStreams) ? c.h2.maxStreams : -1, held: c.h2.heldCount, isPingOutstanding: c.h2.isPingOutstanding, lastReadMsAgo: Math.round(now - c.h2.lastReadAt) } }
+      : {}),
     timers: {
       maxAgeInMs: Number.isFinite(c.maxAgeAt) ? Math.round(c.maxAgeAt - now) : null,
       deadIfSilentWithinMs: deadIfSilentWithin(sockopts, tcpInfo),

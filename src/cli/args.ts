@@ -57,7 +57,7 @@ Options:
   -v, --version       print the version
 
 inject options:
-  --route SPEC        name=N,mode=tcp|http,listen=[host:]port,upstream=host:port (repeatable); optional
+  --route SPEC        name=N,mode=tcp|http|h2,listen=[host:]port,upstream=host:port (repeatable); optional
                       idleMs=,intervalMs=,probes=,userTimeoutMs=,connectTimeoutMs=,maxConnections=,warmSpares=,maxAgeMs=
                       upstream= a headless Service (name.ns.svc.cluster.local, clusterIP: None: one A record
                       per pod) makes every pod an endpoint: requests/connections balanced per pod (P2C),

@@ -25,7 +25,7 @@ export interface LoadInputs {
 }
 
 /** TCP_USER_TIMEOUT defaults by mode when the route leaves it null (see README "Choosing the timeouts"). */
-export const DEFAULT_USER_TIMEOUT_MS: Readonly<Record<Mode, number>> = { tcp: 5000, http: 10000 };
+export const DEFAULT_USER_TIMEOUT_MS: Readonly<Record<Mode, number>> = { tcp: 5000, http: 10000, h2: 10000 };
 
 /** Loads and validates; throws ConfigError listing every problem. */
 export function loadConfig(inputs: LoadInputs): Config {
@@ -109,7 +109,7 @@ function splitConvictMessage(message: string): string[] {
     .map((l) => l.replace(/^configuration param '([^']+)' not declared in the schema$/, '$1: unknown key'));
 }
 
-/** SIDECAR_UPSTREAM=host:port SIDECAR_LISTEN=[host:]port SIDECAR_MODE=tcp|http [SIDECAR_ROUTE_NAME=name]. */
+/** SIDECAR_UPSTREAM=host:port SIDECAR_LISTEN=[host:]port SIDECAR_MODE=tcp|http|h2 [SIDECAR_ROUTE_NAME=name]. */
 function routeFromShortcut(env: LoadInputs['env'], problems: string[]): unknown {
   const upstream = env.SIDECAR_UPSTREAM;
   if (upstream === undefined || upstream === '') {
@@ -223,10 +223,30 @@ function checkRelations(config: Config, rawRoutes: readonly unknown[]): string[]
         }
       });
     }
+    if (r.mode === 'h2') problems.push(...checkH2(r, where));
     if (r.mode === 'tcp' && r.warmSpares > r.maxConnections) {
       problems.push(`${where}.warmSpares: must not exceed maxConnections (${r.maxConnections})`);
     }
   });
+  return problems;
+}
+
+/** gRPC method names on h2.retry.grpcIdempotentMethods: "/pkg.Service/Method" or "/pkg.Service/*". */
+const GRPC_METHOD_PATTERN = /^\/[A-Za-z_][A-Za-z0-9_.]*\/(?:\*|[A-Za-z_][A-Za-z0-9_]*)$/;
+
+/** Relations of the h2 keys (issue 13); every problem is listed. */
+function checkH2(r: RouteConfig, where: string): string[] {
+  const problems: string[] = [];
+  const h2 = r.h2;
+  h2.retry.grpcIdempotentMethods.forEach((m, i) => {
+    if (typeof m !== 'string' || !GRPC_METHOD_PATTERN.test(m)) {
+      problems.push(`${where}.h2.retry.grpcIdempotentMethods[${i}]: "${String(m)}" is not "/pkg.Service/Method" or "/pkg.Service/*"`);
+    }
+  });
+  if (h2.pingTimeoutMs >= h2.pingIntervalMs) {
+    problems.push(`${where}.h2.pingTimeoutMs: must be lower than h2.pingIntervalMs (${h2.pingIntervalMs}): one PING outstanding at a time`);
+  }
+  if (h2.idleTimeoutMs >= r.maxAgeMs) problems.push(`${where}.h2.idleTimeoutMs: must be lower than maxAgeMs (${r.maxAgeMs})`);
   return problems;
 }
 

@@ -78,6 +78,18 @@ export function addFormats(): void {
     coerce: (v: unknown) => (typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v),
   });
   convict.addFormat({
+    name: 'ping-interval-ms',
+    validate(v: unknown) {
+      if (!Number.isInteger(v) || (v as number) < 1000) throw new Error('must be an integer >= 1000 (gRPC servers police PINGs: see README gRPC)');
+    },
+  });
+  convict.addFormat({
+    name: 'string-array',
+    validate(v: unknown) {
+      if (!Array.isArray(v) || v.some((x) => typeof x !== 'string')) throw new Error('must be an array of strings');
+    },
+  });
+  convict.addFormat({
     name: 'early-retry-ms',
     validate(v: unknown) {
       if (!Number.isInteger(v) || (v as number) < 250) {
@@ -162,8 +174,8 @@ export const routeSchema = {
     default: null as unknown as string,
   },
   mode: {
-    doc: '"tcp": byte pipe for any protocol; "http": HTTP/1.1 reverse proxy with a keep-alive pool and retries.',
-    format: ['tcp', 'http'],
+    doc: '"tcp": byte pipe for any protocol; "http": HTTP/1.1 reverse proxy with a keep-alive pool and retries; "h2": HTTP/2 (h2c) and gRPC reverse proxy with PING liveness and stream rescue.',
+    format: ['tcp', 'http', 'h2'],
     default: 'tcp',
   },
   listen: {
@@ -297,6 +309,42 @@ export const routeSchema = {
         default: true,
       },
       afterMs: { doc: 'http: how long a written request may go unacknowledged before the early check (>= 250).', format: 'early-retry-ms', default: 300 },
+    },
+  },
+  // Issue 13: h2 routes (h2c prior knowledge both sides). All ms.
+  h2: {
+    pingIdleMs: {
+      doc: 'h2: ping-before-use: a session that read nothing for this long gets a PING before its next stream; new streams wait for the ACK (or any byte).',
+      format: 'positive-int',
+      default: 5000,
+    },
+    pingTimeoutMs: {
+      doc: 'h2: a PING must be answered (ACK or any byte) within this, else the session is dead (ping_timeout) and streams held for it go to another session.',
+      format: 'positive-int',
+      default: 1000,
+    },
+    pingIntervalMs: {
+      doc: 'h2: periodic PING while streams are open and nothing was read this long (jitter +0..10%, never below; doubled per route on GOAWAY too_many_pings). Default 5 min: the gRPC servers\' floor (gRFC A8); lower it only for upstreams that allow it.',
+      format: 'ping-interval-ms',
+      default: 300000,
+    },
+    maxConcurrentStreams: {
+      doc: 'h2: most streams per upstream session (the lower of this and the server\'s SETTINGS_MAX_CONCURRENT_STREAMS): bounds what one dead session takes down.',
+      format: 'positive-int',
+      default: 100,
+    },
+    maxSessionMemoryMiB: { doc: 'h2: node:http2 maxSessionMemory, both sides (MiB).', format: 'positive-int', default: 10 },
+    idleTimeoutMs: { doc: 'h2: an upstream session with no stream for this long is closed (idle_evicted).', format: 'positive-int', default: 60000 },
+    retry: {
+      attempts: { doc: 'h2: replays of a stream trapped on a dead session (unknown state, safe only).', format: 'nat', default: 1 },
+      maxBodyBytes: { doc: 'h2: request body kept for a replay up to this size; larger bodies are not replayed.', format: 'nat', default: 65536 },
+      budgetPercent: { doc: 'h2: replays allowed as % of streams in the last 10 s.', format: 'nat', default: 20 },
+      minPerSec: { doc: 'h2: replays always allowed per second, whatever the budget.', format: 'nat', default: 10 },
+      grpcIdempotentMethods: {
+        doc: 'h2: gRPC methods safe to replay when trapped in an unknown state: exact "/pkg.Service/Method" or "/pkg.Service/*".',
+        format: 'string-array',
+        default: [] as string[],
+      },
     },
   },
 };

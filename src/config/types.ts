@@ -1,6 +1,6 @@
 /** Typed, frozen configuration. Components receive only their own slice. */
 
-export type Mode = 'tcp' | 'http';
+export type Mode = 'tcp' | 'http' | 'h2';
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
 export interface HostPort {
@@ -56,6 +56,23 @@ export interface UpstreamConfig extends HostPort {
   readonly dnsServers: readonly string[];
 }
 
+/** h2 retry: RetryConfig plus the gRPC methods that are safe to replay (issue 13). */
+export interface H2RetryConfig extends RetryConfig {
+  /** Exact "/pkg.Service/Method" or "/pkg.Service/*". */
+  readonly grpcIdempotentMethods: readonly string[];
+}
+
+/** h2 routes (issue 13): PING liveness, session pool and stream rescue. All ms. */
+export interface H2Config {
+  readonly pingIdleMs: number;
+  readonly pingTimeoutMs: number;
+  readonly pingIntervalMs: number;
+  readonly maxConcurrentStreams: number;
+  readonly maxSessionMemoryMiB: number;
+  readonly idleTimeoutMs: number;
+  readonly retry: H2RetryConfig;
+}
+
 export interface RouteConfig {
   readonly name: string;
   readonly mode: Mode;
@@ -67,6 +84,7 @@ export interface RouteConfig {
   readonly warmSpares: number;
   readonly maxAgeMs: number;
   readonly http: HttpConfig;
+  readonly h2: H2Config;
 }
 
 /** The slice the upstream pool needs. */

@@ -8,6 +8,7 @@
  * Service resolves to its VIP, one endpoint, and kube-proxy balances per connection as before.
  */
 import { loadConfig, parseHostPort } from '../config/index.js';
+import type { Mode } from '../config/index.js';
 import { UsageError } from '../errors.js';
 
 /** Keys a --route may carry. The first four fit the single-route environment shortcut; the rest need a file. */
@@ -19,7 +20,7 @@ const KEEPALIVE_KEYS: ReadonlySet<string> = new Set(['idleMs', 'intervalMs', 'pr
 /** One route as inject renders it: the raw keys given (validated), in the config file's shape. */
 export interface RouteSpec {
   readonly name: string;
-  readonly mode: 'tcp' | 'http';
+  readonly mode: Mode;
   readonly listen: { readonly host: string; readonly port: number };
   readonly upstream: { readonly host: string; readonly port: number };
   /** Extra keys in config-file shape (keepalive.*, connectTimeoutMs, ...); empty when only shortcut keys were given. */

@@ -22,6 +22,7 @@ describe('classifyError', () => {
     assert.equal(classifyError(err('UND_ERR_HEADERS_TIMEOUT'), busy), 'response_timeout');
     assert.equal(classifyError(err('HPE_INVALID_CONSTANT'), busy), 'protocol_error');
     assert.equal(classifyError(err('UND_ERR_RES_CONTENT_LENGTH_MISMATCH'), busy), 'protocol_error');
+    assert.equal(classifyError(err('ERR_HTTP2_ERROR'), busy), 'protocol_error', 'node:http2 session error (issue 13)');
   });
   it('undici framing guards (bytes on an idle connection, a 100 or 101 nobody asked for) are protocol_error', () => {
     const socketError = (message: string): Error => Object.assign(new Error(message), { code: 'UND_ERR_SOCKET' });

@@ -25,6 +25,9 @@ export interface ClassifyContext {
 export function classifyError(err: unknown, ctx: ClassifyContext): CloseReason {
   const code = errnoOf(err);
   if (code?.startsWith('HPE_') === true || (err instanceof Error && err.name === 'HTTPParserError')) return 'protocol_error';
+  // node:http2's own session errors (a bad frame, an HTTP/1 answer to our preface: "Protocol error") reach
+  // the socket too (the session destroys it with the same error): the upstream's framing is lost (issue 13).
+  if (code?.startsWith('ERR_HTTP2_') === true) return 'protocol_error';
   // (UND_ERR_INFO excepted: undici's "reset" after a response that did not allow keep-alive, see below.)
   if (ctx.isUnsolicited === true && code !== 'UND_ERR_INFO' && code?.startsWith('UND_ERR_') === true) return 'protocol_error';
   switch (code) {

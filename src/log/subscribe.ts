@@ -4,11 +4,11 @@
  */
 import { DEAD_PEER_REASONS } from '../errors.js';
 import type { HttpListener, TcpListener } from '../listeners/index.js';
-import type { Pool } from '../pool/index.js';
+import type { AnyPool } from '../pool/index.js';
 import { F } from './fields.js';
 import type { Logger } from './logger.js';
 
-export function logPoolEvents(pool: Pool, parent: Logger): void {
+export function logPoolEvents(pool: AnyPool, parent: Logger): void {
   const route = pool.config.name;
   const upstream = `${pool.config.upstream.host}:${pool.config.upstream.port}`;
   const log = parent.child({ [F.component]: 'pool', [F.route]: route, [F.upstream]: upstream });

@@ -8,7 +8,7 @@ import { ACQUIRE_FAILURES, CLOSE_REASONS, DEAD_PEER_REASONS, DOWNSTREAM_REJECT_R
 import type { DownstreamRejectReason, DownstreamResetReason } from '../errors.js';
 import type { TcpListener } from '../listeners/index.js';
 import { ENDPOINT_STATES, RESOLVE_OUTCOMES } from '../pool/index.js';
-import type { EjectReason, Pool } from '../pool/index.js';
+import type { AnyPool, EjectReason, Pool } from '../pool/index.js';
 import { SOCKOPT_NAMES } from '../sockopts/index.js';
 import { PREFIX } from './registry.js';
 
@@ -21,13 +21,13 @@ export interface ObservedListener {
 }
 
 export interface SidecarMetrics {
-  observePool(pool: Pool): void;
+  observePool(pool: AnyPool): void;
   observeListener(listener: ObservedListener | TcpListener): void;
 }
 
 export function createMetrics(registry: Registry): SidecarMetrics {
   const registers = [registry];
-  const pools: Pool[] = [];
+  const pools: AnyPool[] = [];
   const listeners: ObservedListener[] = [];
   // Bytes of connections still open are added at scrape time; closed ones were added to `closedBytes`.
   const closedBytes = new Map<string, { rx: number; tx: number }>();

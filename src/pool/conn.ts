@@ -12,6 +12,7 @@ import type { EffectiveSockopts } from '../sockopts/index.js';
 import type { Clock, Timer } from '../util/clock.js';
 import type { Endpoint } from './endpoints.js';
 import type { H1Driver } from './h1-driver.js';
+import type { H2Driver } from './h2-driver.js';
 import type { ConnState } from './state.js';
 
 /** Most bytes a raw (tcp) warm spare may receive while idle (a server greeting) before it is dropped. */
@@ -82,6 +83,11 @@ export class UpstreamConn {
    * margin; the pool uses the lower of this and its configured idle timeout.
    */
   idleTimeoutHintMs: number | undefined;
+  /**
+   * HTTP/2 driver (issue 13): set by the h2 pool once the socket is connected and configured; the session's
+   * streams and PING outstanding are this connection's data in flight.
+   */
+  h2: H2Driver | undefined;
 
   constructor(
     readonly id: number,
@@ -160,7 +166,7 @@ export class UpstreamConn {
    * last byte arrived.
    */
   get hasDataInFlight(): boolean {
-    return this.h1?.isAwaitingHead === true || this.bytesSent > this.sentAtLastRecv;
+    return this.h1?.isAwaitingHead === true || this.h2?.hasDataInFlight === true || this.bytesSent > this.sentAtLastRecv;
   }
 
   /**

@@ -55,8 +55,9 @@ export interface EndpointSetConfig {
 export class Endpoint {
   state: EndpointState = 'active';
   /**
-   * This endpoint's live connections by pool state. Only Pool.moveTo adds and removes entries (the same
-   * call that moves the connection between the pool's own sets), so the counts below cannot drift.
+   * This endpoint's live connections by pool state. Only Pool.moveTo (H2Pool.setConnState for h2 sessions:
+   * idle = no stream, leased = streams open or held) adds and removes entries, in the same call that changes
+   * the connection's state, so the counts below cannot drift.
    */
   readonly conns = {
     connecting: new Set<UpstreamConn>(),
@@ -148,6 +149,8 @@ export interface EndpointSetOptions {
    * HTTP/1, one app connection each for tcp). A multiplexing pool (HTTP/2) passes its open streams instead.
    */
   readonly load?: (ep: Endpoint) => number;
+  /** What /debug shows as an endpoint's in-flight requests; default its leased connections (h2: its streams). */
+  readonly inFlight?: (ep: Endpoint) => number;
 }
 
 /** Every endpoint of one route, with resolution, P2C picking and ejection. See the file comment. */
@@ -163,6 +166,7 @@ export class EndpointSet extends EventEmitter<EndpointSetEvents> {
   private failures = 0;
   private readonly random: () => number;
   private readonly load: (ep: Endpoint) => number;
+  private readonly inFlight: (ep: Endpoint) => number;
   /** When the last round finished, its outcome and error (for /debug). */
   lastResolvedAt: number | undefined;
   lastResolveError: string | undefined;
@@ -179,6 +183,7 @@ export class EndpointSet extends EventEmitter<EndpointSetEvents> {
     super();
     this.random = opts.random ?? Math.random;
     this.load = opts.load ?? inFlightOf;
+    this.inFlight = opts.inFlight ?? leasedOf;
     const family = net.isIP(config.host);
     this.isLiteral = family !== 0;
     if (this.isLiteral) {
@@ -331,7 +336,7 @@ export class EndpointSet extends EventEmitter<EndpointSetEvents> {
       port: ep.port,
       state: ep.state,
       connections: ep.connections,
-      inFlight: ep.conns.leased.size,
+      inFlight: this.inFlight(ep),
       idle: ep.conns.idle.size,
       ejections: ep.ejections,
       lastError: ep.lastError ?? null,
@@ -462,6 +467,10 @@ export function isAvoided(ep: Endpoint, avoid: Endpoint | readonly Endpoint[] | 
 
 function inFlightOf(ep: Endpoint): number {
   return ep.inFlight;
+}
+
+function leasedOf(ep: Endpoint): number {
+  return ep.conns.leased.size;
 }
 
 function describeError(reason: string, err: unknown): string {

@@ -14,3 +14,9 @@ export type { CloseCause } from './conn.js';
 export type { H1Driver } from './h1-driver.js';
 export { transition } from './state.js';
 export type { ConnEvent, ConnState, Effect, StateName } from './state.js';
+// h2 (issue 13): types only here, so a tcp-only sidecar never loads node:http2 code (sidecar.ts imports the
+// h2 modules lazily, by file).
+export type { H2Pool, H2PoolEvents } from './h2-pool.js';
+export type { H2Driver, H2Requester, H2SessionState } from './h2-driver.js';
+/** Any route's pool, as metrics, logs and /debug see it. */
+export type AnyPool = import('./pool.js').Pool | import('./h2-pool.js').H2Pool;

@@ -24,12 +24,13 @@ import type { CheckoutRecord, WaitOutcome } from './checkout-queue.js';
 import { UpstreamConn } from './conn.js';
 import type { ConnOwner } from './conn.js';
 import { configureSocket, openSocket } from './connector.js';
-import { EndpointSet, isAvoided } from './endpoints.js';
-import type { EjectReason, Endpoint } from './endpoints.js';
+import { CONNECT_FAILURES, createRouteEndpoints, ejectEndpoint, shouldProbe } from './endpoint-glue.js';
+import type { EndpointOwner } from './endpoint-glue.js';
+import { isAvoided } from './endpoints.js';
+import type { EjectReason, Endpoint, EndpointSet } from './endpoints.js';
 import { Evictor } from './evictor.js';
 import type { H1Driver } from './h1-driver.js';
 import { Lease } from './lease.js';
-import { createResolver } from './resolver.js';
 import type { ResolveFn } from './resolver.js';
 import { transition } from './state.js';
 import type { ConnEvent } from './state.js';
@@ -102,9 +103,6 @@ export interface AcquireOptions {
   readonly avoid?: Endpoint | undefined;
 }
 
-/** Connect failures after which the acquire tries another endpoint (nothing was sent: always safe). */
-const CONNECT_FAILURES: ReadonlySet<AcquireFailure> = new Set<AcquireFailure>(['connect_refused', 'connect_timeout', 'connect_error']);
-
 /**
  * Receives the outcome of `Pool.checkout`. The HTTP exchange implements it, so the per-request path needs no
  * closure or promise to learn about its lease.
@@ -118,7 +116,7 @@ export interface LeaseRequester {
 const LEASE: ConnEvent = { type: 'lease' };
 const RELEASE: ConnEvent = { type: 'release' };
 
-export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
+export class Pool extends EventEmitter<PoolEvents> implements ConnOwner, EndpointOwner {
   private readonly sets = {
     connecting: new Set<UpstreamConn>(),
     idle: new Set<UpstreamConn>(),
@@ -145,20 +143,26 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
     this.pending = new PendingQueue(clock);
     this.batch = new CheckoutBatch((records) => this.validateCheckouts(records));
     this.evictor = new Evictor(clock, options.idleTimeoutMs, (conn, reason) => this.fail(conn, reason));
-    const up = config.upstream;
-    this.endpoints = new EndpointSet(
-      config.name,
-      up,
-      clock,
-      options.resolve ?? createResolver({ dnsServers: up.dnsServers }),
-      options.random !== undefined ? { random: options.random } : {},
-    );
-    this.endpoints.on('removed', (ep) => {
-      // Gone from DNS: idle connections go now, busy ones finish (release retires them).
-      for (const c of [...ep.conns.idle]) this.fail(c, 'endpoint_removed');
+    this.endpoints = createRouteEndpoints(config, clock, { resolve: options.resolve, ...(options.random !== undefined ? { random: options.random } : {}) }, this);
+  }
+
+  // EndpointOwner ------------------------------------------------------------------------------------------
+
+  endpointRemoved(ep: Endpoint): void {
+    // Gone from DNS: idle connections go now, busy ones finish (release retires them).
+    for (const c of [...ep.conns.idle]) this.fail(c, 'endpoint_removed');
+  }
+
+  /** The back-off of an ejected endpoint is over: one probe connect (it becomes an idle connection on success). */
+  probeEndpoint(ep: Endpoint): void {
+    if (!shouldProbe(this.endpoints, ep, this.isClosing, this.total < this.config.maxConnections)) return;
+    this.connect(ep, false, undefined, true).catch(() => {
+      // Reported through connectFailed; the endpoint set backs off again.
     });
-    this.endpoints.on('probe', (ep) => this.probe(ep));
-    this.endpoints.on('resolved', () => this.fill());
+  }
+
+  endpointsResolved(): void {
+    this.fill();
   }
 
   /** Starts resolving the upstream name and keeping warm spares (if configured). */
@@ -456,20 +460,13 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
 
   /**
    * Ejects the endpoint of a connection that died of a dead-peer reason (or whose connect failed) and retires
-   * its idle connections at once. After a dead-peer death retiring follows `siblingEviction` (http, as
-   * before); a tcp route, which has no such key, retires them only when it has several endpoints. After a
-   * failed connect only with several endpoints: one endpoint is a Service VIP, and a SYN that got no answer
-   * says nothing about the pods behind the established connections (nor did it before endpoints existed).
+   * its idle connections at once (endpoint-glue's rule: `siblingEviction` for http; a tcp route, which has no
+   * such key, only with several endpoints).
    */
   private ejectEndpoint(conn: UpstreamConn, reason: EjectReason, err: unknown, isConnectFailure = false): void {
-    const ep = conn.endpoint;
-    const isMulti = this.endpoints.isMulti;
-    // A single endpoint (a ClusterIP VIP) stays in use whatever happens (panic threshold): marking it ejected
-    // would only add a warn, a metric and a doctor warning per dead connection. Retiring its idle
-    // connections below is today's single-address behaviour.
-    if (isMulti) this.endpoints.eject(ep, reason, err);
-    if (isConnectFailure ? isMulti : (this.options.siblingEviction ?? isMulti)) this.evictSiblings(conn);
-    if (!this.endpoints.isEligible(ep)) this.abandonConnects(ep);
+    const { isRetireIdle, isEligible } = ejectEndpoint(this.endpoints, conn.endpoint, reason, err, isConnectFailure, this.options.siblingEviction);
+    if (isRetireIdle) this.evictSiblings(conn);
+    if (!isEligible) this.abandonConnects(conn.endpoint);
   }
 
   /**
@@ -485,23 +482,6 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner {
       this.apply(c, { type: 'connect_failed', reason: 'connect_error' }, true);
       pc.reject(new AcquireError('connect_error', `connect to ${this.config.upstream.host} (${ep.key}) abandoned: the endpoint was ejected`));
     }
-  }
-
-  /**
-   * The back-off of an ejected endpoint is over: one probe connect (it becomes an idle connection on success).
-   * Not while the endpoint is eligible anyway (panic threshold): then the next ordinary connect to it is the
-   * probe, and nothing extra is opened. But the probe is deferred, not dropped: when the panic ends before
-   * an ordinary connect proved the endpoint, nothing else would ever probe it and it would stay ejected.
-   */
-  private probe(ep: Endpoint): void {
-    if (this.isClosing) return;
-    if (this.endpoints.isEligible(ep) || this.total >= this.config.maxConnections) {
-      this.endpoints.deferProbe(ep);
-      return;
-    }
-    this.connect(ep, false, undefined, true).catch(() => {
-      // Reported through connectFailed; the endpoint set backs off again.
-    });
   }
 
   private connect(ep: Endpoint, forLease: boolean, signal: AbortSignal | undefined, isProbe = false): Promise<UpstreamConn> {

@@ -10,7 +10,7 @@ import net from 'node:net';
 import { describe, it } from 'node:test';
 import type { TestContext } from 'node:test';
 import type { CloseInfo, UpstreamConn } from '../../src/pool/index.js';
-import { httpEndpoints, tcpEchoEndpoints } from '../fixtures/endpoints.js';
+import { firstEjection, httpEndpoints, tcpEchoEndpoints } from '../fixtures/endpoints.js';
 import { request } from '../fixtures/http-upstreams.js';
 import { blackholeEndpoint, requireChaos } from '../helpers/chaos.js';
 import { requireDns, startDns } from '../helpers/dns.js';
@@ -46,14 +46,7 @@ describe('several endpoints: one dead pod (nft blackhole + SYN drop)', () => {
     const pool = sc.sidecar.routes[0]!.pool;
     const closes: Closed[] = [];
     pool.on('closed', (conn, info) => closes.push({ conn, info, at: performance.now() }));
-    let ejectedAt: number | undefined;
-    let ejectReason: string | undefined;
-    pool.endpoints.on('ejected', (ep, reason) => {
-      if (ep.address === DEAD && ejectedAt === undefined) {
-        ejectedAt = performance.now();
-        ejectReason = reason;
-      }
-    });
+    const ejection = firstEjection(pool.endpoints, DEAD);
 
     // 100 req/s for 4 s (400 requests, each bounded by a 10 s client timeout); the pod dies at 1 s.
     const results: Array<{ start: number; ms: number; status: number; body: string }> = [];
@@ -82,19 +75,19 @@ describe('several endpoints: one dead pod (nft blackhole + SYN drop)', () => {
     await Promise.all(inflight);
 
     const failed = results.filter((r) => r.status !== 200);
-    const after = ejectedAt === undefined ? [] : results.filter((r) => r.start > ejectedAt! + 5);
+    const after = ejection.at === undefined ? [] : results.filter((r) => r.start > ejection.at! + 5);
     const worstAfter = Math.max(0, ...after.map((r) => r.ms));
     const deadCloses = closes.filter((c) => c.conn.endpoint.address === DEAD);
     const firstEvidence = Math.min(...deadCloses.map((c) => c.at));
     t.diagnostic(
-      `${results.length} requests, ${failed.length} failed; ejected (${ejectReason}) ${Math.round((ejectedAt ?? NaN) - holeAt)} ms after the blackhole, ` +
-        `${Math.round((ejectedAt ?? NaN) - firstEvidence)} ms after the first dead-connection close; ${after.length} requests after it, worst ${Math.round(worstAfter)} ms; ` +
+      `${results.length} requests, ${failed.length} failed; ejected (${ejection.reason}) ${Math.round((ejection.at ?? NaN) - holeAt)} ms after the blackhole, ` +
+        `${Math.round((ejection.at ?? NaN) - firstEvidence)} ms after the first dead-connection close; ${after.length} requests after it, worst ${Math.round(worstAfter)} ms; ` +
         `dead endpoint's closes: ${[...new Set(deadCloses.map((c) => c.info.reason))].join(',')}; retries ${await metricValue(sc, 'keepalive_sidecar_http_retries_total', { route: 'h1', reason: 'no_ack' })} (no_ack)`,
     );
     assert.equal(failed.length, 0, `failed: ${failed.slice(0, 5).map((r) => `${r.status} ${r.body}`).join(' | ')}`);
-    assert.ok(ejectedAt !== undefined, 'the dead endpoint was ejected');
-    assert.ok(ejectedAt - holeAt <= 1000, `ejected ${Math.round(ejectedAt - holeAt)} ms after the blackhole`);
-    assert.ok(ejectedAt - firstEvidence <= 1000, 'within 1 s of the first evidence');
+    assert.ok(ejection.at !== undefined, 'the dead endpoint was ejected');
+    assert.ok(ejection.at - holeAt <= 1000, `ejected ${Math.round(ejection.at - holeAt)} ms after the blackhole`);
+    assert.ok(ejection.at - firstEvidence <= 1000, 'within 1 s of the first evidence');
     assert.ok(after.every((r) => r.body !== DEAD), 'nothing after the ejection was served by the dead endpoint');
     // Trapped would mean >= earlyRetry.afterMs (300 ms) on a dead connection, or connectTimeoutMs on a SYN.
     assert.ok(worstAfter < 300, `worst request after the ejection ${Math.round(worstAfter)} ms`);
@@ -103,7 +96,7 @@ describe('several endpoints: one dead pod (nft blackhole + SYN drop)', () => {
     assert.deepEqual(otherCloses.map((c) => `${c.conn.endpoint.address}:${c.conn.localPort} ${c.info.reason}`), []);
     assert.ok(liveConnsBefore.length > 0 && liveConnsBefore.every((c) => c.state.state !== 'closed'), 'their connections from before are all still open');
     for (const a of ADDRS.filter((x) => x !== DEAD)) assert.ok(up.byAddress.get(a)!.sockets.every((s) => !s.destroyed), `${a}: no server-side socket closed`);
-    assert.ok((await metricValue(sc, 'keepalive_sidecar_upstream_endpoint_ejections_total', { route: 'h1', reason: ejectReason! })) >= 1);
+    assert.ok((await metricValue(sc, 'keepalive_sidecar_upstream_endpoint_ejections_total', { route: 'h1', reason: ejection.reason! })) >= 1);
     assert.equal(await metricValue(sc, 'keepalive_sidecar_upstream_endpoints', { route: 'h1', state: 'ejected' }), 1);
     assert.ok(sc.logs.some((l) => l.msg === 'endpoint ejected' && l.endpoint === `${DEAD}:${up.port}`));
   });

@@ -38,7 +38,8 @@ export async function startTestSidecar(obj: Record<string, unknown>): Promise<Te
     config,
     logs,
     port(name) {
-      const r = name === undefined ? sidecar.routes[0] : sidecar.routes.find((x) => x.name === name);
+      const all = [...sidecar.routes, ...sidecar.h2Routes];
+      const r = name === undefined ? all[0] : all.find((x) => x.name === name);
       if (r === undefined) throw new Error(`no route ${name}`);
       return r.address.port;
     },
@@ -46,6 +47,11 @@ export async function startTestSidecar(obj: Record<string, unknown>): Promise<Te
       await sidecar.stop();
     },
   };
+}
+
+/** An h2 route object for configFrom/startTestSidecar (issue 13). */
+export function h2Route(upstreamPort: number, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return { name: 'g1', mode: 'h2', listen: { port: 0 }, upstream: { host: '127.0.0.1', port: upstreamPort }, ...extra };
 }
 
 /** A tcp route object for configFrom/startTestSidecar. */
@@ -95,7 +101,7 @@ export async function metricValue(sc: TestSidecar, name: string, labels: Record<
   const text = await sc.sidecar.registry.metrics();
   const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`).sort().join(',');
   for (const line of text.split('\n')) {
-    const m = /^([a-z_]+)\{([^}]*)\} (\S+)$/.exec(line);
+    const m = /^([a-z0-9_]+)\{([^}]*)\} (\S+)$/.exec(line);
     if (m === null || m[1] !== name) continue;
     if (m[2]!.split(',').sort().join(',') === want) return Number(m[3]);
   }

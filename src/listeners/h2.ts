@@ -1,0 +1,168 @@
+/**
+ * h2 listener (issue 13): an HTTP/2 server with prior knowledge (h2c, what grpc-js / grpc-go clients with
+ * insecure credentials speak) on the route's local address. Each stream becomes an exchange
+ * (proxy/h2-exchange.ts) on a stream slot from the route's H2Pool. The app's session is its own hop: its
+ * PINGs and SETTINGS are answered by node:http2 here and never forwarded upstream.
+ *
+ * Downstream limits as the HTTP listener: http.maxDownstreamConnections app connections and the process fd
+ * budget (over either: reset at accept), maxSessionMemory set explicitly. Drain: GOAWAY (NO_ERROR) to every
+ * app session at once (new streams refused, the ones open finish), then the usual wait / reset sequence.
+ */
+import { EventEmitter, once } from 'node:events';
+import http2 from 'node:http2';
+import type { Http2Server, ServerHttp2Session } from 'node:http2';
+import type { AddressInfo, Socket } from 'node:net';
+import type { H2Config, RouteConfig } from '../config/index.js';
+import type { DownstreamRejectReason, DownstreamResetReason } from '../errors.js';
+import { H2_SESSION_WINDOW, H2_STREAM_WINDOW } from '../pool/h2-driver.js';
+import type { H2Pool } from '../pool/h2-pool.js';
+import { grpcMethodMatcher, proxyH2Stream } from '../proxy/h2-exchange.js';
+import type { H2ErrorReason, H2ExchangeHost, H2StreamOutcome } from '../proxy/h2-exchange.js';
+import { RetryBudget } from '../proxy/retry-budget.js';
+import { resetSocket } from '../proxy/tcp-pipe.js';
+import type { Clock } from '../util/clock.js';
+import { FdBudget } from './fd-budget.js';
+
+/** Streams one app session may have open (SETTINGS_MAX_CONCURRENT_STREAMS we advertise downstream). */
+export const DOWNSTREAM_MAX_STREAMS = 1000;
+
+export interface H2ListenerEvents {
+  /** A downstream stream ended: ok, rescued (after a replay), reset (RST_STREAM), failed (answered by us). */
+  streamEnded: [outcome: H2StreamOutcome, reason: H2ErrorReason | undefined];
+  /** A stream was placed again (replayed or re-queued) because its session died or refused it. */
+  streamRescued: [reason: H2ErrorReason];
+  downstreamReset: [reason: DownstreamResetReason];
+  downstreamRejected: [reason: DownstreamRejectReason, err?: Error];
+}
+
+export class H2Listener extends EventEmitter<H2ListenerEvents> implements H2ExchangeHost {
+  private readonly server: Http2Server;
+  readonly budget: RetryBudget;
+  readonly h2: H2Config;
+  private readonly downstreams = new Set<Socket>();
+  private readonly sessions = new Set<ServerHttp2Session>();
+  readonly isGrpcIdempotent: (path: string) => boolean;
+  private inflight = 0;
+  private isDraining = false;
+  private idleWaiters: Array<() => void> = [];
+
+  constructor(
+    readonly route: RouteConfig,
+    readonly pool: H2Pool,
+    readonly clock: Clock,
+    private readonly fds: FdBudget = new FdBudget(Infinity, 0),
+  ) {
+    super();
+    this.h2 = route.h2;
+    this.budget = new RetryBudget(route.h2.retry);
+    this.isGrpcIdempotent = grpcMethodMatcher(route.h2.retry.grpcIdempotentMethods);
+    this.server = http2.createServer({
+      maxSessionMemory: route.h2.maxSessionMemoryMiB,
+      settings: { maxConcurrentStreams: DOWNSTREAM_MAX_STREAMS, initialWindowSize: H2_STREAM_WINDOW, enablePush: false },
+    });
+    this.server.on('connection', (s: Socket) => {
+      if (this.downstreams.size >= route.http.maxDownstreamConnections) return this.reject(s, 'overflow');
+      if (!this.fds.tryAdmit()) return this.reject(s, 'fd_reserve');
+      s.setNoDelay(true);
+      this.downstreams.add(s);
+      s.once('close', () => {
+        this.downstreams.delete(s);
+        this.fds.release();
+      });
+    });
+    this.server.on('session', (session: ServerHttp2Session) => {
+      session.on('error', () => {
+        // The app's session failed (bad frames, reset): its streams' close handlers clean up.
+      });
+      this.sessions.add(session);
+      session.once('close', () => this.sessions.delete(session));
+      try {
+        session.setLocalWindowSize(H2_SESSION_WINDOW);
+      } catch {
+        // Not connected any more.
+      }
+      if (this.isDraining) session.close();
+    });
+    this.server.on('stream', (stream, headers) => {
+      this.inflight++;
+      stream.once('close', this.onStreamClose);
+      proxyH2Stream(this, stream, headers);
+    });
+    // accept() failures (EMFILE...) must not crash the process.
+    this.server.on('error', (err: Error) => this.emit('downstreamRejected', 'accept_error', err));
+  }
+
+  async listen(): Promise<AddressInfo> {
+    this.server.listen(this.route.listen.port, this.route.listen.host);
+    await Promise.race([
+      once(this.server, 'listening'),
+      once(this.server, 'error').then(([err]) => {
+        throw err;
+      }),
+    ]);
+    return this.server.address() as AddressInfo;
+  }
+
+  get isListening(): boolean {
+    return this.server.listening;
+  }
+
+  /** Open app connections. */
+  get activeCount(): number {
+    return this.downstreams.size;
+  }
+
+  /** Streams in flight. */
+  get streamCount(): number {
+    return this.inflight;
+  }
+
+  /** Drain: stop listening and send GOAWAY (NO_ERROR) to every app session; open streams finish. */
+  async stopAccepting(): Promise<void> {
+    this.isDraining = true;
+    if (this.server.listening) this.server.close();
+    for (const s of this.sessions) if (!s.closed && !s.destroyed) s.close();
+  }
+
+  async whenIdle(): Promise<void> {
+    while (this.inflight > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /** At the drain timeout: reset every app session still open (streams see a reset, not a generated answer). */
+  resetInFlight(reason: 'local_shutdown'): void {
+    for (const s of this.sessions) {
+      if (s.destroyed) continue;
+      s.destroy(new Error(reason), http2.constants.NGHTTP2_INTERNAL_ERROR);
+      this.emit('downstreamReset', reason);
+    }
+  }
+
+  resetAll(_reason: 'local_shutdown'): void {
+    for (const s of this.downstreams) if (!s.destroyed) resetSocket(s);
+  }
+
+  // H2ExchangeHost -----------------------------------------------------------------------------------------
+
+  rescued(reason: H2ErrorReason): void {
+    this.emit('streamRescued', reason);
+  }
+
+  streamEnded(outcome: H2StreamOutcome, reason: H2ErrorReason | undefined): void {
+    this.emit('streamEnded', outcome, reason);
+  }
+
+  // ------------------------------------------------------------------------------------------------------
+
+  private readonly onStreamClose = (): void => {
+    if (--this.inflight === 0 && this.idleWaiters.length > 0) {
+      const waiters = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const w of waiters) w();
+    }
+  };
+
+  private reject(s: Socket, reason: DownstreamRejectReason): void {
+    resetSocket(s);
+    this.emit('downstreamRejected', reason);
+  }
+}

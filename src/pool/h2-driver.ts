@@ -1,0 +1,420 @@
+/**
+ * HTTP/2 protocol driver of one upstream connection (issue 13): the node:http2 ClientHttp2Session made on
+ * the pool's already-configured socket, owned by the connection (UpstreamConn.h2). It keeps the session's
+ * real state for the close reason and for the pool's policy: streams open, capacity (the lower of our cap
+ * and the server's SETTINGS_MAX_CONCURRENT_STREAMS), when the upstream was last heard from, the one PING
+ * outstanding, and GOAWAY.
+ *
+ * Liveness (issue 13, measured: on a blackholed flow PING callbacks never fire and in-flight streams get no
+ * event at all, so only our own timer can tell):
+ * - ping-before-use (nghttpx's model): a session that read nothing for pingIdleMs gets a PING before its next
+ *   stream; new streams are held until the ACK (or any byte: bytesRead moved), at most pingTimeoutMs; then the
+ *   session is dead (ping_timeout) and the held streams go elsewhere, whatever their method (they never left).
+ * - periodic PING while streams are open and nothing was read for pingIntervalMs (gRFC A8: servers allow one
+ *   every 5 min with calls open, 2 strikes; strikes reset when they send HEADERS or DATA, so a session that
+ *   reads never pings): jitter only upward, one outstanding, any received byte postpones it.
+ * "Heard from" is socket.bytesRead (it keeps counting under node:http2), read when a stream closes and when a
+ * timer fires; TCP_INFO's last_data_recv dates bytes that arrived while nobody looked.
+ */
+import http2 from 'node:http2';
+import type { ClientHttp2Session, ClientHttp2Stream, ClientSessionRequestOptions, OutgoingHttpHeaders } from 'node:http2';
+import type { Socket } from 'node:net';
+import type { H2Config } from '../config/index.js';
+import type { CloseReason } from '../errors.js';
+import { SidecarError } from '../errors.js';
+import { readTcpInfo } from '../sockopts/index.js';
+import type { Clock, Timer } from '../util/clock.js';
+import type { UpstreamConn } from './conn.js';
+
+/** The session state the pool keeps its sets by (h2_sessions{state}). */
+export type H2SessionState = 'connecting' | 'ready' | 'full' | 'draining';
+
+/**
+ * PING kinds (h2_pings_sent_total{kind}): before_use (a silent session before its next stream), periodic
+ * (streams open, nothing read for pingIntervalMs), ack_evidence (TCP_INFO: our bytes unacknowledged and
+ * retransmitted; the PING confirms before anything is given up).
+ */
+export type H2PingKind = 'before_use' | 'periodic' | 'ack_evidence';
+
+/** A caller waiting for a stream slot on some session (the h2 exchange). */
+export interface H2Requester {
+  /** A slot on `driver` is this requester's now: open the stream at once (synchronously). */
+  onSession(driver: H2Driver): void;
+  /** No session could be had (AcquireError: overflow, pending_timeout, connect_*, shutting_down). */
+  onSessionFailed(err: unknown): void;
+  /** The session it was held for died (ping_timeout, goaway) before a stream was opened; it is placed again. */
+  onRequeued(reason: CloseReason): void;
+  /** The downstream went away: the pool drops it from its queues instead of granting. */
+  readonly isGone: boolean;
+}
+
+/** What the driver tells its pool (H2Pool implements it). */
+export interface H2DriverHooks {
+  /** Capacity, draining or open streams changed: re-file the session. */
+  sessionChanged(driver: H2Driver): void;
+  /** The session's first stream opened (the pool's ACK-evidence sweep runs while sessions are busy). */
+  sessionBusy(driver: H2Driver): void;
+  /** Requesters held for a PING that was answered: each gets its slot (onSession). */
+  grant(driver: H2Driver, requesters: readonly H2Requester[]): void;
+  /** Requesters held for a session (`from`) that died or drains before their stream opened: place them again. */
+  requeue(requesters: readonly H2Requester[], reason: CloseReason, from: H2Driver): void;
+  pingSent(driver: H2Driver, kind: H2PingKind): void;
+  pingAcked(driver: H2Driver, rttMs: number): void;
+  pingTimedOut(driver: H2Driver): void;
+  goawayReceived(driver: H2Driver, code: number, lastStreamId: number, debug: string): void;
+  /** Current periodic PING interval of the route (doubled on GOAWAY too_many_pings). */
+  pingIntervalMs(): number;
+}
+
+/** The error a session is destroyed with (never without one: streams would close with rstCode 0, no error). */
+export class H2SessionError extends SidecarError {
+  constructor(readonly reason: CloseReason) {
+    super('SIDECAR_ERR_H2_SESSION', `upstream h2 session closed: ${reason}`);
+  }
+}
+
+const { NGHTTP2_CANCEL, NGHTTP2_NO_ERROR } = http2.constants;
+
+/** Per-stream initial window (SETTINGS_INITIAL_WINDOW_SIZE) and session window we advertise upstream. */
+export const H2_STREAM_WINDOW = 1 << 20;
+export const H2_SESSION_WINDOW = 8 << 20;
+
+interface Probe {
+  readonly kind: H2PingKind;
+  readonly sentAt: number;
+  /** bytesRead when the PING went out (or at the last extension): any byte since counts as an answer. */
+  bytesAt: number;
+  timer: Timer;
+}
+
+export class H2Driver {
+  readonly session: ClientHttp2Session;
+  /** Streams opened on this session and not closed yet. */
+  openStreams = 0;
+  /** The server's SETTINGS_MAX_CONCURRENT_STREAMS (unlimited until its SETTINGS arrive). */
+  private remoteMax = Infinity;
+  /** GOAWAY arrived (or we retire the session): no new streams; it closes when its streams end. */
+  isDraining = false;
+  /** Last-Stream-ID of the GOAWAY received: streams above it were never processed (RFC 9113 §6.8). */
+  goawayLastStreamId: number | undefined;
+  /**
+   * TCP_INFO showed our bytes unacknowledged and retransmitted (a dead path, or one lost segment): no new
+   * streams until the PING sent to confirm is answered (or any byte arrives); streams open stay where they are.
+   */
+  isSuspect = false;
+  /** When bytes were last seen from the upstream (clock ms; approximate to when we looked). */
+  lastReadAt: number;
+  private bytesSeen: number;
+  private probe: Probe | undefined;
+  /** Streams waiting for the PING outstanding (ping-before-use). */
+  private held: H2Requester[] = [];
+  private periodicTimer: Timer | undefined;
+  /** Idle since (no stream open), for the pool's idle timer. */
+  idleSince: number;
+
+  constructor(
+    readonly conn: UpstreamConn,
+    private readonly socket: Socket,
+    origin: string,
+    private readonly config: H2Config,
+    private readonly clock: Clock,
+    private readonly hooks: H2DriverHooks,
+  ) {
+    const now = clock.now();
+    this.lastReadAt = now;
+    this.idleSince = now;
+    this.bytesSeen = socket.bytesRead;
+    this.session = http2.connect(origin, {
+      createConnection: () => socket,
+      maxSessionMemory: config.maxSessionMemoryMiB,
+      // Server push is refused (we would have nobody to give it to); our stream window is raised so a 2 MiB
+      // message does not crawl at 64 KiB per round trip.
+      settings: { enablePush: false, initialWindowSize: H2_STREAM_WINDOW },
+    });
+    const session = this.session;
+    session.on('error', (err: unknown) => this.onSessionError(err));
+    session.on('remoteSettings', (settings) => {
+      this.remoteMax = settings.maxConcurrentStreams ?? Infinity;
+      hooks.sessionChanged(this);
+    });
+    session.on('goaway', (code: number, lastStreamId: number, data: Buffer | undefined) => this.onGoaway(code, lastStreamId, data));
+    session.once('connect', () => {
+      try {
+        session.setLocalWindowSize(H2_SESSION_WINDOW);
+      } catch {
+        // The session died in the same tick; its close reports why.
+      }
+    });
+    session.once('close', () => this.onSessionClose());
+  }
+
+  /** Our cap, or the server's if lower. */
+  get maxStreams(): number {
+    return Math.min(this.config.maxConcurrentStreams, this.remoteMax);
+  }
+
+  /** Slots left for new streams (held streams count as taken). */
+  get capacity(): number {
+    return this.maxStreams - this.openStreams - this.held.length;
+  }
+
+  /** Not draining, not dead: may take new streams. */
+  get isUsable(): boolean {
+    return !this.isDraining && !this.isSuspect && this.conn.closeReason === undefined && !this.session.destroyed && !this.session.closed;
+  }
+
+  get state(): H2SessionState {
+    if (!this.isUsable) return 'draining';
+    return this.capacity > 0 ? 'ready' : 'full';
+  }
+
+  /** "Data in flight" for the close reason: a stream is open or a PING awaits its ACK. */
+  get hasDataInFlight(): boolean {
+    return this.openStreams > 0 || this.probe !== undefined;
+  }
+
+  get isPingOutstanding(): boolean {
+    return this.probe !== undefined;
+  }
+
+  get heldCount(): number {
+    return this.held.length;
+  }
+
+  /**
+   * The pool picked this session for `r` (capacity > 0, usable). Granted at once unless the session has been
+   * silent for pingIdleMs or a PING is outstanding: then `r` is held until the ACK or any byte.
+   */
+  use(r: H2Requester): void {
+    if (this.probe === undefined) {
+      const now = this.clock.now();
+      if (now - this.heardAt(now) < this.config.pingIdleMs) {
+        r.onSession(this);
+        return;
+      }
+      this.sendPing('before_use');
+    }
+    this.held.push(r);
+    this.hooks.sessionChanged(this);
+  }
+
+  /**
+   * node:http2 refused to open a stream (session closing or destroyed: nothing was sent). The session is
+   * ending: its reason (already decided by whatever closed it, else goaway for a graceful close) is returned
+   * and no new stream is given to it.
+   */
+  requestRefused(): CloseReason {
+    const decided = this.conn.decideReason({ kind: 'local', reason: this.session.destroyed ? 'other' : 'goaway' });
+    this.drain(decided);
+    return decided;
+  }
+
+  /** Why a stream was refused on a session that is still alive: above a GOAWAY's last-stream-id, or REFUSED_STREAM. */
+  get refusalReason(): CloseReason {
+    return this.goawayLastStreamId !== undefined ? 'goaway' : 'peer_reset';
+  }
+
+  /** Opens one stream (throws what session.request throws). The caller listens for its 'close' first thing. */
+  request(headers: OutgoingHttpHeaders, options: ClientSessionRequestOptions): ClientHttp2Stream {
+    const stream = this.session.request(headers, options);
+    if (this.openStreams++ === 0) {
+      this.armPeriodic();
+      this.hooks.sessionBusy(this);
+    }
+    stream.once('close', this.onStreamClose);
+    if (this.capacity <= 0) this.hooks.sessionChanged(this);
+    return stream;
+  }
+
+  private readonly onStreamClose = (): void => {
+    const now = this.clock.now();
+    this.openStreams--;
+    this.noteBytes(now);
+    if (this.openStreams === 0) this.idleSince = now;
+    this.hooks.sessionChanged(this);
+  };
+
+  /** No new streams from now on (`reason` decided by the caller); the session closes once its streams ended. */
+  drain(reason: CloseReason): void {
+    if (this.isDraining) return;
+    this.isDraining = true;
+    this.requeueHeld(reason);
+    if (!this.session.closed && !this.session.destroyed) this.session.close();
+    this.hooks.sessionChanged(this);
+  }
+
+  /** Ends the session now, always with an error and a code (streams then fail with that error). */
+  destroy(reason: CloseReason): void {
+    this.clearTimers();
+    this.requeueHeld(reason);
+    // The code goes out in our GOAWAY: CANCEL when the peer is dead or misbehaved, NO_ERROR when we retire it.
+    const code = reason === 'idle_evicted' || reason === 'max_age' || reason === 'local_shutdown' || reason === 'sibling_evicted' ? NGHTTP2_NO_ERROR : NGHTTP2_CANCEL;
+    if (!this.session.destroyed) this.session.destroy(new H2SessionError(reason), code);
+    if (!this.socket.destroyed) this.socket.destroy();
+  }
+
+  /** ACK evidence (the pool's sweep): stop placing streams here and confirm with a PING (one outstanding). */
+  suspect(): void {
+    if (this.probe !== undefined || !this.isUsable) return;
+    this.isSuspect = true;
+    this.sendPing('ack_evidence');
+    this.hooks.sessionChanged(this);
+  }
+
+  // --------------------------------------------------------------------------------------------------------
+
+  /** bytesRead moved since we last looked: the upstream spoke at `now` (or, dated by TCP_INFO, earlier). */
+  private noteBytes(now: number): boolean {
+    const b = this.socket.bytesRead;
+    if (b === this.bytesSeen) return false;
+    this.bytesSeen = b;
+    this.lastReadAt = now;
+    return true;
+  }
+
+  /** When the upstream was last heard from; bytes that arrived unseen are dated by TCP_INFO last_data_recv. */
+  private heardAt(now: number): number {
+    if (this.socket.bytesRead !== this.bytesSeen) {
+      this.bytesSeen = this.socket.bytesRead;
+      const info = readTcpInfo(this.socket);
+      this.lastReadAt = info !== undefined ? Math.max(this.lastReadAt, now - info.lastDataRecvMs) : now;
+    }
+    return this.lastReadAt;
+  }
+
+  private sendPing(kind: H2PingKind): void {
+    const now = this.clock.now();
+    const probe: Probe = {
+      kind,
+      sentAt: now,
+      bytesAt: this.socket.bytesRead,
+      timer: this.clock.setTimeout(() => this.onPingTimeout(probe), this.config.pingTimeoutMs),
+    };
+    this.probe = probe;
+    let isSent = false;
+    try {
+      isSent = this.session.ping((err) => {
+        if (err === null) this.onPingAck(probe);
+      });
+    } catch {
+      // Session already closing: its close reports why; the timer settles the held streams.
+    }
+    if (isSent) this.hooks.pingSent(this, kind);
+  }
+
+  private onPingAck(probe: Probe): void {
+    if (this.probe !== probe) return;
+    probe.timer.clear();
+    this.probe = undefined;
+    const now = this.clock.now();
+    this.noteBytes(now);
+    this.lastReadAt = now;
+    this.hooks.pingAcked(this, now - probe.sentAt);
+    this.clearSuspect();
+    this.releaseHeld();
+    if (this.openStreams > 0) this.armPeriodic();
+  }
+
+  private onPingTimeout(probe: Probe): void {
+    if (this.probe !== probe) return;
+    const b = this.socket.bytesRead;
+    if (b !== probe.bytesAt) {
+      // Any received byte counts as liveness: the held streams go, and the ACK gets another pingTimeoutMs.
+      probe.bytesAt = b;
+      this.noteBytes(this.clock.now());
+      this.clearSuspect();
+      this.releaseHeld();
+      probe.timer = this.clock.setTimeout(() => this.onPingTimeout(probe), this.config.pingTimeoutMs);
+      return;
+    }
+    this.probe = undefined;
+    const decided = this.conn.decideReason({ kind: 'local', reason: 'ping_timeout' });
+    this.hooks.pingTimedOut(this);
+    this.destroy(decided);
+  }
+
+  private clearSuspect(): void {
+    if (!this.isSuspect) return;
+    this.isSuspect = false;
+    this.hooks.sessionChanged(this);
+  }
+
+  private releaseHeld(): void {
+    if (this.held.length === 0) return;
+    const held = this.held;
+    this.held = [];
+    if (this.isUsable) this.hooks.grant(this, held);
+    // Not usable = draining or closed, which is only ever set with the reason decided (first cause wins).
+    else this.hooks.requeue(held, this.conn.decideReason({ kind: 'local', reason: 'goaway' }), this);
+  }
+
+  private requeueHeld(reason: CloseReason): void {
+    if (this.held.length === 0) return;
+    const held = this.held;
+    this.held = [];
+    this.hooks.requeue(held, reason, this);
+  }
+
+  /**
+   * Periodic PING while streams are open: fires when nothing was read for the route's interval (+0..10%, never
+   * below). Armed lazily: one timer re-checks the state when it fires.
+   */
+  private armPeriodic(): void {
+    if (this.periodicTimer !== undefined) return;
+    const interval = this.hooks.pingIntervalMs() * (1 + 0.1 * Math.random());
+    const now = this.clock.now();
+    const due = Math.max(0, this.lastReadAt + interval - now);
+    this.periodicTimer = this.clock.setTimeout(() => this.onPeriodic(interval), Math.max(1, due));
+  }
+
+  private onPeriodic(interval: number): void {
+    this.periodicTimer = undefined;
+    if (this.openStreams === 0 || !this.isUsable) return;
+    const now = this.clock.now();
+    if (this.probe === undefined && now - this.heardAt(now) >= interval) this.sendPing('periodic');
+    // While a PING is outstanding the ACK re-arms; otherwise wait for the next silent interval.
+    if (this.probe === undefined) this.armPeriodic();
+  }
+
+  private clearTimers(): void {
+    this.periodicTimer?.clear();
+    this.periodicTimer = undefined;
+    this.probe?.timer.clear();
+    this.probe = undefined;
+  }
+
+  private onGoaway(code: number, lastStreamId: number, data: Buffer | undefined): void {
+    this.goawayLastStreamId = lastStreamId;
+    this.conn.decideReason({ kind: 'local', reason: 'goaway' });
+    this.hooks.goawayReceived(this, code, lastStreamId, data !== undefined && data.length > 0 ? data.toString('latin1').slice(0, 256) : '');
+    this.isDraining = true;
+    // node:http2 closes the session itself after this event (NO_ERROR: gracefully; else at once).
+    this.requeueHeld('goaway');
+    this.hooks.sessionChanged(this);
+  }
+
+  /**
+   * The session failed with `err` (its 'error', or a stream's error when the stream's close comes first):
+   * the connection decides the reason (liveness/classify: an errno, or node:http2's ERR_HTTP2_* =
+   * protocol_error); first cause wins, so it is the same whichever event reports it.
+   */
+  sessionFailed(err: unknown): CloseReason {
+    return err === undefined ? this.conn.decideReason({ kind: 'local', reason: 'other' }) : this.conn.decideReason({ kind: 'error', err });
+  }
+
+  private onSessionError(err: unknown): void {
+    this.sessionFailed(err);
+  }
+
+  private onSessionClose(): void {
+    this.clearTimers();
+    // The upstream ended the session without an error (its FIN or a graceful GOAWAY already decided).
+    const decided = this.conn.decideReason({ kind: 'end' });
+    this.isDraining = true;
+    this.requeueHeld(decided);
+    if (!this.socket.destroyed) this.socket.destroy();
+    this.hooks.sessionChanged(this);
+  }
+}
+
+export { NGHTTP2_CANCEL, NGHTTP2_NO_ERROR };

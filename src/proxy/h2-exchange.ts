@@ -1,0 +1,383 @@
+/**
+ * One downstream HTTP/2 stream to one upstream stream (issue 13): headers minus the connection-specific
+ * fields (RFC 9113 §8.2.2; `te: trailers` kept), body streamed both ways with backpressure, trailers
+ * forwarded (gRPC's status lives there), and the rescue rules:
+ * - a stream that provably never reached the upstream (held for a PING, refused, above a GOAWAY's
+ *   last-stream-id: RFC 9113 §8.7) is replayed once on another session whatever its method;
+ * - a stream in an unknown state on a dead session is replayed only when safe: idempotent HTTP method or
+ *   Idempotency-Key, or a gRPC method on h2.retry.grpcIdempotentMethods; no response header forwarded yet;
+ *   body kept (<= retry.maxBodyBytes); grpc-timeout not passed; attempts and the retry budget left;
+ * - anything else: gRPC gets a trailers-only UNAVAILABLE (grpc-status 14) naming the reason, plain h2 a 502
+ *   (503 for overflow and the like) with x-sidecar-error, and after response headers an RST_STREAM.
+ * A stream-level RST_STREAM from a live upstream session is the upstream's answer and is passed on as is.
+ */
+import http2 from 'node:http2';
+import type { ClientHttp2Stream, IncomingHttpHeaders, IncomingHttpStatusHeader, OutgoingHttpHeaders, ServerHttp2Stream } from 'node:http2';
+import type { H2Config } from '../config/index.js';
+import type { AcquireFailure, CloseReason } from '../errors.js';
+import type { H2Driver, H2Requester } from '../pool/h2-driver.js';
+import type { H2Pool } from '../pool/h2-pool.js';
+import type { Clock } from '../util/clock.js';
+import type { RetryBudget } from './retry-budget.js';
+
+export type H2StreamOutcome = 'ok' | 'rescued' | 'reset' | 'failed';
+export type H2ErrorReason = CloseReason | AcquireFailure;
+
+/** What an exchange reports to its listener (which turns it into events). */
+export interface H2ExchangeHost {
+  readonly h2: H2Config;
+  readonly pool: H2Pool;
+  readonly clock: Clock;
+  readonly budget: RetryBudget;
+  /** The path is a gRPC method on h2.retry.grpcIdempotentMethods. */
+  isGrpcIdempotent(path: string): boolean;
+  /** The stream was placed again (replay or re-queue) because of `reason`. */
+  rescued(reason: H2ErrorReason): void;
+  /** The downstream stream ended: how, and why when not ok. */
+  streamEnded(outcome: H2StreamOutcome, reason: H2ErrorReason | undefined): void;
+}
+
+const { NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR, NGHTTP2_REFUSED_STREAM, NGHTTP2_FLAG_END_STREAM } = http2.constants;
+
+/** RFC 9113 §8.2.2 connection-specific fields (and HTTP/1 framing ones), never forwarded in either direction. */
+const CONNECTION_SPECIFIC: ReadonlySet<string> = new Set([
+  'connection', 'proxy-connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'http2-settings', 'host',
+]);
+
+/** RFC 9110 §9.2.2 idempotent methods. */
+const IDEMPOTENT: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+
+/** Answered 503 (not 502): nothing is wrong with the upstream, we could not get a slot. */
+const UNAVAILABLE_503: ReadonlySet<H2ErrorReason> = new Set<H2ErrorReason>(['overflow', 'shutting_down', 'pending_timeout', 'resolve_failed']);
+
+/** Re-queues of a stream held for a session that died before it opened (each costs >= one PING timeout). */
+const MAX_REQUEUES = 3;
+
+/** Copies a header block without the connection-specific fields; `te` survives only as "trailers". */
+function forwardable(h: IncomingHttpHeaders): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {};
+  for (const name of Object.keys(h)) {
+    if (CONNECTION_SPECIFIC.has(name)) continue;
+    const v = h[name];
+    if (name === 'te' && v !== 'trailers') continue;
+    out[name] = v;
+  }
+  return out;
+}
+
+/** grpc-timeout (gRPC over HTTP/2 spec: 1-8 digits and a unit) in ms, or undefined. */
+export function grpcTimeoutMs(value: string | string[] | undefined): number | undefined {
+  if (typeof value !== 'string') return undefined;
+  const m = /^(\d{1,8})([HMSmun])$/.exec(value);
+  if (m === null) return undefined;
+  const n = Number(m[1]);
+  switch (m[2]) {
+    case 'H': return n * 3_600_000;
+    case 'M': return n * 60_000;
+    case 'S': return n * 1000;
+    case 'm': return n;
+    case 'u': return n / 1000;
+    default: return n / 1_000_000;
+  }
+}
+
+/** h2.retry.grpcIdempotentMethods as a predicate: exact "/pkg.Service/Method", or "/pkg.Service/*" for any method. */
+export function grpcMethodMatcher(methods: readonly string[]): (path: string) => boolean {
+  const exact = new Set(methods.filter((m) => !m.endsWith('/*')));
+  const services = methods.filter((m) => m.endsWith('/*')).map((m) => m.slice(0, -1));
+  return (path) => {
+    if (exact.has(path)) return true;
+    for (const p of services) if (path.length > p.length && path.startsWith(p) && path.indexOf('/', p.length) < 0) return true;
+    return false;
+  };
+}
+
+/** Starts proxying one downstream stream. */
+export function proxyH2Stream(host: H2ExchangeHost, down: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
+  new H2Exchange(host, down, headers).start();
+}
+
+class H2Exchange implements H2Requester {
+  private readonly upHeaders: OutgoingHttpHeaders;
+  private readonly isGrpc: boolean;
+  private readonly isSafe: boolean;
+  private readonly deadline: number;
+  private readonly startedAt: number;
+  /** Body chunks kept for a replay while their total stays <= maxBodyBytes. */
+  private body: Buffer[] = [];
+  private bodyBytes = 0;
+  private isBodyKept = true;
+  private isDownEnded: boolean;
+  private isReadingDown = false;
+  private up: ClientHttp2Stream | undefined;
+  private driver: H2Driver | undefined;
+  private isResponseStarted = false;
+  private isUpEnded = false;
+  private trailers: OutgoingHttpHeaders | undefined;
+  private unsafeReplays = 0;
+  private freeReplays = 0;
+  private requeues = 0;
+  private hasRescued = false;
+  private upErr: unknown;
+  isGone = false;
+
+  constructor(
+    private readonly host: H2ExchangeHost,
+    private readonly down: ServerHttp2Stream,
+    headers: IncomingHttpHeaders,
+  ) {
+    this.startedAt = host.clock.now();
+    this.upHeaders = forwardable(headers);
+    const ct = headers['content-type'];
+    this.isGrpc = typeof ct === 'string' && ct.startsWith('application/grpc');
+    const method = headers[':method'] ?? 'GET';
+    const path = headers[':path'] ?? '/';
+    this.isSafe = IDEMPOTENT.has(method) || headers['idempotency-key'] !== undefined || (this.isGrpc && host.isGrpcIdempotent(path));
+    const timeoutMs = grpcTimeoutMs(headers['grpc-timeout']);
+    this.deadline = timeoutMs !== undefined ? this.startedAt + timeoutMs : Infinity;
+    this.isDownEnded = down.endAfterHeaders;
+    host.budget.noteRequest(this.startedAt);
+  }
+
+  start(): void {
+    const down = this.down;
+    down.on('error', () => {
+      // The app reset or its session died: 'close' below handles it.
+    });
+    down.once('close', this.onDownClose);
+    // node:http2 emits 'end' of an empty body by itself (read(0) after END_STREAM), listener or not.
+    if (!this.isDownEnded) down.once('end', this.onDownEnd);
+    this.host.pool.checkout(this);
+  }
+
+  // H2Requester --------------------------------------------------------------------------------------------
+
+  onSession(driver: H2Driver): void {
+    if (this.isGone) return;
+    this.driver = driver;
+    const now = this.host.clock.now();
+    if (this.unsafeReplays + this.freeReplays > 0 && this.deadline !== Infinity) {
+      // The upstream sees the time left, not the app's original budget.
+      this.upHeaders['grpc-timeout'] = `${Math.max(1, Math.floor(this.deadline - now))}m`;
+    }
+    const isBodyless = this.isDownEnded && this.bodyBytes === 0;
+    let up: ClientHttp2Stream;
+    try {
+      up = driver.request(this.upHeaders, { endStream: isBodyless });
+    } catch {
+      // Refused by node:http2 before anything was sent. A closing or closed session: the stream never left
+      // us (replay). A live session: the request itself cannot be sent as HTTP/2 (a CONNECT, a bad field),
+      // which is the request's problem, never the session's.
+      if (driver.session.closed || driver.session.destroyed) this.rescueOrFail(driver.requestRefused(), true);
+      else this.fail('protocol_error');
+      return;
+    }
+    this.up = up;
+    up.on('response', (h: IncomingHttpHeaders & IncomingHttpStatusHeader, flags: number) => this.onResponse(up, h, flags));
+    up.on('data', (chunk: Buffer) => {
+      if (this.up === up && !this.down.write(chunk)) {
+        up.pause();
+        this.down.once('drain', () => up.resume());
+      }
+    });
+    up.on('trailers', (t: IncomingHttpHeaders) => {
+      if (this.up === up) this.trailers = forwardable(t);
+    });
+    up.on('end', () => {
+      if (this.up !== up) return;
+      this.isUpEnded = true;
+      if (this.isResponseStarted && !this.down.destroyed && !this.down.writableEnded) this.down.end();
+    });
+    up.on('error', (err: unknown) => {
+      // 'close' decides (rstCode, the session's close reason); the error matters if the session died with it.
+      if (this.up === up) this.upErr = err;
+    });
+    up.once('close', () => this.onUpClose(up));
+    if (isBodyless) return;
+    for (const chunk of this.body) up.write(chunk);
+    if (this.isDownEnded) {
+      up.end();
+      return;
+    }
+    if (!this.isReadingDown) {
+      this.isReadingDown = true;
+      this.down.on('data', this.onDownData);
+    } else {
+      this.down.resume();
+    }
+  }
+
+  onSessionFailed(err: unknown): void {
+    if (this.isGone) return;
+    const reason = (err as { reason?: H2ErrorReason }).reason ?? 'connect_error';
+    this.fail(reason);
+  }
+
+  onRequeued(reason: CloseReason): void {
+    if (++this.requeues > MAX_REQUEUES) {
+      // Placed again too often: the pool still hands us a slot, onSession then gives up.
+      this.isGone = true;
+      this.fail(reason);
+      return;
+    }
+    this.hasRescued = true;
+    this.host.rescued(reason);
+  }
+
+  // Downstream --------------------------------------------------------------------------------------------
+
+  private readonly onDownData = (chunk: Buffer): void => {
+    if (this.isBodyKept) {
+      this.bodyBytes += chunk.length;
+      if (this.bodyBytes <= this.host.h2.retry.maxBodyBytes) this.body.push(chunk);
+      else {
+        this.isBodyKept = false;
+        this.body = [];
+      }
+    }
+    const up = this.up;
+    if (up === undefined || up.destroyed) {
+      // Between attempts: the chunk is kept above (or the stream cannot be replayed any more).
+      this.down.pause();
+      return;
+    }
+    if (!up.write(chunk)) {
+      this.down.pause();
+      up.once('drain', () => {
+        if (this.up === up) this.down.resume();
+      });
+    }
+  };
+
+  private readonly onDownEnd = (): void => {
+    this.isDownEnded = true;
+    const up = this.up;
+    if (up !== undefined && !up.destroyed) up.end();
+  };
+
+  private readonly onDownClose = (): void => {
+    const wasGone = this.isGone;
+    this.isGone = true;
+    const up = this.up;
+    if (up !== undefined && !up.destroyed && !(this.isUpEnded && up.writableEnded)) up.close(NGHTTP2_CANCEL);
+    if (wasGone) return;
+    // A stream that completed (the upstream's end reached the app) is ok; anything else was cut by the app.
+    if (this.isUpEnded && this.down.rstCode === http2.constants.NGHTTP2_NO_ERROR) this.host.streamEnded(this.hasRescued ? 'rescued' : 'ok', undefined);
+    else this.host.streamEnded('reset', 'downstream_closed');
+  };
+
+  // Upstream ----------------------------------------------------------------------------------------------
+
+  private onResponse(up: ClientHttp2Stream, h: IncomingHttpHeaders & IncomingHttpStatusHeader, flags: number): void {
+    if (this.up !== up || this.isGone || this.down.destroyed) return;
+    this.isResponseStarted = true;
+    const isEnd = (flags & NGHTTP2_FLAG_END_STREAM) !== 0;
+    try {
+      if (isEnd) {
+        this.down.respond(forwardable(h), { endStream: true });
+        this.isUpEnded = true;
+      } else {
+        this.down.respond(forwardable(h), { waitForTrailers: true });
+        this.down.once('wantTrailers', () => {
+          try {
+            if (!this.down.destroyed) this.down.sendTrailers(this.trailers ?? {});
+          } catch {
+            // A trailer field node:http2 refuses (or the stream just closed): end the stream without it.
+            this.down.close(NGHTTP2_INTERNAL_ERROR);
+          }
+        });
+      }
+    } catch {
+      // The upstream sent a header node:http2 will not forward (e.g. a bad :status): a broken answer.
+      this.down.close(NGHTTP2_INTERNAL_ERROR);
+      up.close(NGHTTP2_CANCEL);
+      this.isGone = true;
+      this.host.streamEnded('reset', 'protocol_error');
+    }
+  }
+
+  private onUpClose(up: ClientHttp2Stream): void {
+    if (this.up !== up) return;
+    this.up = undefined;
+    if (this.isGone) return;
+    if (this.isUpEnded && up.rstCode === http2.constants.NGHTTP2_NO_ERROR) {
+      // Complete; the downstream's close reports the outcome.
+      return;
+    }
+    const driver = this.driver;
+    const conn = driver?.conn;
+    const lastId = driver?.goawayLastStreamId;
+    const isNeverProcessed = up.rstCode === NGHTTP2_REFUSED_STREAM || up.id === undefined || (lastId !== undefined && up.id > lastId);
+    // The stream can close before its dead session reports: the session's error (on the stream) decides then.
+    const reason = driver !== undefined && driver.session.destroyed && conn?.closeReason === undefined ? driver.sessionFailed(this.upErr) : conn?.closeReason;
+    this.upErr = undefined;
+    if (reason === undefined && !isNeverProcessed) {
+      // The upstream reset this one stream on a live session: its answer, passed on as is.
+      this.isGone = true;
+      if (!this.down.destroyed) this.down.close(up.rstCode !== 0 ? up.rstCode : NGHTTP2_INTERNAL_ERROR);
+      this.host.streamEnded('reset', 'peer_reset');
+      return;
+    }
+    // A dead session's decided reason; a stream refused by a live one is labelled by how it was refused.
+    this.rescueOrFail(reason !== undefined ? reason : (driver?.refusalReason ?? 'peer_reset'), isNeverProcessed);
+  }
+
+  /** The attempt failed with `reason`: replay it if the rules allow, else answer the app. */
+  private rescueOrFail(reason: CloseReason, isNeverProcessed: boolean): void {
+    const now = this.host.clock.now();
+    const retry = this.host.h2.retry;
+    const canReplay =
+      !this.isResponseStarted &&
+      this.isBodyKept &&
+      now < this.deadline &&
+      (isNeverProcessed
+        ? this.freeReplays < 1
+        : this.isSafe && this.unsafeReplays < retry.attempts && this.host.budget.tryTake(now));
+    if (!canReplay) {
+      this.fail(reason);
+      return;
+    }
+    if (isNeverProcessed) this.freeReplays++;
+    else this.unsafeReplays++;
+    this.hasRescued = true;
+    this.host.rescued(reason);
+    if (this.isReadingDown) this.down.pause();
+    // Another endpoint than the one that just failed, when there is one.
+    this.host.pool.checkout(this, this.driver?.conn.endpoint);
+  }
+
+  /** Answers the app ourselves (or resets its stream once response headers went out). */
+  private fail(reason: H2ErrorReason): void {
+    this.isGone = true;
+    const down = this.down;
+    this.up?.close(NGHTTP2_CANCEL);
+    if (down.destroyed || down.closed) {
+      this.host.streamEnded('reset', reason);
+      return;
+    }
+    if (this.isResponseStarted || down.headersSent) {
+      down.close(NGHTTP2_INTERNAL_ERROR);
+      this.host.streamEnded('reset', reason);
+      return;
+    }
+    try {
+      if (this.isGrpc) {
+        down.respond(
+          { ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '14', 'grpc-message': `sidecar: ${reason}`, 'x-sidecar-error': reason },
+          { endStream: true },
+        );
+      } else {
+        const status = UNAVAILABLE_503.has(reason) ? 503 : 502;
+        const body = `sidecar: ${reason}\n`;
+        down.respond({ ':status': status, 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), 'x-sidecar-error': reason });
+        down.end(body);
+      }
+      this.host.streamEnded('failed', reason);
+    } catch {
+      down.close(NGHTTP2_INTERNAL_ERROR);
+      this.host.streamEnded('reset', reason);
+    }
+    // Unread request body: the app may still be sending; the stream is answered, stop reading.
+    if (!this.isDownEnded && !down.destroyed) down.resume();
+  }
+}

@@ -1,0 +1,388 @@
+/**
+ * h2 routes (issue 13) over real sockets: node:http2 and grpc-js clients -> sidecar h2 route -> node:http2 /
+ * grpc-js upstreams. Proxying (headers, body, trailers, status; unary, server-streaming, bidi, 2 MiB each
+ * way, deadlines), answers when the upstream is unreachable, GOAWAY replay of streams above lastStreamId,
+ * socket options read back on the upstream sockets, and GOAWAY to the app on drain.
+ */
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createServer as httpServer } from 'node:http';
+import http2 from 'node:http2';
+import net from 'node:net';
+import { after, describe, it } from 'node:test';
+import * as grpc from '@grpc/grpc-js';
+import { readSockopts } from '../../src/sockopts/index.js';
+import { echoClient, grpcEchoServer, h2Request, h2Upstream, unary } from '../fixtures/h2-upstreams.js';
+import { h2Route, metricValue, startTestSidecar, waitFor } from '../helpers/sidecar.js';
+import type { TestSidecar } from '../helpers/sidecar.js';
+
+function connect(port: number): http2.ClientHttp2Session {
+  const c = http2.connect(`http://127.0.0.1:${port}`);
+  c.on('error', () => {});
+  return c;
+}
+
+/** Waits (bounded) until a metric reaches `value`: the app sees its stream end a moment before we count it. */
+async function waitForMetric(sc: TestSidecar, name: string, labels: Record<string, string>, value: number, ms = 2000): Promise<void> {
+  const until = performance.now() + ms;
+  for (;;) {
+    const v = await metricValue(sc, name, labels);
+    if (v === value) return;
+    if (performance.now() > until) assert.equal(v, value, `${name} ${JSON.stringify(labels)}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+/** A port nothing listens on (bound then closed). */
+async function deadPort(): Promise<number> {
+  const s = net.createServer().listen(0, '127.0.0.1');
+  await once(s, 'listening');
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise<void>((resolve) => s.close(() => resolve()));
+  return port;
+}
+
+describe('h2 route: plain HTTP/2', () => {
+  it('forwards method, path, headers, body, status and trailers; strips nothing end-to-end', async (t) => {
+    const up = await h2Upstream((s, h) => {
+      const chunks: Buffer[] = [];
+      s.on('data', (c: Buffer) => chunks.push(c));
+      s.on('end', () => {
+        const body = Buffer.concat(chunks);
+        s.respond({ ':status': 201, 'x-up-method': String(h[':method']), 'x-up-path': String(h[':path']), 'x-up-te': String(h.te), 'x-up-custom': String(h['x-custom']) }, { waitForTrailers: true });
+        s.on('wantTrailers', () => s.sendTrailers({ 'x-trailer': `len=${body.length}` }));
+        s.end(body);
+      });
+    });
+    const sc = await startTestSidecar({ routes: [h2Route(up.port)] });
+    const c = connect(sc.port());
+    t.after(async () => {
+      c.close();
+      await sc.stop();
+      await up.close();
+    });
+    const body = Buffer.alloc(300_000, 7);
+    const r = await h2Request(c, { ':method': 'PUT', ':path': '/a/b?c=1', te: 'trailers', 'x-custom': 'v' }, body);
+    assert.equal(r.status, 201);
+    assert.equal(r.headers['x-up-method'], 'PUT');
+    assert.equal(r.headers['x-up-path'], '/a/b?c=1');
+    assert.equal(r.headers['x-up-te'], 'trailers');
+    assert.equal(r.headers['x-up-custom'], 'v');
+    assert.equal(r.trailers?.['x-trailer'], 'len=300000');
+    assert.ok(r.body.equals(body));
+    // A GET without body and without trailers.
+    const g = await h2Request(c, { ':path': '/g' });
+    assert.equal(g.status, 201);
+    assert.equal(g.body.length, 0);
+    await waitForMetric(sc, 'keepalive_sidecar_h2_streams_total', { route: 'g1', outcome: 'ok' }, 2);
+    assert.equal(await metricValue(sc, 'keepalive_sidecar_h2_sessions', { route: 'g1', state: 'ready' }), 1, 'both streams on one upstream session');
+  });
+
+  it('unreachable upstream: plain 502 x-sidecar-error: connect_refused; gRPC trailers-only grpc-status 14', async (t) => {
+    const sc = await startTestSidecar({ routes: [h2Route(await deadPort())] });
+    const c = connect(sc.port());
+    t.after(async () => {
+      c.close();
+      await sc.stop();
+    });
+    const r = await h2Request(c, { ':method': 'POST', ':path': '/x' }, 'body');
+    assert.equal(r.status, 502);
+    assert.equal(r.headers['x-sidecar-error'], 'connect_refused');
+    const g = await h2Request(c, { ':method': 'POST', ':path': '/test.Echo/Unary', 'content-type': 'application/grpc', te: 'trailers' }, Buffer.alloc(5));
+    assert.equal(g.status, 200);
+    assert.equal(g.headers['grpc-status'], '14');
+    assert.equal(g.headers['grpc-message'], 'sidecar: connect_refused');
+    assert.equal(g.headers['x-sidecar-error'], 'connect_refused');
+    // And what grpc-js makes of it.
+    const client = echoClient(sc.port());
+    t.after(() => client.close());
+    const u = await unary(client, 'Unary', Buffer.from('x'));
+    assert.equal(u.err?.code, grpc.status.UNAVAILABLE);
+    assert.match(u.err?.details ?? '', /sidecar: connect_refused/);
+  });
+
+  it('upstream that speaks HTTP/1 only: 502 protocol_error / grpc-status 14, sessions closed with protocol_error', async (t) => {
+    const h1 = httpServer((_q, r) => r.end('h1'));
+    h1.listen(0, '127.0.0.1');
+    await once(h1, 'listening');
+    const sc = await startTestSidecar({ routes: [h2Route((h1.address() as net.AddressInfo).port)] });
+    const c = connect(sc.port());
+    t.after(async () => {
+      c.close();
+      await sc.stop();
+      await new Promise<void>((resolve) => h1.close(() => resolve()));
+    });
+    const r = await h2Request(c, { ':path': '/' });
+    assert.equal(r.status, 502);
+    assert.equal(r.headers['x-sidecar-error'], 'protocol_error');
+    const g = await h2Request(c, { ':method': 'POST', ':path': '/x.Y/Z', 'content-type': 'application/grpc' }, Buffer.alloc(5));
+    assert.equal(g.headers['grpc-status'], '14');
+    assert.equal(g.headers['grpc-message'], 'sidecar: protocol_error');
+    await waitForMetric(sc, 'keepalive_sidecar_upstream_connections_closed_total', { route: 'g1', reason: 'protocol_error' }, 3);
+  });
+
+  it('GOAWAY from the upstream: streams above lastStreamId are replayed on a fresh session (POST included)', async (t) => {
+    let first: http2.ServerHttp2Session | undefined;
+    const held: http2.ServerHttp2Stream[] = [];
+    const up = await h2Upstream((s, _h, session) => {
+      first ??= session;
+      const respond = (st: http2.ServerHttp2Stream): void => {
+        st.respond({ ':status': 200, 'x-session': session === first ? 'first' : 'other' });
+        st.end('ok');
+      };
+      s.resume();
+      if (session !== first) {
+        s.on('end', () => respond(s));
+        return;
+      }
+      held.push(s);
+      if (held.length === 3) {
+        // Processed only the first stream (RFC 9113 §6.8): the other two were never seen.
+        session.goaway(http2.constants.NGHTTP2_NO_ERROR, held[0]!.id ?? 1);
+        respond(held[0]!);
+      }
+    });
+    const sc = await startTestSidecar({ routes: [h2Route(up.port)] });
+    const c = connect(sc.port());
+    t.after(async () => {
+      c.close();
+      await sc.stop();
+      await up.close();
+    });
+    const rs = await Promise.all([0, 1, 2].map((i) => h2Request(c, { ':method': 'POST', ':path': `/p${i}` }, `b${i}`)));
+    assert.deepEqual(rs.map((r) => r.status), [200, 200, 200]);
+    assert.equal(rs.filter((r) => r.headers['x-session'] === 'other').length, 2, 'two streams replayed on another session');
+    assert.equal(await metricValue(sc, 'keepalive_sidecar_h2_goaways_received_total', { route: 'g1', code: 'no_error' }), 1);
+    assert.equal(await metricValue(sc, 'keepalive_sidecar_h2_streams_rescued_total', { route: 'g1', reason: 'goaway' }), 2);
+    const closes: string[] = [];
+    sc.sidecar.h2Routes[0]!.pool.on('closed', (_c, info) => closes.push(info.reason));
+    await waitFor(() => closes.length >= 1 || sc.sidecar.h2Routes[0]!.pool.sessionCounts().draining === 0, 3000, 'the goaway session closed');
+    assert.equal(await metricValue(sc, 'keepalive_sidecar_upstream_connections_closed_total', { route: 'g1', reason: 'goaway' }), 1);
+    const line = sc.logs.find((l) => l.msg === 'h2 goaway received');
+    assert.equal(line?.code, 'no_error');
+    assert.equal(line?.lastStreamId, 1);
+  });
+
+  it('GOAWAY ENHANCE_YOUR_CALM too_many_pings: periodic PING interval doubled and counted; the killed GET is replayed, a POST gets 502 goaway', async (t) => {
+    let n = 0;
+    const up = await h2Upstream((s, _h, session) => {
+      s.resume();
+      if (n++ % 2 === 0) {
+        // What a gRPC C-core server does to a client that pings too often (gRFC A8), killing the call in flight.
+        session.goaway(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM, s.id ?? 1, Buffer.from('too_many_pings'));
+        return;
+      }
+      s.respond({ ':status': 200 });
+      s.end('ok');
+    });
+    const sc = await startTestSidecar({ routes: [h2Route(up.port, { h2: { pingIntervalMs: 2000, pingTimeoutMs: 500 } })] });
+    const c = connect(sc.port());
+    t.after(async () => {
+      c.close();
+      await sc.stop();
+      await up.close();
+    });
+    const g = await h2Request(c, { ':path': '/get' });
+    assert.equal(g.status, 200, 'GET replayed on a fresh session');
+    assert.equal(sc.sidecar.h2Routes[0]!.pool.pingIntervalMsNow, 4000);
+    const p = await h2Request(c, { ':method': 'POST', ':path': '/post' }, 'x');
+    assert.equal(p.status, 502);
+    assert.equal(p.headers['x-sidecar-error'], 'goaway');
+    assert.equal(sc.sidecar.h2Routes[0]!.pool.pingIntervalMsNow, 8000);
+    assert.equal(await metricValue(sc, 'keepalive_sidecar_h2_goaways_received_total', { route: 'g1', code: 'enhance_your_calm' }), 2);
+    assert.equal(await metricValue(sc, 'keepalive_sidecar_h2_ping_backoffs_total', { route: 'g1' }), 2);
+    const line = sc.logs.find((l) => l.msg === 'h2 goaway received');
+    assert.equal(line?.code, 'enhance_your_calm');
+    assert.equal(line?.debug, 'too_many_pings');
+  });
+
+  it("the app's PINGs stay on its hop; an upstream RST_STREAM on a live session is passed on and the session kept", async (t) => {
+    let upstreamPings = 0;
+    const up = await h2Upstream((s, h, session) => {
+      if (!session.listenerCount('ping')) session.on('ping', () => upstreamPings++);
+      s.resume();
+      if (h[':path'] === '/rst') {
+        s.close(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+        return;
+      }
+      s.respond({ ':status': 200 });
+      s.end('ok');
+    });
+    const sc = await startTestSidecar({ routes: [h2Route(up.port)] });
+    const c = connect(sc.port());
+    t.after(async () => {
+      c.close();
+      await sc.stop();
+      await up.close();
+    });
+    assert.equal((await h2Request(c, { ':path': '/ok' })).status, 200);
+    for (let i = 0; i < 3; i++) await new Promise<void>((resolve, reject) => c.ping((err) => (err ? reject(err) : resolve())));
+    const r = await h2Request(c, { ':path': '/rst' });
+    assert.equal(r.rstCode, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM, 'the upstream\'s RST code reaches the app');
+    assert.equal((await h2Request(c, { ':path': '/ok2' })).status, 200);
+    assert.equal(upstreamPings, 0, 'no PING reached the upstream');
+    assert.equal(up.sessions.length, 1, 'one upstream session throughout');
+    await waitForMetric(sc, 'keepalive_sidecar_h2_streams_reset_total', { route: 'g1', reason: 'peer_reset' }, 1);
+  });
+
+  it('pooling: maxConcurrentStreams per session respected, sessions up to maxConnections, the rest wait; idle sessions closed', async (t) => {
+    let open = 0;
+    let maxOpenPerSession = 0;
+    const perSession = new Map<http2.ServerHttp2Session, number>();
+    const up = await h2Upstream((s, _h, session) => {
+      open++;
+      const n = (perSession.get(session) ?? 0) + 1;
+      perSession.set(session, n);
+      maxOpenPerSession = Math.max(maxOpenPerSession, n);
+      s.resume();
+      setTimeout(() => {
+        open--;
+        perSession.set(session, (perSession.get(session) ?? 1) - 1);
+        s.respond({ ':status': 200 });
+        s.end('ok');
+      }, 150);
+    });
+    const sc = await startTestSidecar({ routes: [h2Route(up.port, { maxConnections: 2, h2: { maxConcurrentStreams: 2, idleTimeoutMs: 300 } })] });
+    const c = connect(sc.port());
+    t.after(async () => {
+      c.close();
+      await sc.stop();
+      await up.close();
+    });
+    const rs = await Promise.all([0, 1, 2, 3, 4, 5].map((i) => h2Request(c, { ':path': `/s${i}` })));
+    assert.deepEqual(rs.map((r) => r.status), [200, 200, 200, 200, 200, 200]);
+    assert.equal(up.sessions.length, 2, 'maxConnections sessions');
+    assert.equal(maxOpenPerSession, 2, 'never more than maxConcurrentStreams on one session');
+    assert.ok(Math.max(...rs.map((r) => r.ms)) >= 250, 'the last two waited for a slot');
+    await waitForMetric(sc, 'keepalive_sidecar_upstream_connections_closed_total', { route: 'g1', reason: 'idle_evicted' }, 2, 3000);
+  });
+
+  it('socket options are set and read back on h2 upstream sockets; /debug shows the session', async (t) => {
+    const up = await h2Upstream((s) => {
+      s.respond({ ':status': 200 });
+      s.end('ok');
+    });
+    const keepalive = { idleMs: 2000, intervalMs: 1000, probes: 4, userTimeoutMs: 7000 };
+    const sc = await startTestSidecar({ routes: [h2Route(up.port, { keepalive })] });
+    const c = connect(sc.port());
+    t.after(async () => {
+      c.close();
+      await sc.stop();
+      await up.close();
+    });
+    assert.equal((await h2Request(c, { ':path': '/' })).status, 200);
+    const conns = [...sc.sidecar.h2Routes[0]!.pool.connections()];
+    assert.equal(conns.length, 1);
+    const so = readSockopts(conns[0]!.socket);
+    assert.deepEqual(
+      { keepAlive: so?.keepAlive, idle: so?.keepIdleSec, intvl: so?.keepIntvlSec, cnt: so?.keepCnt, ut: so?.userTimeoutMs, nodelay: so?.noDelay },
+      { keepAlive: true, idle: 2, intvl: 1, cnt: 4, ut: 7000, nodelay: true },
+    );
+    const res = await fetch(`http://127.0.0.1:${sc.sidecar.debug!.port}/debug/connections`);
+    const page = (await res.json()) as { connections: Array<{ route: string; isSockoptsAsConfigured: boolean; h2?: { state: string; streamsOpen: number } }> };
+    const view = page.connections.find((x) => x.route === 'g1');
+    assert.equal(view?.isSockoptsAsConfigured, true);
+    assert.equal(view?.h2?.state, 'ready');
+    assert.equal(view?.h2?.streamsOpen, 0);
+  });
+
+  it('drain: the app session gets GOAWAY, the stream in flight finishes, then the sidecar stops (drained)', async (t) => {
+    const up = await h2Upstream((s) => {
+      setTimeout(() => {
+        s.respond({ ':status': 200 });
+        s.end('late');
+      }, 300);
+    });
+    const sc = await startTestSidecar({ routes: [h2Route(up.port)] });
+    const c = connect(sc.port());
+    t.after(async () => {
+      c.close();
+      await up.close();
+    });
+    const goaway = once(c, 'goaway');
+    const pending = h2Request(c, { ':path': '/slow' });
+    await waitFor(() => sc.sidecar.h2Routes[0]!.listener.streamCount === 1, 2000, 'stream in flight');
+    const stopped = sc.sidecar.stop();
+    const [code] = (await goaway) as [number];
+    assert.equal(code, http2.constants.NGHTTP2_NO_ERROR);
+    const r = await pending;
+    assert.equal(r.status, 200);
+    assert.equal(r.body.toString(), 'late');
+    assert.equal(await stopped, 'drained');
+  });
+});
+
+describe('h2 route: gRPC (grpc-js client and server)', () => {
+  let fx: Awaited<ReturnType<typeof grpcEchoServer>>;
+  let sc: Awaited<ReturnType<typeof startTestSidecar>>;
+  let client: ReturnType<typeof echoClient>;
+  const ready = (async () => {
+    fx = await grpcEchoServer();
+    sc = await startTestSidecar({ routes: [h2Route(fx.port)] });
+    client = echoClient(sc.port());
+  })();
+  after(async () => {
+    await ready;
+    client.close();
+    await sc.stop();
+    await fx.close();
+  });
+
+  it('unary: metadata, response headers, trailers, status; a 2 MiB message each way', async () => {
+    await ready;
+    const md = new grpc.Metadata();
+    md.set('x-app', 'a1');
+    const big = Buffer.alloc(2 << 20, 3);
+    const r = await unary(client, 'Unary', big, md, { deadline: Date.now() + 10000 });
+    assert.equal(r.err, undefined);
+    assert.ok(r.value?.equals(big));
+    assert.equal(r.headers?.get('x-echo-len')[0], String(big.length));
+    assert.equal(r.trailers?.get('x-trailer')[0], 'yes');
+    assert.equal(fx.lastMetadata.get('Unary')?.get('x-app')[0], 'a1');
+    const deadline = fx.lastDeadline.get('Unary');
+    const at = deadline instanceof Date ? deadline.getTime() : Number(deadline);
+    assert.ok(at > Date.now() && at <= Date.now() + 10000, `deadline propagated (grpc-timeout): ${String(deadline)}`);
+  });
+
+  it('unary error: status code, details and trailer metadata from the server reach the app', async () => {
+    await ready;
+    const md = new grpc.Metadata();
+    md.set('x-fail', String(grpc.status.FAILED_PRECONDITION));
+    const r = await unary(client, 'Unary', Buffer.from('x'), md);
+    assert.equal(r.err?.code, grpc.status.FAILED_PRECONDITION);
+    assert.equal(r.err?.details, 'failed as asked');
+    assert.equal(r.err?.metadata.get('x-why')[0], 'asked');
+  });
+
+  it('server streaming and bidi streaming', async () => {
+    await ready;
+    const got: string[] = [];
+    const ss = (client as unknown as { ServerStream: (req: Buffer) => grpc.ClientReadableStream<Buffer> }).ServerStream(Buffer.from('50'));
+    ss.on('data', (b: Buffer) => got.push(b.toString()));
+    await once(ss, 'end');
+    assert.equal(got.length, 50);
+    assert.equal(got[49], 'msg-49');
+    const bidi = (client as unknown as { Bidi: () => grpc.ClientDuplexStream<Buffer, Buffer> }).Bidi();
+    const echoed: string[] = [];
+    bidi.on('data', (b: Buffer) => {
+      echoed.push(b.toString());
+      if (echoed.length < 20) bidi.write(Buffer.from(`m${echoed.length}`));
+      else bidi.end();
+    });
+    bidi.write(Buffer.from('m0'));
+    await once(bidi, 'end');
+    assert.equal(echoed.length, 20);
+    assert.equal(echoed[19], 're:m19');
+  });
+
+  it('deadline exceeded while the upstream is slow: DEADLINE_EXCEEDED, upstream stream cancelled, session kept', async () => {
+    await ready;
+    fx.slowMs = 1000;
+    const r = await unary(client, 'Slow', Buffer.from('x'), new grpc.Metadata(), { deadline: Date.now() + 200 });
+    assert.equal(r.err?.code, grpc.status.DEADLINE_EXCEEDED);
+    assert.ok(r.ms < 900, `${Math.round(r.ms)} ms`);
+    const ok = await unary(client, 'Unary', Buffer.from('after'));
+    assert.equal(ok.value?.toString(), 'after');
+    assert.equal(await metricValue(sc, 'keepalive_sidecar_upstream_connections_closed_total', { route: 'g1', reason: 'downstream_closed' }), 0);
+  });
+});
