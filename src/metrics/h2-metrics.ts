@@ -5,7 +5,7 @@
  * numbers read at scrape time (prom-client's label hashing costs ~1.5 µs per call).
  */
 import http2 from 'node:http2';
-import { Counter, Gauge, Histogram } from 'prom-client';
+import { Counter, Gauge, Histogram } from './prom.js';
 import type { Registry } from 'prom-client';
 import { ACQUIRE_FAILURES, CLOSE_REASONS } from '../errors.js';
 import type { H2Listener } from '../listeners/h2.js';
