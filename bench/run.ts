@@ -6,6 +6,8 @@
  * Options: --rounds N, --seconds S (HTTP run length), --sidecar-dir DIR (or BENCH_SIDECAR_DIR; default: this
  * checkout), --out DIR (default bench/results/<UTC date>, quick: bench/results/quick), --no-install,
  * --variants steady,burst,idle,early-resume, --hook input|output (nft hook of the blackhole), --targets a,b (subset), --skip-memory, --only throughput|memory,
+ * --only h2: the HTTP/2 scenario (issue 13: h2load through the h2 route vs nghttpx and direct, CPU µs/request,
+ * RSS per open stream); only when asked, never part of the default run.
  * --update-readme (put <out>/README.md into the repository README's Benchmarks section), --report-only (rebuild
  * summary, markdown and picture from <out>/raw without measuring).
  * Results: <out>/summary.json, <out>/README.md, <out>/timeline.svg/.png; raw samples in <out>/raw/ (git-ignored).
@@ -14,6 +16,8 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { runFault } from './lib/fault.js';
+import type { H2Raw, H2TargetName } from './lib/h2.js';
+import { H2_TARGETS, runH2, summarizeH2 } from './lib/h2.js';
 import type { FaultVariant, Hook } from './lib/fault.js';
 import { renderTimeline } from './lib/chart.js';
 import { runMemory } from './lib/memory.js';
@@ -108,6 +112,8 @@ function peerVersions(): Record<string, string> {
     ['nginx', ['-v']],
     ['wrk', ['--version']],
     ['iperf3', ['--version']],
+    ['nghttpx', ['--version']],
+    ['h2load', ['--version']],
   ];
   for (const [cmd, a] of probes) {
     if (!hasCommand(cmd)) continue;
@@ -141,7 +147,9 @@ async function main(): Promise<void> {
   say(`bench: results -> ${out}; sidecar from ${args.sidecarDir}; proxy on CPU ${proxyCpu ?? 'any'}, load+upstream on CPU ${loadCpu ?? 'any'}`);
 
   const canFault = hasCommand('nft') && hasCommand('ss') && process.getuid?.() === 0;
-  if (!args.quick && args.install) ensureCommands(args.fault ? ['haproxy', 'nginx', 'nft', 'ss', 'rsvg-convert'] : ['haproxy', 'nginx', 'wrk', 'iperf3', 'ss'], say);
+  const h2Only = args.only !== undefined && args.only.every((x) => x === 'h2');
+  if (!args.quick && args.install && !h2Only) ensureCommands(args.fault ? ['haproxy', 'nginx', 'nft', 'ss', 'rsvg-convert'] : ['haproxy', 'nginx', 'wrk', 'iperf3', 'ss'], say);
+  if (args.install && args.only?.includes('h2') === true) ensureCommands(['h2load', 'nghttpx'], say);
 
   const summaryPath = join(out, 'summary.json');
   const previous = existsSync(summaryPath) ? (JSON.parse(readFileSync(summaryPath, 'utf8')) as Summary) : undefined;
@@ -167,7 +175,8 @@ async function main(): Promise<void> {
     const tp = raw('throughput.json') as Parameters<typeof summarize.throughput>[0] | undefined;
     const mem = raw('memory.json') as Parameters<typeof summarize.memory>[0] | undefined;
     const f = raw('fault.json') as Parameters<typeof summarize.fault>[0] | undefined;
-    summary = { ...summary, date: previous?.date ?? date, throughput: tp && summarize.throughput(tp), memory: mem && summarize.memory(mem), fault: f && summarize.fault(f) };
+    const h2 = raw('h2.json') as H2Raw | undefined;
+    summary = { ...summary, date: previous?.date ?? date, throughput: tp && summarize.throughput(tp), memory: mem && summarize.memory(mem), fault: f && summarize.fault(f), ...(h2 ? { h2: summarizeH2(h2) } : {}) };
     if (f !== undefined) await renderTimeline(f, out);
   } else if (!args.fault) {
     const wants = (part: string): boolean => args.only === undefined || args.only.includes(part);
@@ -191,6 +200,26 @@ async function main(): Promise<void> {
     writeFileSync(join(out, 'raw', 'throughput.json'), JSON.stringify(tp, null, 1));
     summary = { ...summary, throughput: summarize.throughput(tp) };
     }
+    if (args.only?.includes('h2') === true) {
+      say('h2: h2load through the h2 route vs nghttpx and direct');
+      const h2 = await runH2({
+        quick: args.quick,
+        rounds: args.rounds ?? (args.quick ? 1 : 3),
+        // 10 s at 1000 req/s: nghttpx uses ~0.2 CPU-s, 20 ticks of CLK_TCK, so the tick error stays ~5 %.
+        seconds: args.seconds ?? (args.quick ? 1 : 10),
+        rates: [1000],
+        clients: 1,
+        openStreams: args.quick ? 200 : 2000,
+        targets: H2_TARGETS.filter((x) => args.targets === undefined || (args.targets as string[]).includes(x)) as H2TargetName[],
+        dir: work,
+        proxyCpu,
+        loadCpu,
+        sidecarDir: args.sidecarDir,
+        say,
+      });
+      writeFileSync(join(out, 'raw', 'h2.json'), JSON.stringify(h2, null, 1));
+      summary = { ...summary, h2: summarizeH2(h2) };
+    }
     if (!args.skipMemory && wants('memory')) {
       say('idle pooled connections: memory');
       const mem = await runMemory({ counts: args.quick ? [0, 100] : [0, 1000, 10000], dir: work, proxyCpu, loadCpu, sidecarDir: args.sidecarDir, say });
@@ -198,7 +227,7 @@ async function main(): Promise<void> {
       summary = { ...summary, memory: summarize.memory(mem) };
     }
   }
-  if (!args.reportOnly && (args.fault || args.quick)) {
+  if (!args.reportOnly && (args.fault || (args.quick && (args.only === undefined || args.only.includes('fault'))))) {
     if (!canFault) {
       if (!args.quick) throw new Error('the fault matrix needs root, nft and ss');
       say('fault matrix skipped: needs root, nft and ss');

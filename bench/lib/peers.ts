@@ -25,6 +25,8 @@ const DEBIAN: Record<string, string[]> = {
   'rsvg-convert': ['librsvg2-bin'],
   nft: ['nftables'],
   ss: ['iproute2'],
+  h2load: ['nghttp2-client'],
+  nghttpx: ['nghttp2-proxy'],
 };
 
 /** Installs the Debian packages for missing commands (apt-get update once first). Needs root. */

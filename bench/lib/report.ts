@@ -2,6 +2,8 @@
  * Raw samples -> summary (medians, spreads, same-round ratios, the issue's targets met or missed) -> markdown.
  */
 import type { FaultRaw, FaultVariant } from './fault.js';
+import type { H2Summary } from './h2.js';
+import { renderH2Markdown } from './h2.js';
 import { SLOW_MS, VARIANT_DOC } from './fault.js';
 import type { MemoryRaw } from './memory.js';
 import type { TargetName } from './peers.js';
@@ -100,6 +102,8 @@ export interface Summary {
   readonly throughput: ThroughputSummary | undefined;
   readonly memory: MemorySummary | undefined;
   readonly fault: FaultSummary | undefined;
+  /** The h2 scenario (issue 13), run with --only h2. */
+  readonly h2?: H2Summary;
   readonly targets?: TargetCheck[];
 }
 
@@ -369,6 +373,7 @@ export function renderMarkdown(s: Summary): string {
     for (const [t, why] of Object.entries(s.fault.unavailable)) L.push(`- not run: ${t}: ${why}`);
     L.push('', '![latency around the fault](timeline.png)', '');
   }
+  if (s.h2 !== undefined) L.push(renderH2Markdown(s.h2));
   return L.join('\n') + '\n';
 }
 
