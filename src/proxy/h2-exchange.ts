@@ -163,7 +163,7 @@ class H2Exchange implements H2Requester {
     const isBodyless = this.isDownEnded && this.bodyBytes === 0;
     let up: ClientHttp2Stream;
     try {
-      up = driver.request(this.upHeaders, { endStream: isBodyless });
+      up = driver.request(this.upHeaders, isBodyless);
     } catch {
       // Refused by node:http2 before anything was sent. A closing or closed session: the stream never left
       // us (replay). A live session: the request itself cannot be sent as HTTP/2 (a CONNECT, a bad field),
