@@ -253,7 +253,7 @@ export class H2Driver {
       this.armPeriodic();
       this.hooks.sessionBusy(this);
     }
-    stream.once('close', this.onStreamClose);
+    stream.on('close', this.onStreamClose);
     if (this.capacity <= 0) this.hooks.sessionChanged(this);
     return stream;
   }
