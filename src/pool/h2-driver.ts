@@ -96,12 +96,23 @@ const REQUEST_WITH_BODY = Object.freeze({ endStream: false, weight: 16, parent: 
  * bound function still runs `fn` in the resource's async scope with the caller's `this`.
  */
 const nodeBind = AsyncResource.prototype.bind;
-function scopeBind(this: AsyncResource, fn: (...args: unknown[]) => unknown, thisArg?: unknown): (...args: unknown[]) => unknown {
+export function scopeBind(this: AsyncResource, fn: (...args: unknown[]) => unknown, thisArg?: unknown): (...args: unknown[]) => unknown {
   const resource = this;
   if (thisArg !== undefined) return (...args: unknown[]) => resource.runInAsyncScope(fn, thisArg, ...args);
   return function (this: unknown, ...args: unknown[]) {
     return resource.runInAsyncScope(fn, this, ...args);
   };
+}
+
+/** session.request() with the cheap bind in place for exactly its duration (node's is back when it returns or throws). */
+export function requestStream(session: ClientHttp2Session, headers: OutgoingHttpHeaders, isBodyless: boolean): ClientHttp2Stream {
+  const proto = AsyncResource.prototype as { bind: unknown };
+  proto.bind = scopeBind;
+  try {
+    return session.request(headers, isBodyless ? REQUEST_BODYLESS : REQUEST_WITH_BODY);
+  } finally {
+    proto.bind = nodeBind;
+  }
 }
 
 interface Probe {
@@ -241,14 +252,7 @@ export class H2Driver {
 
   /** Opens one stream (throws what session.request throws). The caller listens for its 'close' first thing. */
   request(headers: OutgoingHttpHeaders, isBodyless: boolean): ClientHttp2Stream {
-    let stream: ClientHttp2Stream;
-    const proto = AsyncResource.prototype as { bind: unknown };
-    proto.bind = scopeBind;
-    try {
-      stream = this.session.request(headers, isBodyless ? REQUEST_BODYLESS : REQUEST_WITH_BODY);
-    } finally {
-      proto.bind = nodeBind;
-    }
+    const stream = requestStream(this.session, headers, isBodyless);
     if (this.openStreams++ === 0) {
       this.armPeriodic();
       this.hooks.sessionBusy(this);

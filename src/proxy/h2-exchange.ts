@@ -286,13 +286,15 @@ class H2Exchange implements H2Requester {
         if (this.up === up) this.down.resume();
       });
     }
-  };
+  }
+
 
   onDownEnd(): void {
     this.isDownEnded = true;
     const up = this.up;
     if (up !== undefined && !up.destroyed) up.end();
-  };
+  }
+
 
   onDownClose(): void {
     const wasGone = this.isGone;
@@ -303,7 +305,8 @@ class H2Exchange implements H2Requester {
     // A stream that completed (the upstream's end reached the app) is ok; anything else was cut by the app.
     if (this.isUpEnded && this.down.rstCode === http2.constants.NGHTTP2_NO_ERROR) this.host.streamEnded(this.hasRescued ? 'rescued' : 'ok', undefined);
     else this.host.streamEnded('reset', 'downstream_closed');
-  };
+  }
+
 
   onWantTrailers(): void {
     try {
