@@ -85,7 +85,7 @@ export class H2Listener extends EventEmitter<H2ListenerEvents> implements H2Exch
     });
     this.server.on('stream', (stream, headers) => {
       this.inflight++;
-      stream.once('close', this.onStreamClose);
+      stream.on('close', this.onStreamClose);
       proxyH2Stream(this, stream, headers);
     });
     // accept() failures (EMFILE...) must not crash the process.

@@ -53,8 +53,19 @@ const UNAVAILABLE_503: ReadonlySet<H2ErrorReason> = new Set<H2ErrorReason>(['ove
 /** Re-queues of a stream held for a session that died before it opened (each costs >= one PING timeout). */
 const MAX_REQUEUES = 3;
 
-/** Copies a header block without the connection-specific fields; `te` survives only as "trailers". */
+/**
+ * A header block without the connection-specific fields; `te` survives only as "trailers". node:http2's
+ * request() and respond() copy the object they get, so a block with nothing to strip (the common case) is
+ * passed on as is, and only the rare one is copied (one pass over the names either way).
+ */
 function forwardable(h: IncomingHttpHeaders): OutgoingHttpHeaders {
+  for (const name in h) {
+    if (CONNECTION_SPECIFIC.has(name) || (name === 'te' && h[name] !== 'trailers')) return strip(h);
+  }
+  return h as OutgoingHttpHeaders;
+}
+
+function strip(h: IncomingHttpHeaders): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {};
   for (const name of Object.keys(h)) {
     if (CONNECTION_SPECIFIC.has(name)) continue;
@@ -95,6 +106,45 @@ export function grpcMethodMatcher(methods: readonly string[]): (path: string) =>
 /** Starts proxying one downstream stream. */
 export function proxyH2Stream(host: H2ExchangeHost, down: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
   new H2Exchange(host, down, headers).start();
+}
+
+const kExchange = Symbol('h2Exchange');
+type ExchangeStream = ClientHttp2Stream & { [kExchange]: H2Exchange };
+
+type DownStream = ServerHttp2Stream & { [kExchange]: H2Exchange };
+const RESPOND_END_STREAM = Object.freeze({ endStream: true });
+const RESPOND_WAIT_FOR_TRAILERS = Object.freeze({ waitForTrailers: true });
+
+function ignore(): void {}
+function downOnData(this: DownStream, chunk: Buffer): void {
+  this[kExchange].onDownData(chunk);
+}
+function downOnEnd(this: DownStream): void {
+  this[kExchange].onDownEnd();
+}
+function downOnClose(this: DownStream): void {
+  this[kExchange].onDownClose();
+}
+function downOnWantTrailers(this: DownStream): void {
+  this[kExchange].onWantTrailers();
+}
+function upOnResponse(this: ExchangeStream, h: IncomingHttpHeaders & IncomingHttpStatusHeader, flags: number): void {
+  this[kExchange].onResponse(this, h, flags);
+}
+function upOnData(this: ExchangeStream, chunk: Buffer): void {
+  this[kExchange].onUpData(this, chunk);
+}
+function upOnTrailers(this: ExchangeStream, t: IncomingHttpHeaders): void {
+  this[kExchange].onUpTrailers(this, t);
+}
+function upOnEnd(this: ExchangeStream): void {
+  this[kExchange].onUpEnd(this);
+}
+function upOnError(this: ExchangeStream, err: unknown): void {
+  this[kExchange].onUpError(this, err);
+}
+function upOnClose(this: ExchangeStream): void {
+  this[kExchange].onUpClose(this);
 }
 
 class H2Exchange implements H2Requester {
@@ -141,12 +191,12 @@ class H2Exchange implements H2Requester {
 
   start(): void {
     const down = this.down;
-    down.on('error', () => {
-      // The app reset or its session died: 'close' below handles it.
-    });
-    down.once('close', this.onDownClose);
+    // The app reset or its session died: 'close' handles it.
+    (down as DownStream)[kExchange] = this;
+    down.on('error', ignore);
+    down.on('close', downOnClose);
     // node:http2 emits 'end' of an empty body by itself (read(0) after END_STREAM), listener or not.
-    if (!this.isDownEnded) down.once('end', this.onDownEnd);
+    if (!this.isDownEnded) down.on('end', downOnEnd);
     this.host.pool.checkout(this);
   }
 
@@ -163,7 +213,7 @@ class H2Exchange implements H2Requester {
     const isBodyless = this.isDownEnded && this.bodyBytes === 0;
     let up: ClientHttp2Stream;
     try {
-      up = driver.request(this.upHeaders, { endStream: isBodyless });
+      up = driver.request(this.upHeaders, isBodyless);
     } catch {
       // Refused by node:http2 before anything was sent. A closing or closed session: the stream never left
       // us (replay). A live session: the request itself cannot be sent as HTTP/2 (a CONNECT, a bad field),
@@ -173,26 +223,15 @@ class H2Exchange implements H2Requester {
       return;
     }
     this.up = up;
-    up.on('response', (h: IncomingHttpHeaders & IncomingHttpStatusHeader, flags: number) => this.onResponse(up, h, flags));
-    up.on('data', (chunk: Buffer) => {
-      if (this.up === up && !this.down.write(chunk)) {
-        up.pause();
-        this.down.once('drain', () => up.resume());
-      }
-    });
-    up.on('trailers', (t: IncomingHttpHeaders) => {
-      if (this.up === up) this.trailers = forwardable(t);
-    });
-    up.on('end', () => {
-      if (this.up !== up) return;
-      this.isUpEnded = true;
-      if (this.isResponseStarted && !this.down.destroyed && !this.down.writableEnded) this.down.end();
-    });
-    up.on('error', (err: unknown) => {
-      // 'close' decides (rstCode, the session's close reason); the error matters if the session died with it.
-      if (this.up === up) this.upErr = err;
-    });
-    up.once('close', () => this.onUpClose(up));
+    // One set of module-level handlers for every stream (no closures per stream): `this` is the stream,
+    // its exchange hangs off it.
+    (up as ExchangeStream)[kExchange] = this;
+    up.on('response', upOnResponse);
+    up.on('data', upOnData);
+    up.on('trailers', upOnTrailers);
+    up.on('end', upOnEnd);
+    up.on('error', upOnError);
+    up.on('close', upOnClose);
     if (isBodyless) return;
     for (const chunk of this.body) up.write(chunk);
     if (this.isDownEnded) {
@@ -201,7 +240,7 @@ class H2Exchange implements H2Requester {
     }
     if (!this.isReadingDown) {
       this.isReadingDown = true;
-      this.down.on('data', this.onDownData);
+      this.down.on('data', downOnData);
     } else {
       this.down.resume();
     }
@@ -226,7 +265,7 @@ class H2Exchange implements H2Requester {
 
   // Downstream --------------------------------------------------------------------------------------------
 
-  private readonly onDownData = (chunk: Buffer): void => {
+  onDownData(chunk: Buffer): void {
     if (this.isBodyKept) {
       this.bodyBytes += chunk.length;
       if (this.bodyBytes <= this.host.h2.retry.maxBodyBytes) this.body.push(chunk);
@@ -247,15 +286,17 @@ class H2Exchange implements H2Requester {
         if (this.up === up) this.down.resume();
       });
     }
-  };
+  }
 
-  private readonly onDownEnd = (): void => {
+
+  onDownEnd(): void {
     this.isDownEnded = true;
     const up = this.up;
     if (up !== undefined && !up.destroyed) up.end();
-  };
+  }
 
-  private readonly onDownClose = (): void => {
+
+  onDownClose(): void {
     const wasGone = this.isGone;
     this.isGone = true;
     const up = this.up;
@@ -264,28 +305,53 @@ class H2Exchange implements H2Requester {
     // A stream that completed (the upstream's end reached the app) is ok; anything else was cut by the app.
     if (this.isUpEnded && this.down.rstCode === http2.constants.NGHTTP2_NO_ERROR) this.host.streamEnded(this.hasRescued ? 'rescued' : 'ok', undefined);
     else this.host.streamEnded('reset', 'downstream_closed');
-  };
+  }
+
+
+  onWantTrailers(): void {
+    try {
+      if (!this.down.destroyed) this.down.sendTrailers(this.trailers ?? {});
+    } catch {
+      // A trailer field node:http2 refuses (or the stream just closed): end the stream without it.
+      this.down.close(NGHTTP2_INTERNAL_ERROR);
+    }
+  }
 
   // Upstream ----------------------------------------------------------------------------------------------
 
-  private onResponse(up: ClientHttp2Stream, h: IncomingHttpHeaders & IncomingHttpStatusHeader, flags: number): void {
+  onUpData(up: ClientHttp2Stream, chunk: Buffer): void {
+    if (this.up === up && !this.down.write(chunk)) {
+      up.pause();
+      this.down.once('drain', () => up.resume());
+    }
+  }
+
+  onUpTrailers(up: ClientHttp2Stream, t: IncomingHttpHeaders): void {
+    if (this.up === up) this.trailers = forwardable(t);
+  }
+
+  onUpEnd(up: ClientHttp2Stream): void {
+    if (this.up !== up) return;
+    this.isUpEnded = true;
+    if (this.isResponseStarted && !this.down.destroyed && !this.down.writableEnded) this.down.end();
+  }
+
+  onUpError(up: ClientHttp2Stream, err: unknown): void {
+    // 'close' decides (rstCode, the session's close reason); the error matters if the session died with it.
+    if (this.up === up) this.upErr = err;
+  }
+
+  onResponse(up: ClientHttp2Stream, h: IncomingHttpHeaders & IncomingHttpStatusHeader, flags: number): void {
     if (this.up !== up || this.isGone || this.down.destroyed) return;
     this.isResponseStarted = true;
     const isEnd = (flags & NGHTTP2_FLAG_END_STREAM) !== 0;
     try {
       if (isEnd) {
-        this.down.respond(forwardable(h), { endStream: true });
+        this.down.respond(forwardable(h), RESPOND_END_STREAM);
         this.isUpEnded = true;
       } else {
-        this.down.respond(forwardable(h), { waitForTrailers: true });
-        this.down.once('wantTrailers', () => {
-          try {
-            if (!this.down.destroyed) this.down.sendTrailers(this.trailers ?? {});
-          } catch {
-            // A trailer field node:http2 refuses (or the stream just closed): end the stream without it.
-            this.down.close(NGHTTP2_INTERNAL_ERROR);
-          }
-        });
+        this.down.respond(forwardable(h), RESPOND_WAIT_FOR_TRAILERS);
+        this.down.on('wantTrailers', downOnWantTrailers);
       }
     } catch {
       // The upstream sent a header node:http2 will not forward (e.g. a bad :status): a broken answer.
@@ -296,7 +362,7 @@ class H2Exchange implements H2Requester {
     }
   }
 
-  private onUpClose(up: ClientHttp2Stream): void {
+  onUpClose(up: ClientHttp2Stream): void {
     if (this.up !== up) return;
     this.up = undefined;
     if (this.isGone) return;
