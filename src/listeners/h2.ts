@@ -22,6 +22,7 @@ import { RetryBudget } from '../proxy/retry-budget.js';
 import { resetSocket } from '../proxy/tcp-pipe.js';
 import type { Clock } from '../util/clock.js';
 import { FdBudget } from './fd-budget.js';
+import { listenOn } from './listen.js';
 
 /** Streams one app session may have open (SETTINGS_MAX_CONCURRENT_STREAMS we advertise downstream). */
 export const DOWNSTREAM_MAX_STREAMS = 1000;
@@ -92,15 +93,8 @@ export class H2Listener extends EventEmitter<H2ListenerEvents> implements H2Exch
     this.server.on('error', (err: Error) => this.emit('downstreamRejected', 'accept_error', err));
   }
 
-  async listen(): Promise<AddressInfo> {
-    this.server.listen(this.route.listen.port, this.route.listen.host);
-    await Promise.race([
-      once(this.server, 'listening'),
-      once(this.server, 'error').then(([err]) => {
-        throw err;
-      }),
-    ]);
-    return this.server.address() as AddressInfo;
+  listen(): Promise<AddressInfo> {
+    return listenOn(this.server, this.route.listen);
   }
 
   get isListening(): boolean {

@@ -24,6 +24,7 @@ import type { Attempt, SidecarErrorReason, TunnelHost } from '../proxy/index.js'
 import { readTcpInfo } from '../sockopts/index.js';
 import type { Clock, Timer } from '../util/clock.js';
 import { FdBudget } from './fd-budget.js';
+import { listenOn } from './listen.js';
 
 /** Status classes, the `code_class` metric label. */
 export type CodeClass = '1xx' | '2xx' | '3xx' | '4xx' | '5xx';
@@ -116,15 +117,8 @@ export class HttpListener extends EventEmitter<HttpListenerEvents> implements Tu
     });
   }
 
-  async listen(): Promise<AddressInfo> {
-    this.server.listen(this.route.listen.port, this.route.listen.host);
-    await Promise.race([
-      once(this.server, 'listening'),
-      once(this.server, 'error').then(([err]) => {
-        throw err;
-      }),
-    ]);
-    return this.server.address() as AddressInfo;
+  listen(): Promise<AddressInfo> {
+    return listenOn(this.server, this.route.listen);
   }
 
   get isListening(): boolean {

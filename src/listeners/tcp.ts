@@ -12,6 +12,7 @@ import type { Pool } from '../pool/index.js';
 import { pipeTcp, resetSocket } from '../proxy/index.js';
 import type { Clock } from '../util/clock.js';
 import { FdBudget } from './fd-budget.js';
+import { listenOn } from './listen.js';
 
 /** Bytes of client data kept while the upstream connects; beyond this the client is paused (backpressure). */
 const EARLY_BUFFER_BYTES = 64 * 1024;
@@ -42,15 +43,8 @@ export class TcpListener extends EventEmitter<ListenerEvents> {
   }
 
   /** Binds the listen address; resolves with the bound address (port 0 picks a free port). */
-  async listen(): Promise<net.AddressInfo> {
-    this.server.listen(this.route.listen.port, this.route.listen.host);
-    await Promise.race([
-      once(this.server, 'listening'),
-      once(this.server, 'error').then(([err]) => {
-        throw err;
-      }),
-    ]);
-    return this.server.address() as net.AddressInfo;
+  listen(): Promise<net.AddressInfo> {
+    return listenOn(this.server, this.route.listen);
   }
 
   get isListening(): boolean {

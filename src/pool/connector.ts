@@ -7,7 +7,8 @@ import net from 'node:net';
 import type { Socket } from 'node:net';
 import type { PoolConfig } from '../config/index.js';
 import { applySockopts } from '../sockopts/index.js';
-import type { ApplyResult } from '../sockopts/index.js';
+import type { ApplyResult, SockoptFailure } from '../sockopts/index.js';
+import type { UpstreamConn } from './conn.js';
 
 /**
  * Starts a TCP connect to one endpoint of the route (an address, already resolved by the endpoint set; the
@@ -20,4 +21,23 @@ export function openSocket(address: string, port: number): Socket {
 /** Sets nodelay, keepalive and TCP_USER_TIMEOUT on a connected socket and reads them back. */
 export function configureSocket(socket: Socket, keepalive: PoolConfig['keepalive']): ApplyResult {
   return applySockopts(socket, keepalive);
+}
+
+/**
+ * The TCP handshake of `conn` completed: records the connect facts (time, addresses, the jittered max-age
+ * deadline, +/-10 %), applies the socket options and returns the options that could not be set (to be
+ * reported and tolerated). Shared by Pool and H2Pool so a connection is set up the same way whatever its
+ * protocol.
+ */
+export function establish(conn: UpstreamConn, config: Pick<PoolConfig, 'keepalive' | 'maxAgeMs'>, now: number): readonly SockoptFailure[] {
+  const socket = conn.socket;
+  conn.connectedAt = now;
+  conn.lastRecvAt = now;
+  conn.remoteAddress = socket.remoteAddress;
+  conn.remotePort = socket.remotePort;
+  conn.localPort = socket.localPort;
+  conn.maxAgeAt = now + config.maxAgeMs * (0.9 + 0.2 * Math.random());
+  const result = configureSocket(socket, config.keepalive);
+  conn.sockopts = result.effective;
+  return result.failures;
 }

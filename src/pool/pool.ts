@@ -23,7 +23,7 @@ import { CheckoutBatch, PendingQueue } from './checkout-queue.js';
 import type { CheckoutRecord, WaitOutcome } from './checkout-queue.js';
 import { UpstreamConn } from './conn.js';
 import type { ConnOwner } from './conn.js';
-import { configureSocket, openSocket } from './connector.js';
+import { establish, openSocket } from './connector.js';
 import { CONNECT_FAILURES, createRouteEndpoints, ejectEndpoint, shouldProbe } from './endpoint-glue.js';
 import type { EndpointOwner } from './endpoint-glue.js';
 import { isAvoided } from './endpoints.js';
@@ -531,17 +531,8 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner, Endpoin
   connConnected(conn: UpstreamConn): void {
     const pc = this.takeConnect(conn);
     if (pc === undefined) return;
-    const socket = conn.socket;
     const now = this.clock.now();
-    conn.connectedAt = now;
-    conn.lastRecvAt = now;
-    conn.remoteAddress = socket.remoteAddress;
-    conn.remotePort = socket.remotePort;
-    conn.localPort = socket.localPort;
-    conn.maxAgeAt = now + this.config.maxAgeMs * (0.9 + 0.2 * Math.random());
-    const result = configureSocket(socket, this.config.keepalive);
-    conn.sockopts = result.effective;
-    for (const f of result.failures) this.emit('sockoptFailed', conn, f);
+    for (const f of establish(conn, this.config, now)) this.emit('sockoptFailed', conn, f);
     if (!pc.forLease) this.refillFailures = 0;
     this.endpoints.noteConnected(conn.endpoint);
     this.apply(conn, { type: 'connected' });
