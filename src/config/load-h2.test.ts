@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ConfigError } from '../errors.js';
-import { grpcMethodMatcher, grpcTimeoutMs } from '../proxy/h2-exchange.js';
+import { encodeGrpcTimeout, grpcMethodMatcher, grpcTimeoutMs } from '../proxy/h2-exchange.js';
 import { loadConfig } from './load.js';
 
 function load(file: unknown) {
@@ -77,5 +77,16 @@ describe('grpcMethodMatcher', () => {
     assert.equal(m('/a.B/x/y'), false);
     assert.equal(m('/a.BC/X'), false);
     assert.equal(grpcMethodMatcher([])('/pkg.Svc/Get'), false);
+  });
+});
+
+describe('encodeGrpcTimeout', () => {
+  it('fits 8 digits whatever the deadline (a replayed watch stream with days left) and never shortens it', () => {
+    for (const ms of [1, 1500, 99_999_999, 100_000_000, 3 * 86_400_000, 2 ** 40]) {
+      const v = encodeGrpcTimeout(ms);
+      assert.match(v, /^[0-9]{1,8}[HMSm]$/);
+      if (ms <= 99_999_999 * 3_600_000) assert.ok((grpcTimeoutMs(v) ?? 0) >= ms, `${v} >= ${ms} ms`);
+    }
+    assert.equal(encodeGrpcTimeout(1500), '1500m');
   });
 });

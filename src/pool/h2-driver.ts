@@ -405,7 +405,9 @@ export class H2Driver {
 
   private onPeriodic(interval: number): void {
     this.periodicTimer = undefined;
-    if (this.openStreams === 0 || !this.isUsable) return;
+    // Draining sessions too (a GOAWAY(NO_ERROR) from grpc-go's MaxConnectionAge, our max_age or
+    // endpoint_removed): their long-lived streams still need liveness until they end.
+    if (this.openStreams === 0 || this.session.destroyed) return;
     const now = this.clock.now();
     if (this.probe === undefined && now - this.heardAt(now) >= interval) this.sendPing('periodic');
     // While a PING is outstanding the ACK re-arms; otherwise wait for the next silent interval.

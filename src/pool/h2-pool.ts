@@ -32,6 +32,9 @@ import type { ResolveFn } from './resolver.js';
 import { transition } from './state.js';
 import type { ConnEvent, ConnState } from './state.js';
 
+/** Ceiling of the periodic PING back-off: gRFC A8's 2 h (the PING floor of a gRPC server with no calls). */
+export const MAX_PING_INTERVAL_MS = 2 * 3600_000;
+
 /** Most callers waiting for a stream slot when maxConnections sessions are full; more fail with overflow. */
 export const H2_MAX_PENDING = 1024;
 /** Longest wait in that queue (then pending_timeout), as http.pendingTimeoutMs's default. */
@@ -536,7 +539,9 @@ export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2Dri
   goawayReceived(driver: H2Driver, code: number, lastStreamId: number, debug: string): void {
     this.h2events.emit('goawayReceived', driver.conn, code, lastStreamId, debug);
     if (code === NGHTTP2_ENHANCE_YOUR_CALM && debug.includes(TOO_MANY_PINGS)) {
-      this.currentPingIntervalMs *= 2;
+      // Capped at gRFC A8's 2 h (a server's floor without calls): unbounded doubling by a hostile or buggy
+      // upstream's GOAWAYs would pass 2^31-1 ms, which setTimeout clamps to 1 ms (a timer spinning per session).
+      this.currentPingIntervalMs = Math.min(this.currentPingIntervalMs * 2, MAX_PING_INTERVAL_MS);
       this.h2events.emit('pingBackoff', this.currentPingIntervalMs);
     }
   }

@@ -59,6 +59,10 @@ const MAX_REQUEUES = 3;
  * passed on as is, and only the rare one is copied (one pass over the names either way).
  */
 function forwardable(h: IncomingHttpHeaders): OutgoingHttpHeaders {
+  // RFC 9113 §8.3.1: a request may carry Host instead of :authority (HTTP/1 -> h2 translators). Host is
+  // connection-specific here, so it becomes the :authority; otherwise node would fill in our upstream origin
+  // and virtual-host routing at the upstream would break.
+  if (h[':authority'] === undefined && typeof h.host === 'string') return { ...strip(h), ':authority': h.host };
   for (const name in h) {
     if (CONNECTION_SPECIFIC.has(name) || (name === 'te' && h[name] !== 'trailers')) return strip(h);
   }
@@ -74,6 +78,18 @@ function strip(h: IncomingHttpHeaders): OutgoingHttpHeaders {
     out[name] = v;
   }
   return out;
+}
+
+/**
+ * `ms` as a grpc-timeout value: at most 8 digits (gRPC over HTTP/2 spec), so the smallest unit that fits, as
+ * grpc-go's encodeTimeout (a watch stream's "infinite" deadline of days would not fit in milliseconds).
+ */
+export function encodeGrpcTimeout(ms: number): string {
+  const MAX = 99_999_999;
+  if (ms <= MAX) return `${ms}m`;
+  if (ms / 1000 <= MAX) return `${Math.ceil(ms / 1000)}S`;
+  if (ms / 60_000 <= MAX) return `${Math.ceil(ms / 60_000)}M`;
+  return `${Math.min(MAX, Math.ceil(ms / 3_600_000))}H`;
 }
 
 /** grpc-timeout (gRPC over HTTP/2 spec: 1-8 digits and a unit) in ms, or undefined. */
@@ -208,7 +224,7 @@ class H2Exchange implements H2Requester {
     const now = this.host.clock.now();
     if (this.unsafeReplays + this.freeReplays > 0 && this.deadline !== Infinity) {
       // The upstream sees the time left, not the app's original budget.
-      this.upHeaders['grpc-timeout'] = `${Math.max(1, Math.floor(this.deadline - now))}m`;
+      this.upHeaders['grpc-timeout'] = encodeGrpcTimeout(Math.max(1, Math.floor(this.deadline - now)));
     }
     const isBodyless = this.isDownEnded && this.bodyBytes === 0;
     let up: ClientHttp2Stream;
@@ -367,7 +383,10 @@ class H2Exchange implements H2Requester {
     this.up = undefined;
     if (this.isGone) return;
     if (this.isUpEnded && up.rstCode === http2.constants.NGHTTP2_NO_ERROR) {
-      // Complete; the downstream's close reports the outcome.
+      // Complete; the downstream's close reports the outcome. A complete response before the request ended
+      // (an early 413, a trailers-only gRPC error on a client stream): RFC 9113 §8.1 ends the app's stream with
+      // RST_STREAM(NO_ERROR) (node sends it after our END_STREAM), else the app's half stays open for ever.
+      if (!this.isDownEnded && !this.down.destroyed) this.down.close(http2.constants.NGHTTP2_NO_ERROR);
       return;
     }
     const driver = this.driver;
@@ -443,7 +462,8 @@ class H2Exchange implements H2Requester {
       down.close(NGHTTP2_INTERNAL_ERROR);
       this.host.streamEnded('reset', reason);
     }
-    // Unread request body: the app may still be sending; the stream is answered, stop reading.
-    if (!this.isDownEnded && !down.destroyed) down.resume();
+    // Unread request body: the stream is answered; RST_STREAM(NO_ERROR) ends the app's half (RFC 9113 §8.1),
+    // instead of reading and dropping an upload for ever.
+    if (!this.isDownEnded && !down.destroyed) down.close(http2.constants.NGHTTP2_NO_ERROR);
   }
 }

@@ -14,10 +14,14 @@ export interface Clock {
   setTimeout(fn: () => void, ms: number): Timer;
 }
 
+/** Longest delay a Node timer takes as given (2^31-1 ms, ~24.8 days). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 class RealTimer implements Timer {
   private handle: NodeJS.Timeout | undefined;
   constructor(fn: () => void, ms: number) {
-    this.handle = setTimeout(fn, ms);
+    // setTimeout turns a delay above 2^31-1 ms into 1 ms (TimeoutOverflowWarning): clamp, never spin.
+    this.handle = setTimeout(fn, Math.min(ms, MAX_TIMER_MS));
     this.handle.unref();
   }
   clear(): void {
