@@ -420,8 +420,8 @@ export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2Dri
     // The upstream sent FIN (peer_closed is decided): it can send nothing more, so no stream open on the
     // session can ever get its answer. node:http2 does not close a session on FIN of a half-open socket
     // (ours are allowHalfOpen, see connector.ts), and with no PING due the streams would hang: end it now;
-    // the streams get the decided reason and the rescue rules apply.
-    this.fail(conn, conn.closeReason ?? 'peer_closed');
+    // fail() keeps the reason the FIN decided (first cause wins); the streams get it and the rescue rules apply.
+    this.fail(conn, 'peer_closed');
   }
 
   connFailed(conn: UpstreamConn, reason: CloseReason): void {
