@@ -207,7 +207,10 @@ export class EndpointSet extends EventEmitter<EndpointSetEvents> {
 
   /** More than one live endpoint (then an endpoint is a real backend, not a Service VIP). */
   get isMulti(): boolean {
-    return this.size > 1;
+    // Read per request (http-exchange): stop at the second live endpoint instead of counting them all.
+    let n = 0;
+    for (const ep of this.byKey.values()) if (ep.state !== 'removed' && ++n > 1) return true;
+    return false;
   }
 
   get isPanic(): boolean {
