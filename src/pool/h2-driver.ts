@@ -76,6 +76,27 @@ export class H2SessionError extends SidecarError {
 
 const { NGHTTP2_CANCEL, NGHTTP2_NO_ERROR } = http2.constants;
 
+/**
+ * Stall check (issue 13, hostile upstreams): on a connection error nghttp2 can decide by itself (a frame
+ * header longer than SETTINGS_MAX_FRAME_SIZE, DATA on a stream it does not know, a truncated frame...) it
+ * queues GOAWAY, sends it and then wants neither to read nor to write. node:http2 (Node 20) reports none of
+ * it: OnInvalidFrame calls JS only for fatal errors and ERR_STREAM_CLOSED, and MaybeStopReading just stops
+ * reading the socket, so there is no 'error', no 'goaway', no stream 'close', and not even the upstream's FIN
+ * is read ('end' never fires). Open streams would hang until a PING was due (5 min). What JS can observe is
+ * that frames are no longer written: a session with streams open that read nothing for a whole tick of
+ * H2_STALL_CHECK_MS (so 0.5-1 s of silence; once per silence: again only after the upstream sent something)
+ * gets an empty SETTINGS frame, which no
+ * server polices (unlike PING, gRFC A8); if node:http2 has not written it H2_STALL_VERDICT_MS later while its
+ * socket has nothing queued, the session is over: protocol_error.
+ */
+export const H2_STALL_CHECK_MS = 500;
+export const H2_STALL_VERDICT_MS = 50;
+
+/** libuv's write queue of a socket (node:http2 writes to it from C++: JS's writableLength stays 0). */
+function writeQueueSize(socket: Socket): number {
+  return (socket as unknown as { _handle?: { writeQueueSize?: number } | null })._handle?.writeQueueSize ?? 0;
+}
+
 /** Per-stream initial window (SETTINGS_INITIAL_WINDOW_SIZE) and session window we advertise upstream. */
 export const H2_STREAM_WINDOW = 1 << 20;
 export const H2_SESSION_WINDOW = 8 << 20;
@@ -120,6 +141,8 @@ interface Probe {
   readonly sentAt: number;
   /** bytesRead when the PING went out (or at the last extension): any byte since counts as an answer. */
   bytesAt: number;
+  /** bytesWritten when the PING was submitted: unchanged at the timeout = node:http2 stopped writing. */
+  readonly writtenAt: number;
   timer: Timer;
 }
 
@@ -145,6 +168,11 @@ export class H2Driver {
   /** Streams waiting for the PING outstanding (ping-before-use). */
   private held: H2Requester[] = [];
   private periodicTimer: Timer | undefined;
+  /** Stall check (H2_STALL_CHECK_MS): its timer, bytesRead at its last tick and after the last check. */
+  private stallTimer: Timer | undefined;
+  private stallTickBytes = -1;
+  private stallCheckedBytes = -1;
+  private isStallCheckOutstanding = false;
   /** Idle since (no stream open), for the pool's idle timer. */
   idleSince: number;
 
@@ -255,6 +283,9 @@ export class H2Driver {
     const stream = requestStream(this.session, headers, isBodyless);
     if (this.openStreams++ === 0) {
       this.armPeriodic();
+      // Silence counts from the first stream on (not from the first tick).
+      if (this.stallTimer === undefined) this.stallTickBytes = this.socket.bytesRead;
+      this.armStallCheck();
       this.hooks.sessionBusy(this);
     }
     stream.on('close', this.onStreamClose);
@@ -324,6 +355,7 @@ export class H2Driver {
       kind,
       sentAt: now,
       bytesAt: this.socket.bytesRead,
+      writtenAt: this.socket.bytesWritten,
       timer: this.clock.setTimeout(() => this.onPingTimeout(probe), this.config.pingTimeoutMs),
     };
     this.probe = probe;
@@ -364,6 +396,11 @@ export class H2Driver {
       return;
     }
     this.probe = undefined;
+    if (this.socket.bytesWritten === probe.writtenAt && writeQueueSize(this.socket) === 0 && !this.socket.destroyed) {
+      // The PING never left: not a silent peer, node:http2 stopped writing (see H2_STALL_CHECK_MS).
+      this.stalled();
+      return;
+    }
     const decided = this.conn.decideReason({ kind: 'local', reason: 'ping_timeout' });
     this.hooks.pingTimedOut(this);
     this.destroy(decided);
@@ -414,7 +451,58 @@ export class H2Driver {
     if (this.probe === undefined) this.armPeriodic();
   }
 
+  /** Stall check timer, armed lazily while streams are open (one timer re-checks the state when it fires). */
+  private armStallCheck(): void {
+    if (this.stallTimer !== undefined) return;
+    this.stallTimer = this.clock.setTimeout(this.onStallTick, H2_STALL_CHECK_MS);
+  }
+
+  private readonly onStallTick = (): void => {
+    this.stallTimer = undefined;
+    if (this.openStreams === 0 || this.session.destroyed || this.conn.closeReason !== undefined) return;
+    const b = this.socket.bytesRead;
+    const wasSilent = b === this.stallTickBytes;
+    this.stallTickBytes = b;
+    // Silent for a whole tick, something read since the last check, none outstanding: check once.
+    if (wasSilent && b !== this.stallCheckedBytes && !this.isStallCheckOutstanding) this.sendStallCheck();
+    this.armStallCheck();
+  };
+
+  private sendStallCheck(): void {
+    const session = this.session;
+    const socket = this.socket;
+    const writtenAt = socket.bytesWritten;
+    this.stallCheckedBytes = socket.bytesRead;
+    this.isStallCheckOutstanding = true;
+    try {
+      session.settings({}, (err: Error | null) => {
+        this.isStallCheckOutstanding = false;
+        // Its ACK's bytes are not "the upstream said something" (no new check for them).
+        if (err === null) this.stallCheckedBytes = socket.bytesRead;
+      });
+    } catch {
+      // Session closing, or SETTINGS ACKs outstanding: its close (or the next tick) tells.
+      this.isStallCheckOutstanding = false;
+      return;
+    }
+    this.clock.setTimeout(() => {
+      if (session.destroyed || this.conn.closeReason !== undefined) return;
+      // Not written while nothing else waits for the socket: nghttp2 holds it and will never send it.
+      if (socket.bytesWritten === writtenAt && writeQueueSize(socket) === 0 && !socket.destroyed && session.state.outboundQueueSize! > 0) this.stalled();
+    }, H2_STALL_VERDICT_MS);
+  }
+
+  /** nghttp2 ended the session without telling node:http2's JS (H2_STALL_CHECK_MS): it is failed now. */
+  private stalled(): void {
+    const err = new SidecarError('SIDECAR_ERR_H2_STALLED', 'node:http2 stopped writing to the upstream session: nghttp2 ended it on a connection error it did not report (a frame it could not accept)');
+    const decided = this.conn.decideReason({ kind: 'local', reason: 'protocol_error', err });
+    this.destroy(decided);
+    this.hooks.sessionChanged(this);
+  }
+
   private clearTimers(): void {
+    this.stallTimer?.clear();
+    this.stallTimer = undefined;
     this.periodicTimer?.clear();
     this.periodicTimer = undefined;
     this.probe?.timer.clear();

@@ -9,7 +9,9 @@
  *   body kept (<= retry.maxBodyBytes); grpc-timeout not passed; attempts and the retry budget left;
  * - anything else: gRPC gets a trailers-only UNAVAILABLE (grpc-status 14) naming the reason, plain h2 a 502
  *   (503 for overflow and the like) with x-sidecar-error, and after response headers an RST_STREAM.
- * A stream-level RST_STREAM from a live upstream session is the upstream's answer and is passed on as is.
+ * A stream-level RST_STREAM from a live upstream session is the upstream's answer and is passed on as is,
+ * except PROTOCOL_ERROR before any response header (a malformed response, which node:http2 resets itself):
+ * the app gets 502 / grpc-status 14 `protocol_error`.
  */
 import http2 from 'node:http2';
 import type { ClientHttp2Stream, IncomingHttpHeaders, IncomingHttpStatusHeader, OutgoingHttpHeaders, ServerHttp2Stream } from 'node:http2';
@@ -37,7 +39,7 @@ export interface H2ExchangeHost {
   streamEnded(outcome: H2StreamOutcome, reason: H2ErrorReason | undefined): void;
 }
 
-const { NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR, NGHTTP2_REFUSED_STREAM, NGHTTP2_FLAG_END_STREAM } = http2.constants;
+const { NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR, NGHTTP2_PROTOCOL_ERROR, NGHTTP2_REFUSED_STREAM, NGHTTP2_FLAG_END_STREAM } = http2.constants;
 
 /** RFC 9113 §8.2.2 connection-specific fields (and HTTP/1 framing ones), never forwarded in either direction. */
 const CONNECTION_SPECIFIC: ReadonlySet<string> = new Set([
@@ -396,6 +398,14 @@ class H2Exchange implements H2Requester {
     // The stream can close before its dead session reports: the session's error (on the stream) decides then.
     const reason = driver !== undefined && driver.session.destroyed && conn?.closeReason === undefined ? driver.sessionFailed(this.upErr) : conn?.closeReason;
     this.upErr = undefined;
+    if (reason === undefined && !isNeverProcessed && !this.isResponseStarted && up.rstCode === NGHTTP2_PROTOCOL_ERROR) {
+      // No response head, PROTOCOL_ERROR: node:http2 found the response malformed (RFC 9113 §8.2.1: an
+      // upper-case or connection-specific field name, a bad pseudo-header...) and reset the stream itself, or the
+      // upstream said its own framing broke. Either way no well-formed answer came: a proxy must not forward a
+      // malformed response (§8.1.1), so the app gets ours (not replayed: the upstream had the request).
+      this.fail('protocol_error');
+      return;
+    }
     if (reason === undefined && !isNeverProcessed) {
       // The upstream reset this one stream on a live session: its answer, passed on as is.
       this.isGone = true;

@@ -3,8 +3,9 @@
  * stay alive, its RSS bounded, and a well-behaved app on another connection keeps getting 200s throughout.
  * App side: raw bytes to the listen port (bad preface, HTTP/1.1, rapid reset CVE-2023-44487, SETTINGS /
  * PING floods, CONTINUATION flood CVE-2024-27316, huge header block, invalid frames, a stream whose app never
- * reads). Upstream side: a raw net server behind a second route (garbage after the preface, invalid response
- * headers, RST_STREAM storm, GOAWAY above what we opened, DATA beyond content-length, PING flood) and a
+ * reads). Upstream side: a raw net server behind a second route (an oversized frame cut short then FIN, a
+ * truncated frame then FIN, an upper-case response field name, RST_STREAM storm, GOAWAY above what we opened,
+ * DATA beyond content-length, PING flood, an empty-DATA flood past maxSessionInvalidFrames) and a
  * node:http2 upstream with huge trailers. Frames are built by hand here (a test fixture, not product code).
  * Every loop is bounded in count and time.
  */
@@ -152,13 +153,22 @@ async function goodUpstream(): Promise<Awaited<ReturnType<typeof h2Upstream>>> {
   });
 }
 
-type Mode = 'garbage' | 'badheaders' | 'rst' | 'goaway' | 'overlength' | 'pingflood';
+type Mode = 'garbage' | 'truncated' | 'badheaders' | 'badodd' | 'rst' | 'goaway' | 'overlength' | 'pingflood' | 'invalidflood';
 
-/** A raw upstream: reads the preface, sends SETTINGS (+ACK), then misbehaves per mode on each HEADERS. */
-async function rawUpstream(t: TestContext): Promise<{ port: number; setMode: (m: Mode) => void }> {
-  let mode: Mode = 'garbage';
+/** An upper-case field name (RFC 9113 §8.2.1: malformed), :status 200 (static index 8), END_STREAM. */
+const BAD_HEADERS = Buffer.concat([Buffer.from([0x88]), Buffer.from([0x00, 8]), Buffer.from('Bad-Name'), Buffer.from([1]), Buffer.from('x')]);
+
+/**
+ * A raw upstream: reads the preface, sends SETTINGS (+ACK), then misbehaves per mode on each HEADERS.
+ * `connections` counts the TCP connections it accepted.
+ */
+async function rawUpstream(t: TestContext, initial: Mode = 'garbage'): Promise<{ port: number; setMode: (m: Mode) => void; connections: () => number }> {
+  let mode: Mode = initial;
+  let connections = 0;
   const socks = new Set<net.Socket>();
   const server = net.createServer((s) => {
+    connections++;
+    let headersSeen = 0;
     socks.add(s);
     s.on('error', () => {});
     s.on('close', () => socks.delete(s));
@@ -181,13 +191,26 @@ async function rawUpstream(t: TestContext): Promise<{ port: number; setMode: (m:
         buf = buf.subarray(9 + len);
         if (type === T.SETTINGS && (flags & 1) === 0) s.write(frame(T.SETTINGS, 1, 0));
         if (type !== T.HEADERS || s.destroyed) continue;
+        headersSeen++;
         switch (mode) {
           case 'garbage':
+            // A frame header declaring 65535 bytes (> SETTINGS_MAX_FRAME_SIZE 16384), its payload cut short, FIN.
             s.end(Buffer.from('\x00\xff\xffgarbage garbage garbage garbage'));
             break;
+          case 'truncated':
+            // A PING frame cut after 3 of its 8 payload bytes, then FIN.
+            s.end(frame(T.PING, 0, 0, Buffer.alloc(8)).subarray(0, 9 + 3));
+            break;
           case 'badheaders':
-            // An upper-case field name (RFC 9113 §8.2.1: malformed).
-            s.write(frame(T.HEADERS, 0x5, id, Buffer.concat([Buffer.from([0x88]), Buffer.from([0x00, 8]), Buffer.from('Bad-Name'), Buffer.from([1]), Buffer.from('x')])));
+            s.write(frame(T.HEADERS, 0x5, id, BAD_HEADERS));
+            break;
+          case 'badodd':
+            // The 1st, 3rd... stream of each connection gets the malformed head, the others a good 200.
+            s.write(frame(T.HEADERS, 0x5, id, headersSeen % 2 === 1 ? BAD_HEADERS : Buffer.from([0x88])));
+            break;
+          case 'invalidflood':
+            // WINDOW_UPDATE on idle streams (connection errors nghttp2 counts as invalid frames), past any limit.
+            s.write(Buffer.concat(Array.from({ length: 2000 }, (_, k) => frame(T.WINDOW_UPDATE, 0, 1001 + 2 * k, u32(1)))));
             break;
           case 'rst':
             for (let k = 0; k < 100; k++) s.write(frame(T.RST, 0, id, u32(2)));
@@ -215,7 +238,7 @@ async function rawUpstream(t: TestContext): Promise<{ port: number; setMode: (m:
     for (const s of socks) s.destroy();
     server.close();
   });
-  return { port: (server.address() as net.AddressInfo).port, setMode: (m) => (mode = m) };
+  return { port: (server.address() as net.AddressInfo).port, setMode: (m) => (mode = m), connections: () => connections };
 }
 
 describe('h2 route under hostile peers (real CLI)', { timeout: 120_000 }, () => {
@@ -339,7 +362,7 @@ describe('h2 route under hostile peers (real CLI)', { timeout: 120_000 }, () => 
     const sc = await startH2Sidecar(t, [h2Route(up.port, {}, {}, 'good'), h2Route(evil.port, { pingIdleMs: 60_000 }, {}, 'evil')]);
     const evilPort = sc.ports.get('evil')!;
 
-    const oneEvil = async (port: number, path = '/ok', grpc = false): Promise<{ status: number; rstCode: number; headers: http2.IncomingHttpHeaders }> => {
+    const oneEvil = async (port: number, path = '/ok', grpc = false): Promise<{ status: number; rstCode: number; headers: http2.IncomingHttpHeaders; ms: number }> => {
       const c = http2.connect(`http://127.0.0.1:${port}`);
       c.on('error', () => {});
       const headers: http2.OutgoingHttpHeaders = { ':path': path, ':method': 'POST' };
@@ -353,10 +376,29 @@ describe('h2 route under hostile peers (real CLI)', { timeout: 120_000 }, () => 
       return r;
     };
 
-    // NOT covered yet (2026-12-02, TODO(#13)): 'garbage' (an incomplete oversized frame, then FIN) and
-    // 'badheaders' (an upper-case response field name) leave the app stream hanging > 8 s unless a PING is due;
-    // the sidecar stays alive and other streams are fine. The modes stay in rawUpstream for that fix.
-    for (const mode of ['rst', 'goaway', 'overlength', 'pingflood'] as const) {
+    // A frame nghttp2 refuses as a connection error (garbage: a frame header over SETTINGS_MAX_FRAME_SIZE, its
+    // payload cut, FIN) ends the session inside nghttp2 without a word to node:http2's JS (no error, no close,
+    // the FIN is not even read): the driver's stall check sees that node:http2 stopped writing and fails the
+    // session protocol_error after 0.5-1 s of silence. A truncated frame then FIN: 'end' is read, peer_closed.
+    for (const mode of ['garbage', 'truncated'] as const) {
+      await t.test(`upstream ${mode}: the session is failed, the app answered within 2 s`, () =>
+        underAttack(sc, async () => {
+          evil.setMode(mode);
+          const reasons = new Set(['protocol_error', 'peer_closed']);
+          const r = await oneEvil(evilPort);
+          assert.equal(r.status, 502, `${mode}: status ${r.status} rst ${r.rstCode}`);
+          assert.ok(reasons.has(String(r.headers['x-sidecar-error'])), `${mode}: x-sidecar-error ${String(r.headers['x-sidecar-error'])}`);
+          assert.ok(r.ms < 2000, `${mode}: answered after ${r.ms.toFixed(0)} ms`);
+          const g = await oneEvil(evilPort, '/ok', true);
+          assert.equal(g.headers['grpc-status'], '14', `${mode} gRPC: status ${g.status} grpc-status ${String(g.headers['grpc-status'])} rst ${g.rstCode}`);
+          assert.ok(reasons.has(String(g.headers['x-sidecar-error'])), `${mode} gRPC: ${String(g.headers['grpc-message'])}`);
+          assert.ok(g.ms < 2000, `${mode} gRPC: answered after ${g.ms.toFixed(0)} ms`);
+        }));
+    }
+    const closedBy = (reason: string): number => sc.logs('upstream connection closed').filter((l) => l.route === 'evil' && l.reason === reason).length;
+    assert.ok(closedBy('protocol_error') >= 2, 'garbage: sessions closed protocol_error (the stall check)');
+
+    for (const mode of ['badheaders', 'rst', 'goaway', 'overlength', 'pingflood'] as const) {
       // goaway + FIN used to hang the same way: fixed, H2Pool.connEnded ends the session on the upstream's FIN.
       await t.test(`upstream ${mode}`, () =>
         underAttack(sc, async () => {
@@ -367,6 +409,29 @@ describe('h2 route under hostile peers (real CLI)', { timeout: 120_000 }, () => 
           assert.ok((g.status === 200 && g.headers['grpc-status'] === '14') || g.rstCode !== 0, `${mode} gRPC: status ${g.status} grpc-status ${String(g.headers['grpc-status'])} rst ${g.rstCode}`);
         }));
     }
+
+    await t.test('upstream upper-case response field name: that stream 502 protocol_error, the session lives on', async () => {
+      const odd = await rawUpstream(t, 'badodd');
+      const sc2 = await startH2Sidecar(t, [h2Route(up.port, {}, {}, 'good'), h2Route(odd.port, {}, {}, 'odd')]);
+      await underAttack(sc2, async () => {
+        const port = sc2.ports.get('odd')!;
+        // Sequential on one upstream session: 1st and 3rd streams get the malformed head, 2nd and 4th a 200.
+        const r1 = await oneEvil(port);
+        assert.equal(r1.status, 502);
+        assert.equal(r1.headers['x-sidecar-error'], 'protocol_error');
+        assert.ok(r1.ms < 1000, `answered after ${r1.ms.toFixed(0)} ms`);
+        const r2 = await oneEvil(port);
+        assert.equal(r2.status, 200, 'the next stream on the same session is unaffected');
+        const g = await oneEvil(port, '/ok', true);
+        assert.equal(g.status, 200);
+        assert.equal(g.headers['grpc-status'], '14');
+        assert.equal(g.headers['grpc-message'], 'sidecar: protocol_error');
+        const r4 = await oneEvil(port);
+        assert.equal(r4.status, 200);
+        assert.equal(odd.connections(), 1, 'one upstream session for all four');
+      });
+      await sc2.stop();
+    });
 
     await t.test('upstream sends a huge trailers block: that stream fails, bounded', () =>
       underAttack(sc, async () => {
