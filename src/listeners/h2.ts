@@ -14,7 +14,7 @@ import type { Http2Server, ServerHttp2Session } from 'node:http2';
 import type { AddressInfo, Socket } from 'node:net';
 import type { H2Config, RouteConfig } from '../config/index.js';
 import type { DownstreamRejectReason, DownstreamResetReason } from '../errors.js';
-import { H2_SESSION_WINDOW, H2_STREAM_WINDOW } from '../pool/h2-driver.js';
+import { H2_LIMITS, H2_SESSION_WINDOW, H2_STREAM_WINDOW } from '../pool/h2-driver.js';
 import type { H2Pool } from '../pool/h2-pool.js';
 import { grpcMethodMatcher, proxyH2Stream } from '../proxy/h2-exchange.js';
 import type { H2ErrorReason, H2ExchangeHost, H2StreamOutcome } from '../proxy/h2-exchange.js';
@@ -57,10 +57,21 @@ export class H2Listener extends EventEmitter<H2ListenerEvents> implements H2Exch
     this.h2 = route.h2;
     this.budget = new RetryBudget(route.h2.retry);
     this.isGrpcIdempotent = grpcMethodMatcher(route.h2.retry.grpcIdempotentMethods);
-    this.server = http2.createServer({
+    // maxOutstandingSettings is missing from @types/node's ServerOptions: passed as a variable, not a literal.
+    const options: http2.ServerOptions & { maxOutstandingSettings: number } = {
       maxSessionMemory: route.h2.maxSessionMemoryMiB,
-      settings: { maxConcurrentStreams: DOWNSTREAM_MAX_STREAMS, initialWindowSize: H2_STREAM_WINDOW, enablePush: false },
-    });
+      // Flood limits explicit (H2_LIMITS). unknownProtocolTimeout only acts on TLS sockets whose ALPN is not
+      // h2 (none here: h2c); set so a later TLS listener does not inherit a silent default.
+      maxSessionInvalidFrames: H2_LIMITS.maxSessionInvalidFrames,
+      maxSessionRejectedStreams: H2_LIMITS.maxSessionRejectedStreams,
+      maxSettings: H2_LIMITS.maxSettings,
+      maxOutstandingSettings: H2_LIMITS.maxOutstandingSettings,
+      maxOutstandingPings: H2_LIMITS.maxOutstandingPings,
+      maxHeaderListPairs: H2_LIMITS.maxHeaderListPairsDownstream,
+      unknownProtocolTimeout: 10_000,
+      settings: { maxConcurrentStreams: DOWNSTREAM_MAX_STREAMS, initialWindowSize: H2_STREAM_WINDOW, enablePush: false, maxHeaderListSize: H2_LIMITS.maxHeaderListSize },
+    };
+    this.server = http2.createServer(options);
     this.server.on('connection', (s: Socket) => {
       if (this.downstreams.size >= route.http.maxDownstreamConnections) return this.reject(s, 'overflow');
       if (!this.fds.tryAdmit()) return this.reject(s, 'fd_reserve');

@@ -97,6 +97,34 @@ function writeQueueSize(socket: Socket): number {
   return (socket as unknown as { _handle?: { writeQueueSize?: number } | null })._handle?.writeQueueSize ?? 0;
 }
 
+/**
+ * node:http2's flood and abuse limits, set explicitly on both sides (README "Limits and hostile input"); the
+ * values follow node's defaults where Envoy and nghttpx agree with them, else theirs. Past a session limit
+ * the session is destroyed (ERR_HTTP2_TOO_MANY_INVALID_FRAMES, ...: protocol_error), past a stream limit the
+ * stream is reset (ENHANCE_YOUR_CALM).
+ * - maxSessionInvalidFrames 100 (node: 1000): invalid frames (malformed heads, empty DATA without
+ *   END_STREAM: CVE-2019-9518) per session; Envoy ends a session after 1 consecutive empty frame and on any
+ *   malformed message (stream_error_on_invalid_http_messaging: false).
+ * - maxSessionRejectedStreams 100 (node's): streams opened past our SETTINGS_MAX_CONCURRENT_STREAMS.
+ * - maxSettings 32 (node's and nghttp2's): entries per SETTINGS frame; maxOutstandingSettings 10: our SETTINGS
+ *   unacknowledged (the stall check keeps one); maxOutstandingPings 10: ours unacknowledged (we keep one).
+ * - header list: maxHeaderListSize 64 KiB (advertised and enforced: Envoy max_request_headers_kb 60, nghttpx
+ *   64 KiB request and response header buffers); maxHeaderListPairs 104 from the app (Envoy's and nghttpx's
+ *   100 fields, + 4 pseudo-headers), 128 from the upstream (node's; nghttpx allows 500 response fields).
+ * nghttp2's own bounds (not settable through node:http2) stay: 1000 queued outbound ACKs (Envoy's
+ * max_outbound_control_frames), the rapid-reset rate limit, the CONTINUATION frame cap.
+ */
+export const H2_LIMITS = Object.freeze({
+  maxSessionInvalidFrames: 100,
+  maxSessionRejectedStreams: 100,
+  maxSettings: 32,
+  maxOutstandingSettings: 10,
+  maxOutstandingPings: 10,
+  maxHeaderListSize: 64 * 1024,
+  maxHeaderListPairsDownstream: 104,
+  maxHeaderListPairsUpstream: 128,
+});
+
 /** Per-stream initial window (SETTINGS_INITIAL_WINDOW_SIZE) and session window we advertise upstream. */
 export const H2_STREAM_WINDOW = 1 << 20;
 export const H2_SESSION_WINDOW = 8 << 20;
@@ -188,13 +216,23 @@ export class H2Driver {
     this.lastReadAt = now;
     this.idleSince = now;
     this.bytesSeen = socket.bytesRead;
-    this.session = http2.connect(origin, {
+    // Some of node:http2's options are missing from @types/node's ClientSessionOptions (they apply to both
+    // session types in core.js: setupHandle and updateOptionsBuffer): passed as a variable, not a literal.
+    const options: http2.ClientSessionOptions & Partial<typeof H2_LIMITS> = {
       createConnection: () => socket,
       maxSessionMemory: config.maxSessionMemoryMiB,
+      maxSessionInvalidFrames: H2_LIMITS.maxSessionInvalidFrames,
+      maxSessionRejectedStreams: H2_LIMITS.maxSessionRejectedStreams,
+      maxSettings: H2_LIMITS.maxSettings,
+      maxOutstandingSettings: H2_LIMITS.maxOutstandingSettings,
+      maxOutstandingPings: H2_LIMITS.maxOutstandingPings,
+      maxHeaderListPairs: H2_LIMITS.maxHeaderListPairsUpstream,
+      maxReservedRemoteStreams: 0,
       // Server push is refused (we would have nobody to give it to); our stream window is raised so a 2 MiB
       // message does not crawl at 64 KiB per round trip.
-      settings: { enablePush: false, initialWindowSize: H2_STREAM_WINDOW },
-    });
+      settings: { enablePush: false, initialWindowSize: H2_STREAM_WINDOW, maxHeaderListSize: H2_LIMITS.maxHeaderListSize },
+    };
+    this.session = http2.connect(origin, options);
     const session = this.session;
     session.on('error', (err: unknown) => this.onSessionError(err));
     session.on('remoteSettings', (settings) => {

@@ -153,7 +153,7 @@ async function goodUpstream(): Promise<Awaited<ReturnType<typeof h2Upstream>>> {
   });
 }
 
-type Mode = 'garbage' | 'truncated' | 'badheaders' | 'badodd' | 'rst' | 'goaway' | 'overlength' | 'pingflood' | 'invalidflood';
+type Mode = 'garbage' | 'truncated' | 'badheaders' | 'badodd' | 'rst' | 'goaway' | 'overlength' | 'pingflood' | 'emptydata';
 
 /** An upper-case field name (RFC 9113 §8.2.1: malformed), :status 200 (static index 8), END_STREAM. */
 const BAD_HEADERS = Buffer.concat([Buffer.from([0x88]), Buffer.from([0x00, 8]), Buffer.from('Bad-Name'), Buffer.from([1]), Buffer.from('x')]);
@@ -208,9 +208,10 @@ async function rawUpstream(t: TestContext, initial: Mode = 'garbage'): Promise<{
             // The 1st, 3rd... stream of each connection gets the malformed head, the others a good 200.
             s.write(frame(T.HEADERS, 0x5, id, headersSeen % 2 === 1 ? BAD_HEADERS : Buffer.from([0x88])));
             break;
-          case 'invalidflood':
-            // WINDOW_UPDATE on idle streams (connection errors nghttp2 counts as invalid frames), past any limit.
-            s.write(Buffer.concat(Array.from({ length: 2000 }, (_, k) => frame(T.WINDOW_UPDATE, 0, 1001 + 2 * k, u32(1)))));
+          case 'emptydata':
+            // A 200 head, then 300 empty DATA frames without END_STREAM (CVE-2019-9518), each an invalid frame
+            // to node:http2: past maxSessionInvalidFrames (100; node's default 1000 would let them all in).
+            s.write(Buffer.concat([frame(T.HEADERS, 0x4, id, Buffer.from([0x88])), ...Array.from({ length: 300 }, () => frame(T.DATA, 0, id))]));
             break;
           case 'rst':
             for (let k = 0; k < 100; k++) s.write(frame(T.RST, 0, id, u32(2)));
@@ -409,6 +410,23 @@ describe('h2 route under hostile peers (real CLI)', { timeout: 120_000 }, () => 
           assert.ok((g.status === 200 && g.headers['grpc-status'] === '14') || g.rstCode !== 0, `${mode} gRPC: status ${g.status} grpc-status ${String(g.headers['grpc-status'])} rst ${g.rstCode}`);
         }));
     }
+
+    await t.test('upstream empty-DATA flood: maxSessionInvalidFrames bites, session failed protocol_error, app reset at once', () =>
+      underAttack(sc, async () => {
+        evil.setMode('emptydata');
+        const before = closedBy('protocol_error');
+        for (const grpc of [false, true]) {
+          const r = await oneEvil(evilPort, '/ok', grpc);
+          // The head (200) was forwarded before the flood: the app's stream is reset.
+          assert.equal(r.status, 200);
+          assert.notEqual(r.rstCode, 0, `rst ${r.rstCode}`);
+          assert.ok(r.ms < 1000, `reset after ${r.ms.toFixed(0)} ms`);
+        }
+        await new Promise((res) => setTimeout(res, 100));
+        const closed = sc.logs('upstream connection closed').filter((l) => l.route === 'evil' && l.reason === 'protocol_error').slice(before);
+        assert.equal(closed.length, 2, 'both sessions closed protocol_error');
+        for (const l of closed) assert.match(JSON.stringify(l.err), /ERR_HTTP2_TOO_MANY_INVALID_FRAMES/);
+      }));
 
     await t.test('upstream upper-case response field name: that stream 502 protocol_error, the session lives on', async () => {
       const odd = await rawUpstream(t, 'badodd');
