@@ -91,7 +91,8 @@ export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2Dri
   private readonly filed = new Map<UpstreamConn, H2SessionState>();
   private readonly connectWaiters = new Map<UpstreamConn, H2Requester[]>();
   private readonly connectTimers = new Map<UpstreamConn, Timer>();
-  private readonly waiters: Waiter[] = [];
+  /** The bounded FIFO of callers waiting for a stream slot (insertion order; a cancelled one leaves at once). */
+  private readonly waiters = new Map<H2Requester, Waiter>();
   /** Connect failures each requester met (failure path only): it tries another endpoint at most once each. */
   private readonly connectTries = new WeakMap<H2Requester, number>();
   private readonly idleTimers = new Map<UpstreamConn, Timer>();
@@ -160,7 +161,7 @@ export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2Dri
   }
 
   get pendingCount(): number {
-    return this.waiters.length;
+    return this.waiters.size;
   }
 
   get pingIntervalMsNow(): number {
@@ -223,20 +224,30 @@ export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2Dri
     }
     // A session with no stream counts against maxConnections only while it is usable: draining ones with no
     // stream are closing on their own.
-    if (this.waiters.length >= H2_MAX_PENDING) {
+    if (this.waiters.size >= H2_MAX_PENDING) {
       r.onSessionFailed(new AcquireError('overflow', `route ${this.config.name}: ${this.config.maxConnections} h2 sessions full and ${H2_MAX_PENDING} streams waiting`));
       return;
     }
     const waiter: Waiter = {
       r,
       timer: this.clock.setTimeout(() => {
-        const i = this.waiters.indexOf(waiter);
-        if (i < 0) return;
-        this.waiters.splice(i, 1);
+        if (this.waiters.get(r) !== waiter) return;
+        this.waiters.delete(r);
         r.onSessionFailed(new AcquireError('pending_timeout', `route ${this.config.name}: no h2 stream slot within ${H2_PENDING_TIMEOUT_MS} ms`));
       }, H2_PENDING_TIMEOUT_MS),
     };
-    this.waiters.push(waiter);
+    this.waiters.set(r, waiter);
+  }
+
+  /**
+   * The caller went away (the app reset its stream or its session closed) while it may still be queued: it
+   * leaves the queue now, so it no longer counts against H2_MAX_PENDING until its pending timeout.
+   */
+  cancel(r: H2Requester): void {
+    const w = this.waiters.get(r);
+    if (w === undefined) return;
+    this.waiters.delete(r);
+    w.timer?.clear();
   }
 
   /**
@@ -265,7 +276,9 @@ export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2Dri
     const conns = [...this.connections()];
     const closed = conns.map((c) => (c.socket.closed ? undefined : once(c.socket, 'close')));
     for (const c of conns) this.fail(c, 'local_shutdown');
-    for (const w of this.waiters.splice(0)) {
+    const waiting = [...this.waiters.values()];
+    this.waiters.clear();
+    for (const w of waiting) {
       w.timer?.clear();
       w.r.onSessionFailed(new AcquireError('shutting_down', 'the sidecar is shutting down'));
     }
@@ -632,10 +645,9 @@ export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2Dri
 
   /** Hands freed capacity to queued callers, FIFO. */
   private serveWaiters(): void {
-    while (this.waiters.length > 0) {
-      const w = this.waiters[0]!;
+    for (const w of this.waiters.values()) {
       if (w.r.isGone) {
-        this.waiters.shift();
+        this.waiters.delete(w.r);
         w.timer?.clear();
         continue;
       }
@@ -643,7 +655,7 @@ export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2Dri
       if (ep === undefined) return;
       const driver = this.pickReady(ep) ?? this.pickReady(undefined);
       if (driver === undefined && this.total >= this.config.maxConnections) return;
-      this.waiters.shift();
+      this.waiters.delete(w.r);
       w.timer?.clear();
       if (driver !== undefined) driver.use(w.r);
       else this.connect(ep, [w.r]);

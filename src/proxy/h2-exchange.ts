@@ -319,6 +319,8 @@ class H2Exchange implements H2Requester {
     this.isGone = true;
     const up = this.up;
     if (up !== undefined && !up.destroyed && !(this.isUpEnded && up.writableEnded)) up.close(NGHTTP2_CANCEL);
+    // Still queued for a slot (no upstream stream yet): out of the pool's bounded queue now, not at its timeout.
+    else if (up === undefined) this.host.pool.cancel(this);
     if (wasGone) return;
     // A stream that completed (the upstream's end reached the app) is ok; anything else was cut by the app.
     if (this.isUpEnded && this.down.rstCode === http2.constants.NGHTTP2_NO_ERROR) this.host.streamEnded(this.hasRescued ? 'rescued' : 'ok', undefined);

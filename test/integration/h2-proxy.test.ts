@@ -334,6 +334,50 @@ describe('h2 route: plain HTTP/2', () => {
     await waitForMetric(sc, 'keepalive_sidecar_upstream_connections_closed_total', { route: 'g1', reason: 'idle_evicted' }, 2, 3000);
   });
 
+  it('queue bound: streams the app cancels while queued leave the queue at once (new ones are queued, not refused)', async (t) => {
+    let stalled: http2.ServerHttp2Stream | undefined;
+    const up = await h2Upstream((s, h) => {
+      s.resume();
+      if (h[':path'] === '/stall') {
+        stalled = s;
+        return;
+      }
+      s.respond({ ':status': 200 });
+      s.end('ok');
+    });
+    const sc = await startTestSidecar({ routes: [h2Route(up.port, { maxConnections: 1, h2: { maxConcurrentStreams: 1 } })] });
+    const pool = sc.sidecar.h2Routes[0]!.pool;
+    const a = connect(sc.port());
+    const c = connect(sc.port());
+    const bs = [connect(sc.port()), connect(sc.port())];
+    t.after(async () => {
+      for (const x of [a, c, ...bs]) x.destroy();
+      await sc.stop();
+      await up.close();
+    });
+    // The one slot is taken by a stream the upstream never answers.
+    const stall = a.request({ ':path': '/stall' });
+    stall.on('error', () => {});
+    await waitFor(() => stalled !== undefined, 2000);
+    // 1024 streams fill the queue (two app sessions: 1000 concurrent streams each at most).
+    const queued = bs.flatMap((b, i) => Array.from({ length: 512 }, (_, k) => h2Request(b, { ':path': `/q${i}-${k}` })));
+    await waitFor(() => pool.pendingCount === 1024, 5000);
+    const over = await h2Request(c, { ':path': '/over' });
+    assert.equal(over.status, 503, 'past the bound: refused');
+    assert.equal(over.headers['x-sidecar-error'], 'overflow');
+    // The app gives up on all of them: they leave the queue now, not after the 5 s pending timeout.
+    for (const b of bs) b.destroy();
+    await Promise.all(queued);
+    await waitFor(() => pool.pendingCount === 0, 2000);
+    const t0 = performance.now();
+    const next = h2Request(c, { ':path': '/next' });
+    await waitFor(() => pool.pendingCount === 1, 2000);
+    stall.close(http2.constants.NGHTTP2_CANCEL);
+    const r = await next;
+    assert.equal(r.status, 200, 'queued, then served once the slot freed');
+    assert.ok(performance.now() - t0 < 2000, 'served well before the pending timeout');
+  });
+
   it('socket options are set and read back on h2 upstream sockets; /debug shows the session', async (t) => {
     const up = await h2Upstream((s) => {
       s.respond({ ':status': 200 });
