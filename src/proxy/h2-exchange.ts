@@ -1,7 +1,8 @@
 /**
  * One downstream HTTP/2 stream to one upstream stream (issue 13): headers minus the connection-specific
  * fields (RFC 9113 §8.2.2; `te: trailers` kept), body streamed both ways with backpressure, trailers
- * forwarded (gRPC's status lives there), and the rescue rules:
+ * forwarded (gRPC's status lives there), 1xx informational responses (103 Early Hints, 100 Continue) passed
+ * on before the final one (at most H2_MAX_INFORMATIONAL), and the rescue rules:
  * - a stream that provably never reached the upstream (held for a PING, refused, above a GOAWAY's
  *   last-stream-id: RFC 9113 §8.7) is replayed once on another session whatever its method;
  * - a stream in an unknown state on a dead session is replayed only when safe: idempotent HTTP method or
@@ -51,6 +52,14 @@ const IDEMPOTENT: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRAC
 
 /** Answered 503 (not 502): nothing is wrong with the upstream, we could not get a slot. */
 const UNAVAILABLE_503: ReadonlySet<H2ErrorReason> = new Set<H2ErrorReason>(['overflow', 'shutting_down', 'pending_timeout', 'resolve_failed']);
+
+/**
+ * Informational (1xx) responses forwarded per stream before the final one; one more is a broken answer (502
+ * protocol_error), as http.maxInformationalResponses' default for HTTP/1 routes. 103 Early Hints and 100
+ * Continue go to the app as they come (HEADERS frames: not flow-controlled; this cap and the app session's
+ * maxSessionMemory bound what a non-reading app can make us queue).
+ */
+export const H2_MAX_INFORMATIONAL = 10;
 
 /** Re-queues of a stream held for a session that died before it opened (each costs >= one PING timeout). */
 const MAX_REQUEUES = 3;
@@ -146,6 +155,9 @@ function downOnClose(this: DownStream): void {
 function downOnWantTrailers(this: DownStream): void {
   this[kExchange].onWantTrailers();
 }
+function upOnInfo(this: ExchangeStream, h: IncomingHttpHeaders & IncomingHttpStatusHeader): void {
+  this[kExchange].onUpInfo(this, h);
+}
 function upOnResponse(this: ExchangeStream, h: IncomingHttpHeaders & IncomingHttpStatusHeader, flags: number): void {
   this[kExchange].onResponse(this, h, flags);
 }
@@ -180,6 +192,7 @@ class H2Exchange implements H2Requester {
   private up: ClientHttp2Stream | undefined;
   private driver: H2Driver | undefined;
   private isResponseStarted = false;
+  private infos = 0;
   private isUpEnded = false;
   private trailers: OutgoingHttpHeaders | undefined;
   private unsafeReplays = 0;
@@ -244,6 +257,7 @@ class H2Exchange implements H2Requester {
     // One set of module-level handlers for every stream (no closures per stream): `this` is the stream,
     // its exchange hangs off it.
     (up as ExchangeStream)[kExchange] = this;
+    up.on('headers', upOnInfo);
     up.on('response', upOnResponse);
     up.on('data', upOnData);
     up.on('trailers', upOnTrailers);
@@ -359,6 +373,25 @@ class H2Exchange implements H2Requester {
   onUpError(up: ClientHttp2Stream, err: unknown): void {
     // 'close' decides (rstCode, the session's close reason); the error matters if the session died with it.
     if (this.up === up) this.upErr = err;
+  }
+
+  /**
+   * A 1xx block from the upstream (node:http2's 'headers' before 'response'; a 101 is malformed in HTTP/2,
+   * RFC 9113 §8.6, and nghttp2 resets it PROTOCOL_ERROR itself): forwarded as is.
+   */
+  onUpInfo(up: ClientHttp2Stream, h: IncomingHttpHeaders & IncomingHttpStatusHeader): void {
+    if (this.up !== up || this.isGone || this.isResponseStarted || this.down.destroyed) return;
+    const status = Number(h[':status']);
+    if (!(status >= 100 && status < 200)) return;
+    if (++this.infos > H2_MAX_INFORMATIONAL) {
+      this.fail('protocol_error');
+      return;
+    }
+    try {
+      this.down.additionalHeaders(forwardable(h));
+    } catch {
+      // A field node:http2 will not send to the app, or its stream just closed: this hint is dropped.
+    }
   }
 
   onResponse(up: ClientHttp2Stream, h: IncomingHttpHeaders & IncomingHttpStatusHeader, flags: number): void {

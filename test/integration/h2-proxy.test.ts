@@ -334,6 +334,63 @@ describe('h2 route: plain HTTP/2', () => {
     await waitForMetric(sc, 'keepalive_sidecar_upstream_connections_closed_total', { route: 'g1', reason: 'idle_evicted' }, 2, 3000);
   });
 
+  it('1xx: 103 Early Hints and 100 Continue reach the app before the final response; past 10 informational responses 502 protocol_error', async (t) => {
+    const up = await h2Upstream((s, h) => {
+      if (h[':path'] === '/hints') {
+        s.additionalHeaders({ ':status': 103, link: '</style.css>; rel=preload; as=style' });
+        s.respond({ ':status': 200 });
+        s.end('page');
+        return;
+      }
+      if (h[':path'] === '/upload') {
+        assert.equal(h.expect, '100-continue');
+        s.additionalHeaders({ ':status': 100 });
+        const chunks: Buffer[] = [];
+        s.on('data', (d: Buffer) => chunks.push(d));
+        s.on('end', () => {
+          s.respond({ ':status': 200 });
+          s.end(Buffer.concat(chunks));
+        });
+        return;
+      }
+      for (let i = 0; i < 11; i++) s.additionalHeaders({ ':status': 103, link: `</${i}.js>; rel=preload` });
+      s.respond({ ':status': 200 });
+      s.end('late');
+    });
+    const sc = await startTestSidecar({ routes: [h2Route(up.port)] });
+    const c = connect(sc.port());
+    t.after(async () => {
+      c.close();
+      await sc.stop();
+      await up.close();
+    });
+    const infos: http2.IncomingHttpHeaders[] = [];
+    const req = c.request({ ':path': '/hints' });
+    req.on('headers', (h) => infos.push(h));
+    const [head] = (await once(req, 'response')) as [http2.IncomingHttpHeaders];
+    req.resume();
+    await once(req, 'close');
+    assert.equal(infos.length, 1);
+    assert.equal(infos[0]![':status'], 103);
+    assert.equal(infos[0]!.link, '</style.css>; rel=preload; as=style');
+    assert.equal(head[':status'], 200);
+
+    // Expect: 100-continue: the body goes only after the upstream's 100 came back through the sidecar.
+    const up2 = c.request({ ':path': '/upload', ':method': 'POST', expect: '100-continue' }, { endStream: false });
+    await once(up2, 'continue');
+    up2.end('the body');
+    const chunks: Buffer[] = [];
+    up2.on('data', (d: Buffer) => chunks.push(d));
+    const [head2] = (await once(up2, 'response')) as [http2.IncomingHttpHeaders];
+    await once(up2, 'close');
+    assert.equal(head2[':status'], 200);
+    assert.equal(Buffer.concat(chunks).toString(), 'the body');
+
+    const flood = await h2Request(c, { ':path': '/flood' });
+    assert.equal(flood.status, 502);
+    assert.equal(flood.headers['x-sidecar-error'], 'protocol_error');
+  });
+
   it('queue bound: streams the app cancels while queued leave the queue at once (new ones are queued, not refused)', async (t) => {
     let stalled: http2.ServerHttp2Stream | undefined;
     const up = await h2Upstream((s, h) => {
