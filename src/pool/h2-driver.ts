@@ -171,6 +171,8 @@ interface Probe {
   bytesAt: number;
   /** bytesWritten when the PING was submitted: unchanged at the timeout = node:http2 stopped writing. */
   readonly writtenAt: number;
+  /** node:http2 took the PING (session.ping returned true). */
+  isSent: boolean;
   timer: Timer;
 }
 
@@ -394,6 +396,7 @@ export class H2Driver {
       sentAt: now,
       bytesAt: this.socket.bytesRead,
       writtenAt: this.socket.bytesWritten,
+      isSent: false,
       timer: this.clock.setTimeout(() => this.onPingTimeout(probe), this.config.pingTimeoutMs),
     };
     this.probe = probe;
@@ -405,6 +408,7 @@ export class H2Driver {
     } catch {
       // Session already closing: its close reports why; the timer settles the held streams.
     }
+    probe.isSent = isSent;
     if (isSent) this.hooks.pingSent(this, kind);
   }
 
@@ -434,7 +438,7 @@ export class H2Driver {
       return;
     }
     this.probe = undefined;
-    if (this.socket.bytesWritten === probe.writtenAt && writeQueueSize(this.socket) === 0 && !this.socket.destroyed) {
+    if (probe.isSent && this.socket.bytesWritten === probe.writtenAt && writeQueueSize(this.socket) === 0 && !this.socket.destroyed) {
       // The PING never left: not a silent peer, node:http2 stopped writing (see H2_STALL_CHECK_MS).
       this.stalled();
       return;

@@ -153,7 +153,7 @@ async function goodUpstream(): Promise<Awaited<ReturnType<typeof h2Upstream>>> {
   });
 }
 
-type Mode = 'garbage' | 'truncated' | 'badheaders' | 'badodd' | 'rst' | 'goaway' | 'overlength' | 'pingflood' | 'emptydata';
+type Mode = 'garbage' | 'truncated' | 'badheaders' | 'badodd' | 'rst' | 'goaway' | 'overlength' | 'pingflood' | 'emptydata' | 'garbageafter';
 
 /** An upper-case field name (RFC 9113 §8.2.1: malformed), :status 200 (static index 8), END_STREAM. */
 const BAD_HEADERS = Buffer.concat([Buffer.from([0x88]), Buffer.from([0x00, 8]), Buffer.from('Bad-Name'), Buffer.from([1]), Buffer.from('x')]);
@@ -207,6 +207,11 @@ async function rawUpstream(t: TestContext, initial: Mode = 'garbage'): Promise<{
           case 'badodd':
             // The 1st, 3rd... stream of each connection gets the malformed head, the others a good 200.
             s.write(frame(T.HEADERS, 0x5, id, headersSeen % 2 === 1 ? BAD_HEADERS : Buffer.from([0x88])));
+            break;
+          case 'garbageafter':
+            // A good 200, then (the stream closed, the session idle) an oversized frame header: no FIN.
+            s.write(frame(T.HEADERS, 0x5, id, Buffer.from([0x88])));
+            setTimeout(() => s.write(Buffer.from('\x00\xff\xffgarbage garbage garbage garbage')), 20);
             break;
           case 'emptydata':
             // A 200 head, then 300 empty DATA frames without END_STREAM (CVE-2019-9518), each an invalid frame
@@ -449,6 +454,27 @@ describe('h2 route under hostile peers (real CLI)', { timeout: 120_000 }, () => 
         assert.equal(odd.connections(), 1, 'one upstream session for all four');
       });
       await sc2.stop();
+    });
+
+    await t.test('session ended by nghttp2 while idle: the ping-before-use PING never leaves, protocol_error (not ping_timeout), the stream replayed', async () => {
+      const idle = await rawUpstream(t, 'garbageafter');
+      const sc3 = await startH2Sidecar(t, [h2Route(up.port, {}, {}, 'good'), h2Route(idle.port, { pingIdleMs: 200, pingTimeoutMs: 300 }, {}, 'idle')]);
+      await underAttack(sc3, async () => {
+        const port = sc3.ports.get('idle')!;
+        assert.equal((await oneEvil(port)).status, 200);
+        // The garbage arrives 20 ms later; the session looks usable until it is used after pingIdleMs.
+        await new Promise((res) => setTimeout(res, 400));
+        const r = await oneEvil(port);
+        assert.equal(r.status, 200, 'held for the PING, never sent: replayed on a fresh session (any method)');
+        assert.ok(r.ms < 1500, `answered after ${r.ms.toFixed(0)} ms`);
+        // Dead-peer closes are logged as 'dead upstream peer detected, connection dropped', the others as
+        // 'upstream connection closed': the first close of this route, whichever.
+        const isClose = (l: Record<string, unknown>): boolean => l.route === 'idle' && (l.msg === 'upstream connection closed' || l.msg === 'dead upstream peer detected, connection dropped');
+        const first = await sc3.p.waitLine(isClose);
+        assert.equal(first.reason, 'protocol_error', `not ping_timeout: ${JSON.stringify(first)}`);
+        assert.equal(idle.connections(), 2);
+      });
+      await sc3.stop();
     });
 
     await t.test('upstream sends a huge trailers block: that stream fails, bounded', () =>
