@@ -77,19 +77,21 @@ export class H2SessionError extends SidecarError {
 const { NGHTTP2_CANCEL, NGHTTP2_NO_ERROR } = http2.constants;
 
 /**
- * Stall check (issue 13, hostile upstreams): on a connection error nghttp2 can decide by itself (a frame
- * header longer than SETTINGS_MAX_FRAME_SIZE, DATA on a stream it does not know, a truncated frame...) it
- * queues GOAWAY, sends it and then wants neither to read nor to write. node:http2 (Node 20) reports none of
- * it: OnInvalidFrame calls JS only for fatal errors and ERR_STREAM_CLOSED, and MaybeStopReading just stops
- * reading the socket, so there is no 'error', no 'goaway', no stream 'close', and not even the upstream's FIN
- * is read ('end' never fires). Open streams would hang until a PING was due (5 min). What JS can observe is
- * that frames are no longer written: a session with streams open that read nothing for a whole tick of
- * H2_STALL_CHECK_MS (so 0.5-1 s of silence; once per silence: again only after the upstream sent something)
- * gets an empty SETTINGS frame, which no
- * server polices (unlike PING, gRFC A8); if node:http2 has not written it H2_STALL_VERDICT_MS later while its
- * socket has nothing queued, the session is over: protocol_error.
+ * Stall check (issue 13, hostile upstreams): on a connection error nghttp2 decides by itself (a frame header
+ * longer than SETTINGS_MAX_FRAME_SIZE, DATA on a stream that is not open, ...) it queues GOAWAY, sends it and
+ * then wants neither to read nor to write. node:http2 (Node 20) reports none of it: OnInvalidFrame calls JS
+ * only for fatal errors and ERR_STREAM_CLOSED, and MaybeStopReading just stops reading the socket, so there is
+ * no 'error', no 'goaway', no stream 'close', and not even the upstream's FIN is read ('end' never fires).
+ * Open streams would hang until a PING was due (5 min). What JS can observe is that frames are no longer
+ * written: a session with streams open that read nothing for a whole tick of H2_STALL_CHECK_MS (0.5-1 s of
+ * silence; once per silence: again only after the upstream sent something) gets an empty SETTINGS frame,
+ * which no server polices (unlike PING, gRFC A8); if node:http2 has not written it H2_STALL_VERDICT_MS later
+ * while the socket has nothing queued, the session is over: protocol_error. A PING that times out unwritten
+ * gets the same verdict (onPingTimeout), not ping_timeout.
  */
 export const H2_STALL_CHECK_MS = 500;
+/** A SETTINGS ACK: a frame header and no payload. */
+const H2_SETTINGS_ACK_BYTES = 9;
 export const H2_STALL_VERDICT_MS = 50;
 
 /** libuv's write queue of a socket (node:http2 writes to it from C++: JS's writableLength stays 0). */
@@ -516,11 +518,16 @@ export class H2Driver {
     const writtenAt = socket.bytesWritten;
     this.stallCheckedBytes = socket.bytesRead;
     this.isStallCheckOutstanding = true;
+    // Bytes read so far are dated now (TCP_INFO), so that the ACK alone can be told apart below.
+    this.heardAt(this.clock.now());
     try {
       session.settings({}, (err: Error | null) => {
         this.isStallCheckOutstanding = false;
-        // Its ACK's bytes are not "the upstream said something" (no new check for them).
-        if (err === null) this.stallCheckedBytes = socket.bytesRead;
+        if (err !== null) return;
+        // Its ACK's bytes are not "the upstream said something": no new check for them, and when the ACK
+        // (9 bytes) is all that came, it moves neither ping-before-use nor the periodic PING (as before).
+        this.stallCheckedBytes = socket.bytesRead;
+        if (socket.bytesRead === this.bytesSeen + H2_SETTINGS_ACK_BYTES) this.bytesSeen = socket.bytesRead;
       });
     } catch {
       // Session closing, or SETTINGS ACKs outstanding: its close (or the next tick) tells.
