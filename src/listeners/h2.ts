@@ -14,15 +14,32 @@ import type { Http2Server, ServerHttp2Session } from 'node:http2';
 import type { AddressInfo, Socket } from 'node:net';
 import type { H2Config, RouteConfig } from '../config/index.js';
 import type { DownstreamRejectReason, DownstreamResetReason } from '../errors.js';
-import { H2_LIMITS, H2_SESSION_WINDOW, H2_STREAM_WINDOW } from '../pool/h2-driver.js';
+import { H2_LIMITS, H2_SESSION_WINDOW, H2_STALL_CHECK_MS, H2_STALL_VERDICT_MS, H2_STREAM_WINDOW, isH2Stalled } from '../pool/h2-driver.js';
 import type { H2Pool } from '../pool/h2-pool.js';
 import { grpcMethodMatcher, proxyH2Stream } from '../proxy/h2-exchange.js';
 import type { H2ErrorReason, H2ExchangeHost, H2StreamOutcome } from '../proxy/h2-exchange.js';
 import { RetryBudget } from '../proxy/retry-budget.js';
 import { resetSocket } from '../proxy/tcp-pipe.js';
-import type { Clock } from '../util/clock.js';
+import type { Clock, Timer } from '../util/clock.js';
 import { FdBudget } from './fd-budget.js';
 import { listenOn } from './listen.js';
+
+/**
+ * App sessions get the upstream sessions' stall check (pool/h2-driver.ts, H2_STALL_CHECK_MS): an app that
+ * sends a frame nghttp2 refuses as a connection error (a frame header over SETTINGS_MAX_FRAME_SIZE) gets a
+ * GOAWAY from nghttp2, which then stops; node:http2 tells JS nothing and stops reading, so the session (and
+ * its fd, and its slot under http.maxDownstreamConnections) would stay for ever, even after the app's FIN.
+ * One sweep per listener, every other tick: a session silent for a whole sweep since it last spoke gets one
+ * empty SETTINGS frame; unwritten H2_STALL_VERDICT_MS later, it is destroyed (downstreamReset protocol_error).
+ */
+const APP_STALL_SWEEP_MS = 2 * H2_STALL_CHECK_MS;
+
+interface AppSessionWatch {
+  /** bytesRead at the last sweep, and at (or after the ACK of) the last check. */
+  tickBytes: number;
+  checkedBytes: number;
+  isOutstanding: boolean;
+}
 
 /** Streams one app session may have open (SETTINGS_MAX_CONCURRENT_STREAMS we advertise downstream). */
 export const DOWNSTREAM_MAX_STREAMS = 1000;
@@ -41,7 +58,9 @@ export class H2Listener extends EventEmitter<H2ListenerEvents> implements H2Exch
   readonly budget: RetryBudget;
   readonly h2: H2Config;
   private readonly downstreams = new Set<Socket>();
-  private readonly sessions = new Set<ServerHttp2Session>();
+  /** Open app sessions, with their stall-check state. */
+  private readonly sessions = new Map<ServerHttp2Session, AppSessionWatch>();
+  private stallSweep: Timer | undefined;
   readonly isGrpcIdempotent: (path: string) => boolean;
   private inflight = 0;
   private isDraining = false;
@@ -86,8 +105,9 @@ export class H2Listener extends EventEmitter<H2ListenerEvents> implements H2Exch
       session.on('error', () => {
         // The app's session failed (bad frames, reset): its streams' close handlers clean up.
       });
-      this.sessions.add(session);
+      this.sessions.set(session, { tickBytes: session.socket.bytesRead, checkedBytes: -1, isOutstanding: false });
       session.once('close', () => this.sessions.delete(session));
+      this.armStallSweep();
       try {
         session.setLocalWindowSize(H2_SESSION_WINDOW);
       } catch {
@@ -126,7 +146,7 @@ export class H2Listener extends EventEmitter<H2ListenerEvents> implements H2Exch
   async stopAccepting(): Promise<void> {
     this.isDraining = true;
     if (this.server.listening) this.server.close();
-    for (const s of this.sessions) if (!s.closed && !s.destroyed) s.close();
+    for (const s of this.sessions.keys()) if (!s.closed && !s.destroyed) s.close();
   }
 
   async whenIdle(): Promise<void> {
@@ -135,7 +155,7 @@ export class H2Listener extends EventEmitter<H2ListenerEvents> implements H2Exch
 
   /** At the drain timeout: reset every app session still open (streams see a reset, not a generated answer). */
   resetInFlight(reason: 'local_shutdown'): void {
-    for (const s of this.sessions) {
+    for (const s of this.sessions.keys()) {
       if (s.destroyed) continue;
       s.destroy(new Error(reason), http2.constants.NGHTTP2_INTERNAL_ERROR);
       this.emit('downstreamReset', reason);
@@ -165,6 +185,45 @@ export class H2Listener extends EventEmitter<H2ListenerEvents> implements H2Exch
       for (const w of waiters) w();
     }
   };
+
+  private armStallSweep(): void {
+    if (this.stallSweep !== undefined || this.sessions.size === 0) return;
+    this.stallSweep = this.clock.setTimeout(this.onStallSweep, APP_STALL_SWEEP_MS);
+  }
+
+  private readonly onStallSweep = (): void => {
+    this.stallSweep = undefined;
+    for (const [session, w] of this.sessions) {
+      if (session.destroyed) continue;
+      const socket = session.socket as Socket;
+      const b = socket.bytesRead;
+      const wasSilent = b === w.tickBytes;
+      w.tickBytes = b;
+      if (wasSilent && b !== w.checkedBytes && !w.isOutstanding) this.stallCheck(session, socket, w);
+    }
+    this.armStallSweep();
+  };
+
+  private stallCheck(session: ServerHttp2Session, socket: Socket, w: AppSessionWatch): void {
+    const writtenAt = socket.bytesWritten;
+    w.checkedBytes = socket.bytesRead;
+    w.isOutstanding = true;
+    try {
+      session.settings({}, (err: Error | null) => {
+        w.isOutstanding = false;
+        if (err === null && !session.destroyed) w.checkedBytes = socket.bytesRead;
+      });
+    } catch {
+      w.isOutstanding = false;
+      return;
+    }
+    this.clock.setTimeout(() => {
+      if (!isH2Stalled(session, socket, writtenAt)) return;
+      // Destroys its socket too (session.socket is node:http2's proxy: it may not be destroyed directly).
+      session.destroy(new Error('protocol_error'), http2.constants.NGHTTP2_PROTOCOL_ERROR);
+      this.emit('downstreamReset', 'protocol_error');
+    }, H2_STALL_VERDICT_MS);
+  }
 
   private reject(s: Socket, reason: DownstreamRejectReason): void {
     resetSocket(s);

@@ -18,7 +18,7 @@
  */
 import { AsyncResource } from 'node:async_hooks';
 import http2 from 'node:http2';
-import type { ClientHttp2Session, ClientHttp2Stream, OutgoingHttpHeaders } from 'node:http2';
+import type { ClientHttp2Session, ClientHttp2Stream, Http2Session, OutgoingHttpHeaders } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { H2Config } from '../config/index.js';
 import type { CloseReason } from '../errors.js';
@@ -97,6 +97,15 @@ export const H2_STALL_VERDICT_MS = 50;
 /** libuv's write queue of a socket (node:http2 writes to it from C++: JS's writableLength stays 0). */
 function writeQueueSize(socket: Socket): number {
   return (socket as unknown as { _handle?: { writeQueueSize?: number } | null })._handle?.writeQueueSize ?? 0;
+}
+
+/**
+ * The stall verdict (H2_STALL_CHECK_MS), shared with the app-facing listener: nothing was written since
+ * `writtenAt` although nothing waits for the socket and nghttp2 holds frames: it will never send them.
+ */
+export function isH2Stalled(session: Http2Session, socket: Socket, writtenAt: number): boolean {
+  if (session.destroyed || socket.destroyed || socket.bytesWritten !== writtenAt || writeQueueSize(socket) !== 0) return false;
+  return (session.state.outboundQueueSize ?? 0) > 0;
 }
 
 /**
@@ -535,9 +544,7 @@ export class H2Driver {
       return;
     }
     this.clock.setTimeout(() => {
-      if (session.destroyed || this.conn.closeReason !== undefined) return;
-      // Not written while nothing else waits for the socket: nghttp2 holds it and will never send it.
-      if (socket.bytesWritten === writtenAt && writeQueueSize(socket) === 0 && !socket.destroyed && session.state.outboundQueueSize! > 0) this.stalled();
+      if (this.conn.closeReason === undefined && isH2Stalled(session, socket, writtenAt)) this.stalled();
     }, H2_STALL_VERDICT_MS);
   }
 

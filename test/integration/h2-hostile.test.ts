@@ -319,6 +319,20 @@ describe('h2 route under hostile peers (real CLI)', { timeout: 120_000 }, () => 
         assert.ok(r.status === 431 || r.status === 0 || r.rstCode !== 0, `status ${r.status} rst ${r.rstCode}`);
       }));
 
+    await t.test('an oversized frame header (nghttp2 ends the session without a word to node:http2): the connection is closed within 3 s', () =>
+      underAttack(sc, async () => {
+        const r = await raw(port);
+        // Not ended by the app: only the sidecar's stall check can close it (nghttp2 stops reading it).
+        r.s.write(Buffer.concat([PREFACE, frame(T.SETTINGS, 0, 0), Buffer.from('\x00\xff\xffgarbage garbage garbage garbage')]));
+        const t0 = performance.now();
+        assert.ok(await within(r.closed, 3000), 'closed within 3 s');
+        const got = r.got();
+        let sawGoaway = false;
+        for (let o = 0, i = 0; i < 100 && o + 9 <= got.length; i++, o += 9 + got.readUIntBE(o, 3)) if (got[o + 3] === T.GOAWAY) sawGoaway = true;
+        assert.ok(sawGoaway, "nghttp2's GOAWAY came first");
+        assert.ok(performance.now() - t0 < 3000);
+      }));
+
     await t.test('invalid frames (DATA on stream 0, WINDOW_UPDATE 0): closed', () =>
       underAttack(sc, async () => {
         for (const bad of [frame(T.DATA, 0, 0, Buffer.from('x')), frame(T.WINDOW_UPDATE, 0, 0, u32(0)), frame(T.HEADERS, 0x5, 2, getBlock())]) {
