@@ -334,6 +334,33 @@ describe('h2 route: plain HTTP/2', () => {
     await waitForMetric(sc, 'keepalive_sidecar_upstream_connections_closed_total', { route: 'g1', reason: 'idle_evicted' }, 2, 3000);
   });
 
+  it('a slow upstream (2.5 s of silence) is not a stalled session: one empty SETTINGS check, answered, the call completes, the session kept', async (t) => {
+    let remoteSettings = 0;
+    const up = await h2Upstream((s) => {
+      s.resume();
+      setTimeout(() => {
+        s.respond({ ':status': 200 });
+        s.end('slow');
+      }, 2500);
+    });
+    up.server.on('session', (session: http2.ServerHttp2Session) => session.on('remoteSettings', () => remoteSettings++));
+    const sc = await startTestSidecar({ routes: [h2Route(up.port)] });
+    const c = connect(sc.port());
+    t.after(async () => {
+      c.close();
+      await sc.stop();
+      await up.close();
+    });
+    const r = await h2Request(c, { ':path': '/slow' });
+    assert.equal(r.status, 200);
+    assert.equal(r.body.toString(), 'slow');
+    assert.equal(up.sessions.length, 1);
+    assert.equal(up.sessions[0]!.destroyed, false, 'the session is kept');
+    // The connection preface's SETTINGS, then one check for the whole silence (not one per tick).
+    assert.equal(remoteSettings, 2, `SETTINGS frames the upstream got: ${remoteSettings}`);
+    assert.equal(await metricValue(sc, 'keepalive_sidecar_upstream_connections_closed_total', { route: 'g1', reason: 'protocol_error' }), 0);
+  });
+
   it('1xx: 103 Early Hints and 100 Continue reach the app before the final response; past 10 informational responses 502 protocol_error', async (t) => {
     const up = await h2Upstream((s, h) => {
       if (h[':path'] === '/hints') {
