@@ -125,6 +125,8 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner, Endpoin
   private nextId = 1;
   private isClosing = false;
   private refillFailures = 0;
+  /** Spares in a row the upstream closed unused, soon after connect (see connClosed). */
+  private spareRefusals = 0;
   private refillTimer: Timer | undefined;
   private readonly pending: PendingQueue;
   private readonly batch: CheckoutBatch<LeaseRequester>;
@@ -575,7 +577,16 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner, Endpoin
       err: conn.closeError,
     });
     if (DEAD_PEER_REASONS.has(reason)) this.ejectEndpoint(conn, reason, conn.closeError);
-    this.fill();
+    // A spare the upstream hung up on before anyone used it (a server at its client limit: redis at
+    // `maxclients` accepts, writes an error and closes) is refused, not replaced at once: refilling on every
+    // such close reconnected thousands of times a second. Back off as after a failed connect; a spare that
+    // lived at least the longest back-off (a server's idle or auth timeout) is replaced at once.
+    if (!conn.hasBeenLeased && (reason === 'peer_closed' || reason === 'peer_reset') && now - (conn.connectedAt ?? now) < MAX_REFILL_BACKOFF_MS) {
+      this.scheduleRefill(true);
+    } else {
+      if (conn.hasBeenLeased || reason === 'peer_closed' || reason === 'peer_reset') this.spareRefusals = 0;
+      this.fill();
+    }
   }
 
   // -------------------------------------------------------------------------------------------------------
@@ -618,6 +629,7 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner, Endpoin
       ep.conns[prev].delete(conn);
     }
     conn.state = next;
+    if (next.state === 'leased') conn.hasBeenLeased = true;
     if (next.state !== 'closed') {
       this.sets[next.state].add(conn);
       ep.conns[next.state].add(conn);
@@ -644,10 +656,11 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner, Endpoin
     }
   }
 
-  private scheduleRefill(): void {
+  /** `isRefused`: a spare the upstream closed unused (counted apart: a successful connect does not reset it). */
+  private scheduleRefill(isRefused = false): void {
     if (this.isClosing || this.refillTimer !== undefined) return;
-    this.refillFailures++;
-    const delay = Math.min(MAX_REFILL_BACKOFF_MS, 100 * 2 ** Math.min(this.refillFailures, 10));
+    const n = isRefused ? ++this.spareRefusals : ++this.refillFailures;
+    const delay = Math.min(MAX_REFILL_BACKOFF_MS, 100 * 2 ** Math.min(n, 10));
     this.refillTimer = this.clock.setTimeout(() => {
       this.refillTimer = undefined;
       this.fill();
