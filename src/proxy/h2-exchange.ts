@@ -386,7 +386,7 @@ class H2Exchange implements H2Requester {
       // Complete; the downstream's close reports the outcome. A complete response before the request ended
       // (an early 413, a trailers-only gRPC error on a client stream): RFC 9113 §8.1 ends the app's stream with
       // RST_STREAM(NO_ERROR) (node sends it after our END_STREAM), else the app's half stays open for ever.
-      if (!this.isDownEnded && !this.down.destroyed) this.down.close(http2.constants.NGHTTP2_NO_ERROR);
+      if (!this.isDownEnded && !this.down.destroyed) this.closeDownUnread();
       return;
     }
     const driver = this.driver;
@@ -464,6 +464,19 @@ class H2Exchange implements H2Requester {
     }
     // Unread request body: the stream is answered; RST_STREAM(NO_ERROR) ends the app's half (RFC 9113 §8.1),
     // instead of reading and dropping an upload for ever.
-    if (!this.isDownEnded && !down.destroyed) down.close(http2.constants.NGHTTP2_NO_ERROR);
+    if (!this.isDownEnded && !down.destroyed) this.closeDownUnread();
+  }
+
+  /**
+   * Ends the app's stream with RST_STREAM(NO_ERROR) once it is answered, dropping the rest of its upload.
+   * The stream may be paused with request data buffered (backpressure from the upstream): node:http2 never
+   * destroys a closed stream whose readable side still holds data, so it would stay in flight for ever and
+   * keep the app's session (and socket) open. Unhooked from the exchange and flowing, the data is dropped.
+   */
+  private closeDownUnread(): void {
+    const down = this.down;
+    down.off('data', downOnData);
+    down.resume();
+    down.close(http2.constants.NGHTTP2_NO_ERROR);
   }
 }
