@@ -36,6 +36,8 @@ import { transition } from './state.js';
 import type { ConnEvent } from './state.js';
 /** Longest pause between attempts to refill spares after failed connects. */
 const MAX_REFILL_BACKOFF_MS = 30000;
+/** A spare closed by the upstream, unused, sooner than this after its connect was refused (see connClosed). */
+const SPARE_REFUSED_WITHIN_MS = 1000;
 
 export interface CloseInfo {
   readonly reason: CloseReason;
@@ -125,7 +127,7 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner, Endpoin
   private nextId = 1;
   private isClosing = false;
   private refillFailures = 0;
-  /** Spares in a row the upstream closed unused, soon after connect (see connClosed). */
+  /** Spares in a row the upstream closed unused within SPARE_REFUSED_WITHIN_MS of connect (see connClosed). */
   private spareRefusals = 0;
   private refillTimer: Timer | undefined;
   private readonly pending: PendingQueue;
@@ -577,11 +579,11 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner, Endpoin
       err: conn.closeError,
     });
     if (DEAD_PEER_REASONS.has(reason)) this.ejectEndpoint(conn, reason, conn.closeError);
-    // A spare the upstream hung up on before anyone used it (a server at its client limit: redis at
-    // `maxclients` accepts, writes an error and closes) is refused, not replaced at once: refilling on every
-    // such close reconnected thousands of times a second. Back off as after a failed connect; a spare that
-    // lived at least the longest back-off (a server's idle or auth timeout) is replaced at once.
-    if (!conn.hasBeenLeased && (reason === 'peer_closed' || reason === 'peer_reset') && now - (conn.connectedAt ?? now) < MAX_REFILL_BACKOFF_MS) {
+    // A spare the upstream hung up on unused within a second of its connect (a server at its client limit:
+    // redis at `maxclients` accepts, writes an error and closes) is refused, not replaced at once: refilling
+    // on every such close reconnected thousands of times a second. Back off as after a failed connect. A spare
+    // that lived longer (a server's auth timeout: MySQL connect_timeout 10 s, postgres 60 s) is replaced at once.
+    if (!conn.hasBeenLeased && (reason === 'peer_closed' || reason === 'peer_reset') && now - (conn.connectedAt ?? now) < SPARE_REFUSED_WITHIN_MS) {
       this.scheduleRefill(true);
     } else {
       if (conn.hasBeenLeased || reason === 'peer_closed' || reason === 'peer_reset') this.spareRefusals = 0;

@@ -5,7 +5,7 @@ import { once } from 'node:events';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { readSockopts } from '../../src/sockopts/index.js';
-import { acceptThenClose, acceptThenReset, closedPort, echoServer, echoThenReset, finFirstServer, greetingEchoServer, greetingThenClose, hashingServer, randomChunk } from '../fixtures/upstreams.js';
+import { acceptThenClose, acceptThenReset, closedPort, echoServer, echoThenReset, finFirstServer, greetingEchoServer, greetingThenClose, hashingServer, serveIdleTimeout, randomChunk } from '../fixtures/upstreams.js';
 import type { Fixture } from '../fixtures/upstreams.js';
 import { connectClient, readUntil, startTestSidecar, tcpRoute, whenClosed } from '../helpers/sidecar.js';
 import type { TestSidecar } from '../helpers/sidecar.js';
@@ -243,6 +243,27 @@ describe('warm spares refused by the upstream', () => {
       const client = await connectClient(sc.port());
       await readUntil(client, '-ERR max number of clients reached');
       client.destroy();
+    } finally {
+      await sc.stop();
+      await up.close();
+    }
+  });
+});
+
+describe('warm spares closed by an auth timeout', () => {
+  it('replaces at once a spare the upstream closes unused after more than a second (MySQL connect_timeout, postgres authentication_timeout)', async () => {
+    const up = await serveIdleTimeout(1300);
+    const sc = await startTestSidecar({ routes: [tcpRoute(up.port, { warmSpares: 1 })] });
+    try {
+      const pool = sc.sidecar.routes[0]!.pool;
+      for (let i = 0; i < 2; i++) {
+        const [, info] = (await once(pool, 'closed')) as [unknown, { reason: string; ageMs: number }];
+        assert.equal(info.reason, 'peer_closed');
+        const closedAt = performance.now();
+        await once(pool, 'connected');
+        const ms = performance.now() - closedAt;
+        assert.ok(ms < 150, `replaced after ${ms.toFixed(0)} ms (age ${info.ageMs} ms): no back-off for a spare that lived`);
+      }
     } finally {
       await sc.stop();
       await up.close();
