@@ -282,6 +282,37 @@ describe('h2 route: plain HTTP/2', () => {
     assert.equal(listener.activeCount, 0, 'app connections still open');
   });
 
+  it('Expect: 100-continue: the upstream\'s 100 reaches the app, which then sends its body', async (t) => {
+    const up = await h2Upstream((s, h) => {
+      if (h.expect === '100-continue') s.additionalHeaders({ ':status': 100 });
+      let n = 0;
+      s.on('data', (c: Buffer) => (n += c.length));
+      s.on('end', () => {
+        s.respond({ ':status': 200, 'x-len': String(n) });
+        s.end();
+      });
+    });
+    const sc = await startTestSidecar({ routes: [h2Route(up.port)] });
+    const c = connect(sc.port());
+    t.after(async () => {
+      c.close();
+      await sc.stop();
+      await up.close();
+    });
+    const t0 = performance.now();
+    const req = c.request({ ':method': 'POST', ':path': '/upload', expect: '100-continue' });
+    req.on('error', () => {});
+    const gotContinue = await Promise.race([once(req, 'continue').then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 2000))]);
+    assert.ok(gotContinue, 'no 100 Continue reached the app');
+    assert.ok(performance.now() - t0 < 1000, `100 after ${(performance.now() - t0).toFixed(0)} ms`);
+    const response = once(req, 'response') as Promise<[http2.IncomingHttpHeaders & http2.IncomingHttpStatusHeader]>;
+    req.end(Buffer.alloc(300_000, 1));
+    req.resume();
+    const [h] = await response;
+    assert.equal(h[':status'], 200);
+    assert.equal(h['x-len'], '300000');
+  });
+
   it('Host without :authority (RFC 9113 §8.3.1) becomes the upstream :authority', async (t) => {
     let seen: string | undefined;
     const up = await h2Upstream((s, h) => {
