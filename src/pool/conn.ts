@@ -56,6 +56,8 @@ export class UpstreamConn {
   sentAtLastRecv = 0;
   private reason: CloseReason | undefined;
   private reasonErr: unknown;
+  /** Was ever leased (set by the pool when it moves the connection to `leased`): false for an unused spare. */
+  hasBeenLeased = false;
   /** We sent FIN first (the downstream ended), so a later upstream FIN is not the peer's initiative. */
   hasLocalEnded = false;
   /** Bytes received while idle (e.g. a server greeting on a tcp warm spare), handed to the next lease first. */

@@ -36,6 +36,8 @@ import { transition } from './state.js';
 import type { ConnEvent } from './state.js';
 /** Longest pause between attempts to refill spares after failed connects. */
 const MAX_REFILL_BACKOFF_MS = 30000;
+/** A spare closed by the upstream, unused, sooner than this after its connect was refused (see connClosed). */
+const SPARE_REFUSED_WITHIN_MS = 1000;
 
 export interface CloseInfo {
   readonly reason: CloseReason;
@@ -125,6 +127,8 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner, Endpoin
   private nextId = 1;
   private isClosing = false;
   private refillFailures = 0;
+  /** Spares in a row the upstream closed unused within SPARE_REFUSED_WITHIN_MS of connect (see connClosed). */
+  private spareRefusals = 0;
   private refillTimer: Timer | undefined;
   private readonly pending: PendingQueue;
   private readonly batch: CheckoutBatch<LeaseRequester>;
@@ -575,7 +579,16 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner, Endpoin
       err: conn.closeError,
     });
     if (DEAD_PEER_REASONS.has(reason)) this.ejectEndpoint(conn, reason, conn.closeError);
-    this.fill();
+    // A spare the upstream hung up on unused within a second of its connect (a server at its client limit:
+    // redis at `maxclients` accepts, writes an error and closes) is refused, not replaced at once: refilling
+    // on every such close reconnected thousands of times a second. Back off as after a failed connect. A spare
+    // that lived longer (a server's auth timeout: MySQL connect_timeout 10 s, postgres 60 s) is replaced at once.
+    if (!conn.hasBeenLeased && (reason === 'peer_closed' || reason === 'peer_reset') && now - (conn.connectedAt ?? now) < SPARE_REFUSED_WITHIN_MS) {
+      this.scheduleRefill(true);
+    } else {
+      if (conn.hasBeenLeased || reason === 'peer_closed' || reason === 'peer_reset') this.spareRefusals = 0;
+      this.fill();
+    }
   }
 
   // -------------------------------------------------------------------------------------------------------
@@ -618,6 +631,7 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner, Endpoin
       ep.conns[prev].delete(conn);
     }
     conn.state = next;
+    if (next.state === 'leased') conn.hasBeenLeased = true;
     if (next.state !== 'closed') {
       this.sets[next.state].add(conn);
       ep.conns[next.state].add(conn);
@@ -644,10 +658,11 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner, Endpoin
     }
   }
 
-  private scheduleRefill(): void {
+  /** `isRefused`: a spare the upstream closed unused (counted apart: a successful connect does not reset it). */
+  private scheduleRefill(isRefused = false): void {
     if (this.isClosing || this.refillTimer !== undefined) return;
-    this.refillFailures++;
-    const delay = Math.min(MAX_REFILL_BACKOFF_MS, 100 * 2 ** Math.min(this.refillFailures, 10));
+    const n = isRefused ? ++this.spareRefusals : ++this.refillFailures;
+    const delay = Math.min(MAX_REFILL_BACKOFF_MS, 100 * 2 ** Math.min(n, 10));
     this.refillTimer = this.clock.setTimeout(() => {
       this.refillTimer = undefined;
       this.fill();

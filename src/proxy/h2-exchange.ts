@@ -176,6 +176,9 @@ function upOnError(this: ExchangeStream, err: unknown): void {
 function upOnClose(this: ExchangeStream): void {
   this[kExchange].onUpClose(this);
 }
+function upOnContinue(this: ExchangeStream): void {
+  this[kExchange].onUpContinue(this);
+}
 
 class H2Exchange implements H2Requester {
   private readonly upHeaders: OutgoingHttpHeaders;
@@ -264,6 +267,9 @@ class H2Exchange implements H2Requester {
     up.on('end', upOnEnd);
     up.on('error', upOnError);
     up.on('close', upOnClose);
+    // Expect: 100-continue (RFC 9110 §10.1.1): the upstream's 100 goes on to the app, which waits for it
+    // before sending its body (curl waits 1 s without it).
+    if (this.upHeaders.expect !== undefined) up.on('continue', upOnContinue);
     if (isBodyless) return;
     for (const chunk of this.body) up.write(chunk);
     if (this.isDownEnded) {
@@ -360,6 +366,15 @@ class H2Exchange implements H2Requester {
     }
   }
 
+  onUpContinue(up: ClientHttp2Stream): void {
+    if (this.up !== up || this.isResponseStarted || this.down.destroyed || this.down.headersSent) return;
+    try {
+      this.down.additionalHeaders({ ':status': 100 });
+    } catch {
+      // The app's stream just closed.
+    }
+  }
+
   onUpTrailers(up: ClientHttp2Stream, t: IncomingHttpHeaders): void {
     if (this.up === up) this.trailers = forwardable(t);
   }
@@ -423,7 +438,7 @@ class H2Exchange implements H2Requester {
       // Complete; the downstream's close reports the outcome. A complete response before the request ended
       // (an early 413, a trailers-only gRPC error on a client stream): RFC 9113 §8.1 ends the app's stream with
       // RST_STREAM(NO_ERROR) (node sends it after our END_STREAM), else the app's half stays open for ever.
-      if (!this.isDownEnded && !this.down.destroyed) this.down.close(http2.constants.NGHTTP2_NO_ERROR);
+      if (!this.isDownEnded && !this.down.destroyed) this.closeDownUnread();
       return;
     }
     const driver = this.driver;
@@ -509,6 +524,19 @@ class H2Exchange implements H2Requester {
     }
     // Unread request body: the stream is answered; RST_STREAM(NO_ERROR) ends the app's half (RFC 9113 §8.1),
     // instead of reading and dropping an upload for ever.
-    if (!this.isDownEnded && !down.destroyed) down.close(http2.constants.NGHTTP2_NO_ERROR);
+    if (!this.isDownEnded && !down.destroyed) this.closeDownUnread();
+  }
+
+  /**
+   * Ends the app's stream with RST_STREAM(NO_ERROR) once it is answered, dropping the rest of its upload.
+   * The stream may be paused with request data buffered (backpressure from the upstream): node:http2 never
+   * destroys a closed stream whose readable side still holds data, so it would stay in flight for ever and
+   * keep the app's session (and socket) open. Unhooked from the exchange and flowing, the data is dropped.
+   */
+  private closeDownUnread(): void {
+    const down = this.down;
+    down.off('data', downOnData);
+    down.resume();
+    down.close(http2.constants.NGHTTP2_NO_ERROR);
   }
 }

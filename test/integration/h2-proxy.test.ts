@@ -244,6 +244,75 @@ describe('h2 route: plain HTTP/2', () => {
     assert.equal(req.rstCode, http2.constants.NGHTTP2_NO_ERROR);
   });
 
+  it('an early complete answer with RST_STREAM(NO_ERROR) to uploads (nginx `return` on a POST): the app streams and session are released', async (t) => {
+    // nginx answers a POST from `return` at once and resets the rest of the upload with RST_STREAM(NO_ERROR).
+    // The sidecar had paused the app's stream (upstream window full) and closed it with NO_ERROR, which
+    // node:http2 never destroys while unread request data is buffered: every such stream stayed in flight and
+    // the app's session and socket leaked (one fd per h2load run, found with h2load -m 20 -d 1MiB -> nginx).
+    const up = await h2Upstream((s) => {
+      s.pause();
+      s.respond({ ':status': 200 });
+      s.end('early\n', () => s.close(http2.constants.NGHTTP2_NO_ERROR));
+    });
+    const sc = await startTestSidecar({ routes: [h2Route(up.port)] });
+    t.after(async () => {
+      await sc.stop();
+      await up.close();
+    });
+    const listener = sc.sidecar.h2Routes[0]!.listener;
+    const c = connect(sc.port());
+    const body = Buffer.alloc(1024 * 1024, 1);
+    // Each stream gets the early 200 (or, depending on timing, node:http2's client closes its own stream first).
+    await Promise.all(
+      Array.from({ length: 20 }, () => {
+        const req = c.request({ ':method': 'POST', ':path': '/post' });
+        req.on('error', () => {});
+        req.resume();
+        req.end(body);
+        return new Promise<number | string>((resolve) => {
+          req.on('response', (h) => resolve(Number(h[':status'])));
+          req.on('close', () => resolve(`closed ${req.rstCode}`));
+        });
+      }),
+    );
+    // As h2load does when it is done (a node:http2 client's own upload streams may never settle here).
+    c.destroy();
+    await waitFor(() => listener.streamCount === 0 && listener.activeCount === 0, 3000, `streams ${listener.streamCount}, app connections ${listener.activeCount}`).catch(() => {});
+    assert.equal(listener.streamCount, 0, 'downstream streams still in flight');
+    assert.equal(listener.activeCount, 0, 'app connections still open');
+  });
+
+  it('Expect: 100-continue: the upstream\'s 100 reaches the app, which then sends its body', async (t) => {
+    const up = await h2Upstream((s, h) => {
+      if (h.expect === '100-continue') s.additionalHeaders({ ':status': 100 });
+      let n = 0;
+      s.on('data', (c: Buffer) => (n += c.length));
+      s.on('end', () => {
+        s.respond({ ':status': 200, 'x-len': String(n) });
+        s.end();
+      });
+    });
+    const sc = await startTestSidecar({ routes: [h2Route(up.port)] });
+    const c = connect(sc.port());
+    t.after(async () => {
+      c.close();
+      await sc.stop();
+      await up.close();
+    });
+    const t0 = performance.now();
+    const req = c.request({ ':method': 'POST', ':path': '/upload', expect: '100-continue' });
+    req.on('error', () => {});
+    const gotContinue = await Promise.race([once(req, 'continue').then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 2000))]);
+    assert.ok(gotContinue, 'no 100 Continue reached the app');
+    assert.ok(performance.now() - t0 < 1000, `100 after ${(performance.now() - t0).toFixed(0)} ms`);
+    const response = once(req, 'response') as Promise<[http2.IncomingHttpHeaders & http2.IncomingHttpStatusHeader]>;
+    req.end(Buffer.alloc(300_000, 1));
+    req.resume();
+    const [h] = await response;
+    assert.equal(h[':status'], 200);
+    assert.equal(h['x-len'], '300000');
+  });
+
   it('Host without :authority (RFC 9113 §8.3.1) becomes the upstream :authority', async (t) => {
     let seen: string | undefined;
     const up = await h2Upstream((s, h) => {

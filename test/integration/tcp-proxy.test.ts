@@ -5,7 +5,7 @@ import { once } from 'node:events';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { readSockopts } from '../../src/sockopts/index.js';
-import { acceptThenClose, acceptThenReset, closedPort, echoServer, echoThenReset, finFirstServer, greetingEchoServer, hashingServer, randomChunk } from '../fixtures/upstreams.js';
+import { acceptThenClose, acceptThenReset, closedPort, echoServer, echoThenReset, finFirstServer, greetingEchoServer, greetingThenClose, hashingServer, serveIdleTimeout, randomChunk } from '../fixtures/upstreams.js';
 import type { Fixture } from '../fixtures/upstreams.js';
 import { connectClient, readUntil, startTestSidecar, tcpRoute, whenClosed } from '../helpers/sidecar.js';
 import type { TestSidecar } from '../helpers/sidecar.js';
@@ -222,6 +222,52 @@ describe('socket option self-check', () => {
       selfCheckSockopts([{ name: 'bad', keepalive: { idleMs: 1000, intervalMs: 1000, probes: 300, userTimeoutMs: -5 } }]),
       (e: unknown) => e instanceof SockoptUnsupportedError && e.problems.some((p) => p.startsWith('bad: keepcnt')) && e.problems.some((p) => p.startsWith('bad: user_timeout')),
     );
+  });
+});
+
+describe('warm spares refused by the upstream', () => {
+  it('backs off instead of reconnecting in a loop when the upstream hangs up on every spare (redis at maxclients)', async () => {
+    // What redis-server does at `maxclients`: accept, write an error, close. Every new spare dies at once;
+    // refilling on each close reconnected ~4000 times a second (measured against redis 7 before the fix).
+    const up = await greetingThenClose('-ERR max number of clients reached\r\n');
+    const sc = await startTestSidecar({ routes: [tcpRoute(up.port, { warmSpares: 2 })] });
+    try {
+      const pool = sc.sidecar.routes[0]!.pool;
+      const reasons = new Map<string, number>();
+      pool.on('closed', (_c: unknown, info: { reason: string }) => reasons.set(info.reason, (reasons.get(info.reason) ?? 0) + 1));
+      await new Promise((r) => setTimeout(r, 2000));
+      // Back-off 200, 400, 800 ms... : a handful of rounds of 2 spares in 2 s, not thousands.
+      assert.ok(up.sockets.length <= 16, `${up.sockets.length} connects in 2 s`);
+      assert.ok((reasons.get('peer_closed') ?? 0) >= 2, JSON.stringify([...reasons]));
+      // An app connection still gets the upstream's answer (a fresh connect: no spare is left).
+      const client = await connectClient(sc.port());
+      await readUntil(client, '-ERR max number of clients reached');
+      client.destroy();
+    } finally {
+      await sc.stop();
+      await up.close();
+    }
+  });
+});
+
+describe('warm spares closed by an auth timeout', () => {
+  it('replaces at once a spare the upstream closes unused after more than a second (MySQL connect_timeout, postgres authentication_timeout)', async () => {
+    const up = await serveIdleTimeout(1300);
+    const sc = await startTestSidecar({ routes: [tcpRoute(up.port, { warmSpares: 1 })] });
+    try {
+      const pool = sc.sidecar.routes[0]!.pool;
+      for (let i = 0; i < 2; i++) {
+        const [, info] = (await once(pool, 'closed')) as [unknown, { reason: string; ageMs: number }];
+        assert.equal(info.reason, 'peer_closed');
+        const closedAt = performance.now();
+        await once(pool, 'connected');
+        const ms = performance.now() - closedAt;
+        assert.ok(ms < 150, `replaced after ${ms.toFixed(0)} ms (age ${info.ageMs} ms): no back-off for a spare that lived`);
+      }
+    } finally {
+      await sc.stop();
+      await up.close();
+    }
   });
 });
 
