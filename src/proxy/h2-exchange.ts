@@ -176,9 +176,6 @@ function upOnError(this: ExchangeStream, err: unknown): void {
 function upOnClose(this: ExchangeStream): void {
   this[kExchange].onUpClose(this);
 }
-function upOnContinue(this: ExchangeStream): void {
-  this[kExchange].onUpContinue(this);
-}
 
 class H2Exchange implements H2Requester {
   private readonly upHeaders: OutgoingHttpHeaders;
@@ -267,9 +264,6 @@ class H2Exchange implements H2Requester {
     up.on('end', upOnEnd);
     up.on('error', upOnError);
     up.on('close', upOnClose);
-    // Expect: 100-continue (RFC 9110 §10.1.1): the upstream's 100 goes on to the app, which waits for it
-    // before sending its body (curl waits 1 s without it).
-    if (this.upHeaders.expect !== undefined) up.on('continue', upOnContinue);
     if (isBodyless) return;
     for (const chunk of this.body) up.write(chunk);
     if (this.isDownEnded) {
@@ -363,15 +357,6 @@ class H2Exchange implements H2Requester {
     if (this.up === up && !this.down.write(chunk)) {
       up.pause();
       this.down.once('drain', () => up.resume());
-    }
-  }
-
-  onUpContinue(up: ClientHttp2Stream): void {
-    if (this.up !== up || this.isResponseStarted || this.down.destroyed || this.down.headersSent) return;
-    try {
-      this.down.additionalHeaders({ ':status': 100 });
-    } catch {
-      // The app's stream just closed.
     }
   }
 

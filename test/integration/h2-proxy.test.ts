@@ -302,6 +302,8 @@ describe('h2 route: plain HTTP/2', () => {
     const t0 = performance.now();
     const req = c.request({ ':method': 'POST', ':path': '/upload', expect: '100-continue' });
     req.on('error', () => {});
+    let infos = 0;
+    req.on('headers', () => infos++);
     const gotContinue = await Promise.race([once(req, 'continue').then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 2000))]);
     assert.ok(gotContinue, 'no 100 Continue reached the app');
     assert.ok(performance.now() - t0 < 1000, `100 after ${(performance.now() - t0).toFixed(0)} ms`);
@@ -311,6 +313,7 @@ describe('h2 route: plain HTTP/2', () => {
     const [h] = await response;
     assert.equal(h[':status'], 200);
     assert.equal(h['x-len'], '300000');
+    assert.equal(infos, 1, 'exactly one 100 reaches the app');
   });
 
   it('Host without :authority (RFC 9113 §8.3.1) becomes the upstream :authority', async (t) => {
