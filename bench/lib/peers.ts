@@ -10,6 +10,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Proc } from './proc.js';
 import { freePort, hasCommand, sidecarNodeArgs, spawnProc, waitForPort } from './proc.js';
+import { SIDECAR_NODE_FLAGS } from './sidecar-flags.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** dist/bench/lib -> repository root. */
@@ -253,7 +254,7 @@ export interface SidecarExtra {
   readonly maxConnections?: number;
   /** Preload bench/peers/gc-on-signal.js so SIGUSR2 runs a full GC (memory runs). */
   readonly gcOnSignal?: boolean;
-  /** Extra node flags before the script (see sidecarNodeArgs). */
+  /** Node flags before the script (see sidecarNodeArgs); default SIDECAR_NODE_FLAGS, as production. */
   readonly nodeArgs?: readonly string[];
 }
 
@@ -278,7 +279,7 @@ export async function startSidecar(name: 'sidecar-http' | 'sidecar-tcp', ports: 
   }
   const cfg = join(ctx.dir, `sidecar-${name}-${ports.httpUpstream ?? ports.tcpUpstream}.json`);
   writeFileSync(cfg, JSON.stringify({ admin: { host: '127.0.0.1', port: 0 }, debug: { port: 0 }, log: { level: 'info' }, shutdown: { drainTimeoutMs: 500 }, routes }, null, 2));
-  const nodeArgs = [...(extra.nodeArgs ?? []), ...(extra.gcOnSignal === true ? ['--expose-gc', '--import', pathToFileURL(join(benchDist, 'peers', 'gc-on-signal.js')).href] : [])];
+  const nodeArgs = [...(extra.nodeArgs ?? SIDECAR_NODE_FLAGS), ...(extra.gcOnSignal === true ? ['--expose-gc', '--import', pathToFileURL(join(benchDist, 'peers', 'gc-on-signal.js')).href] : [])];
   const proc = spawnProc(name, process.execPath, [...nodeArgs, bin, 'run', '--config', cfg], { cpu: ctx.proxyCpu, nofile: 65536, cwd: ctx.sidecarDir });
   const listen = new Map<string, number>();
   let adminPort: number | undefined;

@@ -9,6 +9,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { SIDECAR_NODE_FLAGS } from './sidecar-flags.js';
 
 export const run = promisify(execFile);
 
@@ -299,7 +300,8 @@ export function cpuBetween(a: CpuSnapshot, b: CpuSnapshot): CpuDelta {
 /** Extra node flags for the sidecar under test / the base (A/B of V8 flags): BENCH_SIDECAR_NODE_ARGS, BENCH_BASE_NODE_ARGS. */
 export function sidecarNodeArgs(base: boolean): string[] {
   const v = process.env[base ? 'BENCH_BASE_NODE_ARGS' : 'BENCH_SIDECAR_NODE_ARGS'];
-  return v === undefined ? [] : v.split(/\s+/).filter((x) => x !== '');
+  // Production's flags first; V8 takes the last of a repeated flag, so these env flags override them.
+  return [...SIDECAR_NODE_FLAGS, ...(v === undefined ? [] : v.split(/\s+/).filter((x) => x !== ''))];
 }
 
 /** VmRSS of the process tree, KiB. */
