@@ -26,6 +26,7 @@ import type net from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { SIDECAR_NODE_FLAGS } from './lib/sidecar-flags.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..');
@@ -208,7 +209,7 @@ async function main(): Promise<void> {
     for (const mode of ['tcp', 'http'] as const) {
       cases.push({
         name: `${mode} route${v.name === 'default' ? '' : ` [${v.name}]`}`,
-        run: () => sample(process.execPath, [...v.flags, bin, 'run', '--config', cfgs[mode]], v.env, /"msg":"route listening"/, a),
+        run: () => sample(process.execPath, [...SIDECAR_NODE_FLAGS, ...v.flags, bin, 'run', '--config', cfgs[mode]], v.env, /"msg":"route listening"/, a),
       });
     }
   }
@@ -216,13 +217,13 @@ async function main(): Promise<void> {
     for (const mode of ['tcp', 'http'] as const) {
       cases.push({
         name: `${mode} route, after 1 request${v.name === 'default' ? '' : ` [${v.name}]`}`,
-        run: () => sample(process.execPath, [...v.flags, bin, 'run', '--config', cfgs[mode]], v.env, /"msg":"route listening"/, a, true),
+        run: () => sample(process.execPath, [...SIDECAR_NODE_FLAGS, ...v.flags, bin, 'run', '--config', cfgs[mode]], v.env, /"msg":"route listening"/, a, true),
       });
     }
   }
   for (const b of a.bins) {
     for (const mode of ['tcp', 'http'] as const) {
-      cases.push({ name: `${mode} route [${b.name}]`, run: () => sample(process.execPath, [b.path, 'run', '--config', cfgs[mode]], {}, /"msg":"route listening"/, a) });
+      cases.push({ name: `${mode} route [${b.name}]`, run: () => sample(process.execPath, [...SIDECAR_NODE_FLAGS, b.path, 'run', '--config', cfgs[mode]], {}, /"msg":"route listening"/, a) });
     }
   }
   if (a.imports) {

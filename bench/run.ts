@@ -5,7 +5,7 @@
  *   npm run bench -- --quick      smoke run (< 60 s, Node-only peers, no Debian packages needed); part of npm test
  * Options: --rounds N, --seconds S (HTTP run length), --sidecar-dir DIR (or BENCH_SIDECAR_DIR; default: this
  * checkout), --out DIR (default bench/results/<UTC date>, quick: bench/results/quick), --no-install,
- * --variants steady,burst,idle,early-resume, --hook input|output (nft hook of the blackhole), --targets a,b (subset), --skip-memory, --only throughput|memory,
+ * --variants steady,burst,idle,early-resume, --hook input|output (nft hook of the blackhole), --targets a,b (subset), --skip-memory, --skip-tcp (throughput: HTTP only), --only throughput|memory,
  * --only h2: the HTTP/2 scenario (issue 13: h2load through the h2 route vs nghttpx and direct, CPU µs/request,
  * RSS per open stream); only when asked, never part of the default run.
  * --update-readme (put <out>/README.md into the repository README's Benchmarks section), --report-only (rebuild
@@ -39,6 +39,7 @@ interface Args {
   variants: FaultVariant[] | undefined;
   targets: TargetName[] | undefined;
   skipMemory: boolean;
+  skipTcp: boolean;
   reportOnly: boolean;
   only: string[] | undefined;
   updateReadme: boolean;
@@ -59,6 +60,7 @@ function parseArgs(argv: readonly string[]): Args {
     variants: undefined,
     targets: undefined,
     skipMemory: false,
+    skipTcp: false,
     reportOnly: false,
     only: undefined,
     updateReadme: false,
@@ -82,6 +84,7 @@ function parseArgs(argv: readonly string[]): Args {
     else if (k === '--variants') a.variants = next().split(',') as FaultVariant[];
     else if (k === '--targets') a.targets = next().split(',') as TargetName[];
     else if (k === '--skip-memory') a.skipMemory = true;
+    else if (k === '--skip-tcp') a.skipTcp = true;
     else if (k === '--report-only') a.reportOnly = true;
     else if (k === '--only') a.only = next().split(',');
     else if (k === '--update-readme') a.updateReadme = true;
@@ -192,7 +195,7 @@ async function main(): Promise<void> {
       tcpRateGbps: args.tcpRateGbps,
       concurrencies: args.quick ? [50] : [50, 200],
       httpTargets: pick(args.quick ? ['direct', 'sidecar-http', 'sidecar-tcp'] : allHttp),
-      tcpTargets: pick(args.quick ? ['direct', 'sidecar-tcp'] : allTcp),
+      tcpTargets: args.skipTcp ? [] : pick(args.quick ? ['direct', 'sidecar-tcp'] : allTcp),
       dir: work,
       proxyCpu,
       loadCpu,
@@ -207,7 +210,7 @@ async function main(): Promise<void> {
       const h2 = await runH2({
         quick: args.quick,
         rounds: args.rounds ?? (args.quick ? 1 : 3),
-        // 10 s at 1000 req/s: nghttpx uses ~0.2 CPU-s, 20 ticks of CLK_TCK, so the tick error stays ~5 %.
+        // 10 s at 1000 req/s: nghttpx uses ~0.2 CPU-s (20 clock ticks; CPU is read in ns from schedstat now).
         seconds: args.seconds ?? (args.quick ? 1 : 10),
         rates: [1000],
         clients: 1,

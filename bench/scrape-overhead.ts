@@ -23,6 +23,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
+import { SIDECAR_NODE_FLAGS } from './lib/sidecar-flags.js';
 
 const run = promisify(execFile);
 const BIN = fileURLToPath(new URL('../src/cli/bin.js', import.meta.url));
@@ -76,7 +77,7 @@ async function startSidecar(mode: 'tcp' | 'http', upstreamPort: number, dir: str
     log: { level: 'info' },
     routes: [{ name: 'bench', mode, listen: { host: '127.0.0.1', port: 0 }, upstream: { host: '127.0.0.1', port: upstreamPort } }],
   }));
-  const child = spawn(process.execPath, [BIN, 'run', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...SIDECAR_NODE_FLAGS, BIN, 'run', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
   return new Promise((resolve, reject) => {

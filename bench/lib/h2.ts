@@ -2,10 +2,12 @@
  * The h2 scenario (issue 13): h2load -m 20 at a fixed request rate through the sidecar's h2 route, through
  * nghttpx 1.52 (Debian nghttp2-proxy, the reference) and direct, all to the same h2c upstream (a small
  * node:http2 server in its own process, bench/peers/h2-upstream.ts), in the same run, rounds interleaved with
- * the order rotated. Reported per target: CPU µs per request of the proxy process tree (/proc utime+stime
- * around each run), its ratio to nghttpx in the same round, latency (h2load mean/max), and RSS per open
+ * the order rotated. Reported per target: CPU µs per request of the proxy process tree (every thread's run
+ * time in ns around each run, proc.ts cpuBetween), its ratio to nghttpx in the same round, latency (h2load mean/max), and RSS per open
  * stream (N long-lived streams held open through a fresh proxy process: RSS delta / N).
  *   npm run bench -- --only h2 [--rounds N] [--seconds S] [--targets direct,nghttpx,sidecar-h2]
+ * A/B: BENCH_BASE_SIDECAR_DIR=<built checkout> adds sidecar-h2-base; BENCH_SIDECAR_NODE_ARGS / BENCH_BASE_NODE_ARGS
+ * add node flags (e.g. V8 heap sizes) to either (the HTTP targets sidecar-http / sidecar-base take them too).
  * The proxy is pinned to one CPU, h2load + upstream + this harness to the other (as the other scenarios).
  * nghttpx needs a port number in its command line: it gets one bind-probed a moment before (freePort), as
  * HAProxy and nginx do in this bench; tests never do that.
@@ -16,15 +18,17 @@ import http2 from 'node:http2';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Proc } from './proc.js';
-import { cpuSeconds, freePort, rssKiB, sleep, spawnProc, waitForPort } from './proc.js';
+import { cpuBetween, cpuSnapshot, freePort, rssKiB, sidecarNodeArgs, sleep, spawnProc, waitForPort } from './proc.js';
 import type { Spread } from './stats.js';
 import { fmt, fmtSpread, spread } from './stats.js';
 
 const benchDist = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
-export type H2TargetName = 'direct' | 'nghttpx' | 'sidecar-h2';
-export const H2_TARGETS: readonly H2TargetName[] = ['direct', 'nghttpx', 'sidecar-h2'];
-const LABEL: Record<H2TargetName, string> = { direct: 'direct (no proxy)', nghttpx: 'nghttpx', 'sidecar-h2': 'sidecar (h2 route)' };
+export type H2TargetName = 'direct' | 'nghttpx' | 'sidecar-h2' | 'sidecar-h2-base';
+/** sidecar-h2-base: the h2 route of BENCH_BASE_SIDECAR_DIR, for an A/B in one run (listed only when that is set). */
+export const H2_TARGETS: readonly H2TargetName[] = ['direct', 'nghttpx', ...(process.env.BENCH_BASE_SIDECAR_DIR !== undefined ? (['sidecar-h2-base'] as const) : []), 'sidecar-h2'];
+const LABEL: Record<H2TargetName, string> = { direct: 'direct (no proxy)', nghttpx: 'nghttpx', 'sidecar-h2': 'sidecar (h2 route)', 'sidecar-h2-base': 'sidecar base (h2 route, BENCH_BASE_SIDECAR_DIR)' };
+
 
 interface H2Target {
   readonly name: H2TargetName;
@@ -64,8 +68,12 @@ export interface H2LoadSample {
   readonly rps: number;
   readonly meanMs: number;
   readonly maxMs: number;
-  /** Proxy CPU per request, µs (NaN for direct). */
+  /** Proxy CPU per request, µs (NaN for direct): per-thread schedstat, ns (proc.ts cpuBetween). */
   readonly cpuUsPerReq: number;
+  /** The same from utime+stime clock ticks (10 ms each): the cross-check. */
+  readonly cpuTickUsPerReq: number;
+  /** False when a thread exited during the run and cpuUsPerReq fell back to ticks. */
+  readonly cpuPrecise: boolean;
   /** Proxy CPU-seconds per wall second. */
   readonly cpuBusy: number;
   readonly rssKiB: number;
@@ -125,10 +133,10 @@ async function startNghttpx(upPort: number, cpu: string | undefined, dir: string
   return { name: 'nghttpx', proc, port, stop: () => proc.stop() };
 }
 
-async function startSidecarH2(upPort: number, cpu: string | undefined, dir: string, sidecarDir: string): Promise<H2Target> {
+async function startSidecarH2(upPort: number, cpu: string | undefined, dir: string, sidecarDir: string, name: 'sidecar-h2' | 'sidecar-h2-base' = 'sidecar-h2'): Promise<H2Target> {
   const bin = join(sidecarDir, 'dist', 'src', 'cli', 'bin.js');
   if (!existsSync(bin)) throw new Error(`sidecar not built: ${bin} is missing (run npm run build in ${sidecarDir})`);
-  const cfg = join(dir, `sidecar-h2-${upPort}.json`);
+  const cfg = join(dir, `${name}-${upPort}.json`);
   const config = {
     admin: { host: '127.0.0.1', port: 0 },
     debug: { port: 0 },
@@ -138,13 +146,13 @@ async function startSidecarH2(upPort: number, cpu: string | undefined, dir: stri
     routes: [{ name: 'grpc', mode: 'h2', listen: { host: '127.0.0.1', port: 0 }, upstream: { host: '127.0.0.1', port: upPort }, h2: {} }],
   };
   writeFileSync(cfg, JSON.stringify(config, null, 2));
-  const proc = spawnProc('sidecar-h2', process.execPath, [bin, 'run', '--config', cfg], { cpu, nofile: 65536, cwd: sidecarDir });
+  const proc = spawnProc(name, process.execPath, [...sidecarNodeArgs(name === 'sidecar-h2-base'), bin, 'run', '--config', cfg], { cpu, nofile: 65536, cwd: sidecarDir });
   try {
     const port = await proc.waitLine((l) => {
       const m = /"msg":"route listening"/.test(l) ? /"listen":"[^"]*:(\d+)"/.exec(l) : null;
       return m ? Number(m[1]) : undefined;
     });
-    return { name: 'sidecar-h2', proc, port, stop: () => proc.stop() };
+    return { name, proc, port, stop: () => proc.stop() };
   } catch (err) {
     await proc.stop('SIGKILL');
     const text = proc.output();
@@ -156,6 +164,11 @@ async function startSidecarH2(upPort: number, cpu: string | undefined, dir: stri
 async function startH2Target(name: H2TargetName, upPort: number, o: H2Options): Promise<H2Target> {
   if (name === 'direct') return { name, proc: undefined, port: upPort, stop: async () => {} };
   if (name === 'nghttpx') return startNghttpx(upPort, o.proxyCpu, o.dir);
+  if (name === 'sidecar-h2-base') {
+    const base = process.env.BENCH_BASE_SIDECAR_DIR;
+    if (base === undefined) throw new H2Unavailable('set BENCH_BASE_SIDECAR_DIR to a built checkout');
+    return startSidecarH2(upPort, o.proxyCpu, o.dir, base, name);
+  }
   return startSidecarH2(upPort, o.proxyCpu, o.dir, o.sidecarDir);
 }
 
@@ -315,11 +328,12 @@ export async function runH2(o: H2Options): Promise<H2Raw> {
         for (const rate of o.rates) {
           // Warm-up (unmeasured): sessions to the upstream exist, JIT is warm.
           await h2load(t.port, rate, o.clients, 1, o.loadCpu);
-          const cpu0 = t.proc ? cpuSeconds(t.proc.pid) : NaN;
+          const cpu0 = t.proc ? cpuSnapshot(t.proc.pid) : undefined;
           const w0 = performance.now();
           const r = await h2load(t.port, rate, o.clients, o.seconds, o.loadCpu);
           const wall = (performance.now() - w0) / 1000;
-          const cpu = t.proc ? cpuSeconds(t.proc.pid) - cpu0 : NaN;
+          const d = t.proc && cpu0 ? cpuBetween(cpu0, cpuSnapshot(t.proc.pid)) : undefined;
+          const cpu = d?.seconds ?? NaN;
           const s: H2LoadSample = {
             round,
             target: t.name,
@@ -331,11 +345,13 @@ export async function runH2(o: H2Options): Promise<H2Raw> {
             meanMs: r.meanMs,
             maxMs: r.maxMs,
             cpuUsPerReq: (cpu * 1e6) / r.succeeded,
+            cpuTickUsPerReq: ((d?.tickSeconds ?? NaN) * 1e6) / r.succeeded,
+            cpuPrecise: d?.precise ?? false,
             cpuBusy: cpu / wall,
             rssKiB: t.proc ? rssKiB(t.proc.pid) : NaN,
           };
           load.push(s);
-          o.say(`  round ${round} ${t.name} ${rate}/s: ${s.rps.toFixed(0)} req/s, ${s.failed} failed, mean ${fmt(s.meanMs)} ms, max ${fmt(s.maxMs)} ms, CPU ${fmt(s.cpuUsPerReq)} µs/req`);
+          o.say(`  round ${round} ${t.name} ${rate}/s: ${s.rps.toFixed(0)} req/s, ${s.failed} failed, mean ${fmt(s.meanMs)} ms, max ${fmt(s.maxMs)} ms, CPU ${fmt(s.cpuUsPerReq)} µs/req (ticks ${fmt(s.cpuTickUsPerReq)}${s.cpuPrecise || t.proc === undefined ? '' : ', a thread exited: ticks used'})`);
         }
         if (t.proc !== undefined && o.openStreams > 0) {
           // A fresh process each time: one that already held streams keeps that memory (malloc, V8 heap) and
@@ -415,7 +431,7 @@ export function summarizeH2(raw: H2Raw): H2Summary {
 export function renderH2Markdown(s: H2Summary): string {
   const L: string[] = ['## HTTP/2 (h2 route, issue 13)', ''];
   L.push(
-    'h2load `-m 20` at a fixed rate (`--rps`) through each target to the same node:http2 h2c upstream, rounds interleaved; medians (min–max). CPU is the proxy process tree\'s utime+stime around the run; the ratio is per round against nghttpx at the same rate. Issue 13\'s bar: ≤ 4× nghttpx.',
+    'h2load `-m 20` at a fixed rate (`--rps`) through each target to the same node:http2 h2c upstream, rounds interleaved; medians (min–max). CPU is the run time of every thread of the proxy process tree around the run, ns (field 1 of /proc/<pid>/task/*/schedstat; the 10 ms utime+stime ticks are in raw/ as the cross-check); the ratio is per round against nghttpx at the same rate. Issue 13\'s bar: ≤ 4× nghttpx.',
     '',
     '| target | rate | req/s | failed | mean ms | max ms | proxy CPU µs/req | × nghttpx | CPU busy |',
     '|---|---|---|---|---|---|---|---|---|',

@@ -9,7 +9,8 @@ import http from 'node:http';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Proc } from './proc.js';
-import { freePort, hasCommand, spawnProc, waitForPort } from './proc.js';
+import { freePort, hasCommand, sidecarNodeArgs, spawnProc, waitForPort } from './proc.js';
+import { SIDECAR_NODE_FLAGS } from './sidecar-flags.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** dist/bench/lib -> repository root. */
@@ -104,12 +105,12 @@ export async function startTarget(name: TargetName, ports: TargetPorts, ctx: Sta
       return startNodePeer('minimal', 'minimal.js', ports, ctx);
     case 'sidecar-http':
     case 'sidecar-tcp':
-      return startSidecar(name, ports, ctx);
+      return startSidecar(name, ports, ctx, { nodeArgs: sidecarNodeArgs(false) });
     case 'sidecar-base': {
       // A/B in one run: the http route of another built checkout (e.g. the commit before a change).
       const dir = process.env.BENCH_BASE_SIDECAR_DIR;
       if (dir === undefined) throw new TargetUnavailable('set BENCH_BASE_SIDECAR_DIR to a built checkout');
-      return { ...(await startSidecar('sidecar-http', ports, { ...ctx, sidecarDir: dir })), name };
+      return { ...(await startSidecar('sidecar-http', ports, { ...ctx, sidecarDir: dir }, { nodeArgs: sidecarNodeArgs(true) })), name };
     }
   }
 }
@@ -253,6 +254,8 @@ export interface SidecarExtra {
   readonly maxConnections?: number;
   /** Preload bench/peers/gc-on-signal.js so SIGUSR2 runs a full GC (memory runs). */
   readonly gcOnSignal?: boolean;
+  /** Node flags before the script (see sidecarNodeArgs); default SIDECAR_NODE_FLAGS, as production. */
+  readonly nodeArgs?: readonly string[];
 }
 
 export async function startSidecar(name: 'sidecar-http' | 'sidecar-tcp', ports: TargetPorts, ctx: StartContext, extra: SidecarExtra = {}): Promise<Target> {
@@ -276,7 +279,7 @@ export async function startSidecar(name: 'sidecar-http' | 'sidecar-tcp', ports: 
   }
   const cfg = join(ctx.dir, `sidecar-${name}-${ports.httpUpstream ?? ports.tcpUpstream}.json`);
   writeFileSync(cfg, JSON.stringify({ admin: { host: '127.0.0.1', port: 0 }, debug: { port: 0 }, log: { level: 'info' }, shutdown: { drainTimeoutMs: 500 }, routes }, null, 2));
-  const nodeArgs = extra.gcOnSignal === true ? ['--expose-gc', '--import', pathToFileURL(join(benchDist, 'peers', 'gc-on-signal.js')).href] : [];
+  const nodeArgs = [...(extra.nodeArgs ?? SIDECAR_NODE_FLAGS), ...(extra.gcOnSignal === true ? ['--expose-gc', '--import', pathToFileURL(join(benchDist, 'peers', 'gc-on-signal.js')).href] : [])];
   const proc = spawnProc(name, process.execPath, [...nodeArgs, bin, 'run', '--config', cfg], { cpu: ctx.proxyCpu, nofile: 65536, cwd: ctx.sidecarDir });
   const listen = new Map<string, number>();
   let adminPort: number | undefined;

@@ -9,6 +9,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { SIDECAR_NODE_FLAGS } from './sidecar-flags.js';
 
 export const run = promisify(execFile);
 
@@ -210,9 +211,9 @@ export function processTree(pid: number): number[] {
 
 /**
  * utime and stime of the process tree (all threads of each process: V8's GC and libuv's pool threads count),
- * in seconds. Tick-sampled (CLK_TCK): read it around runs of seconds, not milliseconds. Not
- * /proc/<pid>/schedstat: that is the main thread only and misses a Node proxy's GC threads (~25% of its CPU
- * in TCP bulk here).
+ * in seconds. Tick-sampled (CLK_TCK, 10 ms): a run of nghttpx at 20 % busy for 10 s is only ~20 ticks, so
+ * per-request figures from this move ±5–10 %. The bench measures with cpuSnapshot/cpuBetween (ns) and keeps
+ * this for the user/sys split and as the cross-check.
  */
 export function cpuTimes(pid: number): { user: number; sys: number } {
   let user = 0;
@@ -235,6 +236,72 @@ export function cpuTimes(pid: number): { user: number; sys: number } {
 export function cpuSeconds(pid: number): number {
   const t = cpuTimes(pid);
   return t.user + t.sys;
+}
+
+/** CPU time of a process tree at one moment: per-thread nanoseconds plus the tick totals (see cpuBetween). */
+export interface CpuSnapshot {
+  /** "pid/tid" -> sum_exec_runtime in ns (field 1 of /proc/<pid>/task/<tid>/schedstat). */
+  readonly tasks: Map<string, number>;
+  readonly ticks: { user: number; sys: number };
+}
+
+/** Reads every thread's schedstat of every process in the tree (ns), and the tick figures (cpuTimes). */
+export function cpuSnapshot(pid: number): CpuSnapshot {
+  const tasks = new Map<string, number>();
+  for (const p of processTree(pid)) {
+    let tids: string[];
+    try {
+      tids = readdirSync(`/proc/${p}/task`);
+    } catch {
+      continue;
+    }
+    for (const tid of tids) {
+      try {
+        const ns = Number(readFileSync(`/proc/${p}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+        if (Number.isFinite(ns)) tasks.set(`${p}/${tid}`, ns);
+      } catch {
+        // Thread exited while we looked.
+      }
+    }
+  }
+  return { tasks, ticks: cpuTimes(pid) };
+}
+
+export interface CpuDelta {
+  /** CPU seconds between the snapshots: ns-precise, or the tick figure when `precise` is false. */
+  readonly seconds: number;
+  /** `seconds` split by the tick figures' user:sys ratio (schedstat has no split). */
+  readonly user: number;
+  readonly sys: number;
+  /** The tick figure (utime+stime) for the same interval: the cross-check. */
+  readonly tickSeconds: number;
+  /**
+   * False when a thread seen in the first snapshot had exited by the second: its run time since the first
+   * snapshot is gone from schedstat (the process's utime/stime keep it), so `seconds` falls back to ticks.
+   * Threads born between the snapshots count in full (all their run time is inside the interval).
+   */
+  readonly precise: boolean;
+}
+
+/** CPU used by the tree between two snapshots (see CpuDelta). */
+export function cpuBetween(a: CpuSnapshot, b: CpuSnapshot): CpuDelta {
+  const tickUser = b.ticks.user - a.ticks.user;
+  const tickSys = b.ticks.sys - a.ticks.sys;
+  const tickSeconds = tickUser + tickSys;
+  let precise = true;
+  for (const k of a.tasks.keys()) if (!b.tasks.has(k)) precise = false;
+  let ns = 0;
+  for (const [k, v] of b.tasks) ns += v - (a.tasks.get(k) ?? 0);
+  const seconds = precise ? ns / 1e9 : tickSeconds;
+  const userShare = tickSeconds > 0 ? tickUser / tickSeconds : 1;
+  return { seconds, user: seconds * userShare, sys: seconds * (1 - userShare), tickSeconds, precise };
+}
+
+/** Extra node flags for the sidecar under test / the base (A/B of V8 flags): BENCH_SIDECAR_NODE_ARGS, BENCH_BASE_NODE_ARGS. */
+export function sidecarNodeArgs(base: boolean): string[] {
+  const v = process.env[base ? 'BENCH_BASE_NODE_ARGS' : 'BENCH_SIDECAR_NODE_ARGS'];
+  // Production's flags first; V8 takes the last of a repeated flag, so these env flags override them.
+  return [...SIDECAR_NODE_FLAGS, ...(v === undefined ? [] : v.split(/\s+/).filter((x) => x !== ''))];
 }
 
 /** VmRSS of the process tree, KiB. */

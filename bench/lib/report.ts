@@ -332,7 +332,7 @@ export function renderMarkdown(s: Summary): string {
   const tp = s.throughput;
   if (tp !== undefined) {
     L.push('## HTTP keep-alive GETs', '');
-    L.push(`Load: ${tp.tools.http}; upstream: ${tp.tools.upstream}; ${tp.rounds} interleaved rounds. Proxy pinned to CPU 0, load and upstream to CPU 1. CPU = proxy utime+stime from /proc (all threads); busy = proxy CPU-s per wall second. Per-request cost depends on busy: a proxy idling between events pays wake-ups a saturated one batches away, so compare costs at similar busy figures.`, '');
+    L.push(`Load: ${tp.tools.http}; upstream: ${tp.tools.upstream}; ${tp.rounds} interleaved rounds. Proxy pinned to CPU 0, load and upstream to CPU 1. CPU = proxy run time of every thread of its process tree, ns (sum of field 1 of /proc/<pid>/task/*/schedstat around each run; utime+stime ticks kept in raw/ as the cross-check, and used instead if a thread exited mid-run); busy = proxy CPU-s per wall second. Per-request cost depends on busy: a proxy idling between events pays wake-ups a saturated one batches away, so compare costs at similar busy figures.`, '');
     L.push('| target | c | req/s | × direct | p50 ms | p99 ms | proxy CPU µs/req | busy % | × HAProxy | × node-http-proxy | new upstream conns (max/run) | errors | RSS MiB |');
     L.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
     for (const r of [...tp.http].sort((a, b) => a.c - b.c)) {

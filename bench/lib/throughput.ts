@@ -1,13 +1,16 @@
 /**
  * Throughput/cost matrix: HTTP keep-alive GETs at several concurrencies and TCP bulk both directions, through
  * every target in turn (interleaved, rotated each round), the proxy pinned to one CPU and load + upstream to
- * the other. Proxy CPU comes from /proc utime+stime of its process tree around each run.
+ * the other. Proxy CPU is the run time (ns) of every thread of its process tree around each run (proc.ts cpuBetween).
  */
 import type { HttpLoadResult, BulkResult, Direction } from './load.js';
 import { iperfLoad, nodeBulk, nodeLoad, wrkLoad } from './load.js';
 import type { HttpUpstream, Target, TargetName } from './peers.js';
 import { TargetUnavailable, startIperf, startNginxUpstream, startNodeUpstream, startTarget } from './peers.js';
-import { cpuTimes, rssKiB } from './proc.js';
+import { cpuBetween, cpuSnapshot, rssKiB } from './proc.js';
+import type { CpuDelta } from './proc.js';
+
+const NO_CPU: CpuDelta = { seconds: NaN, user: NaN, sys: NaN, tickSeconds: NaN, precise: false };
 
 export interface HttpSample {
   readonly round: number;
@@ -18,9 +21,13 @@ export interface HttpSample {
   readonly errors: number;
   readonly p50Ms: number;
   readonly p99Ms: number;
-  /** Proxy CPU per request, µs (NaN for direct). */
+  /** Proxy CPU per request, µs (NaN for direct): per-thread schedstat, ns (proc.ts cpuBetween). */
   readonly cpuUsPerReq: number;
-  /** Its user and system parts, µs per request. */
+  /** The same from utime+stime clock ticks (10 ms each): the cross-check. */
+  readonly cpuTickUsPerReq: number;
+  /** False when a thread exited during the run and cpuUsPerReq fell back to ticks. */
+  readonly cpuPrecise: boolean;
+  /** Its user and system parts (split by the ticks' user:sys ratio), µs per request. */
   readonly userUsPerReq: number;
   readonly sysUsPerReq: number;
   /**
@@ -130,12 +137,11 @@ export async function runThroughput(o: ThroughputOptions): Promise<ThroughputRaw
       for (const c of o.concurrencies) {
         for (const t of rotate(httpTs, round)) {
           const pid = t.proc?.pid;
-          const cpu0 = pid !== undefined ? cpuTimes(pid) : { user: NaN, sys: NaN };
+          const cpu0 = pid !== undefined ? cpuSnapshot(pid) : undefined;
           const acc0 = await upstream.accepts();
           const r = await httpLoad(t.http!.port, c, o.httpSeconds);
-          const cpu1 = pid !== undefined ? cpuTimes(pid) : { user: NaN, sys: NaN };
-          const user = cpu1.user - cpu0.user;
-          const sys = cpu1.sys - cpu0.sys;
+          const d: CpuDelta = pid !== undefined && cpu0 ? cpuBetween(cpu0, cpuSnapshot(pid)) : NO_CPU;
+          const { user, sys } = d;
           const acc1 = await upstream.accepts();
           const s: HttpSample = {
             round,
@@ -147,6 +153,8 @@ export async function runThroughput(o: ThroughputOptions): Promise<ThroughputRaw
             p50Ms: r.p50Ms,
             p99Ms: r.p99Ms,
             cpuUsPerReq: ((user + sys) * 1e6) / r.requests,
+            cpuTickUsPerReq: (d.tickSeconds * 1e6) / r.requests,
+            cpuPrecise: d.precise,
             userUsPerReq: (user * 1e6) / r.requests,
             sysUsPerReq: (sys * 1e6) / r.requests,
             cpuBusy: (user + sys) / r.seconds,
@@ -154,16 +162,15 @@ export async function runThroughput(o: ThroughputOptions): Promise<ThroughputRaw
             rssKiB: pid !== undefined ? rssKiB(pid) : NaN,
           };
           http.push(s);
-          o.say(`  http r${round} c=${c} ${t.name}: ${s.rps.toFixed(0)} req/s, p99 ${s.p99Ms.toFixed(2)} ms, ${s.cpuUsPerReq.toFixed(1)} µs/req (user ${s.userUsPerReq.toFixed(1)}, sys ${s.sysUsPerReq.toFixed(1)}; CPU ${(100 * s.cpuBusy).toFixed(0)}% busy), ${s.newUpstreamConns} new upstream conns, ${s.errors} errors`);
+          o.say(`  http r${round} c=${c} ${t.name}: ${s.rps.toFixed(0)} req/s, p99 ${s.p99Ms.toFixed(2)} ms, ${s.cpuUsPerReq.toFixed(1)} µs/req (ticks ${s.cpuTickUsPerReq.toFixed(1)}${s.cpuPrecise || pid === undefined ? '' : ', a thread exited: ticks used'}; user ${s.userUsPerReq.toFixed(1)}, sys ${s.sysUsPerReq.toFixed(1)}; CPU ${(100 * s.cpuBusy).toFixed(0)}% busy), ${s.newUpstreamConns} new upstream conns, ${s.errors} errors`);
         }
       }
       for (const d of ['upload', 'download'] as const) {
         for (const t of rotate(tcpTs, round)) {
           const pid = t.proc?.pid;
-          const c0 = pid !== undefined ? cpuTimes(pid) : { user: NaN, sys: NaN };
+          const c0 = pid !== undefined ? cpuSnapshot(pid) : undefined;
           const r = await bulkLoad(t.tcp!.port, d, o.tcpSeconds);
-          const c1 = pid !== undefined ? cpuTimes(pid) : { user: NaN, sys: NaN };
-          const cpu = c1.user + c1.sys - (c0.user + c0.sys);
+          const cpu = pid !== undefined && c0 ? cpuBetween(c0, cpuSnapshot(pid)).seconds : NaN;
           const s: TcpSample = {
             round,
             target: t.name,

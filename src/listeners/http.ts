@@ -58,7 +58,14 @@ export class HttpListener extends EventEmitter<HttpListenerEvents> implements Tu
   private readonly server: http.Server;
   readonly budget: RetryBudget;
   /** Every entry is an attempt whose request was handed to a connection and has no response headers yet. */
-  private readonly outstanding = new Set<Attempt>();
+  /**
+   * Attempts waiting for response headers (the sweep's list), each knowing its index (swap-remove). Not a Set:
+   * a Set that gains and loses an entry per request rehashes its table over and over, and V8 keeps every
+   * obsolete table pointing to its successor and its old entries; once such a table is promoted it holds
+   * young attempts (and their requests and responses) through the next scavenge, which promoted ~1.9 KB per
+   * request here against ~0.13 KB for a bare node:http + undici proxy (--trace-gc-nvp).
+   */
+  private readonly outstanding: Attempt[] = [];
   private sweepTimer: Timer | undefined;
   private readonly downstreams = new Set<Socket>();
   private readonly tunnels = new Set<Socket>();
@@ -179,12 +186,21 @@ export class HttpListener extends EventEmitter<HttpListenerEvents> implements Tu
   // ExchangeHost -------------------------------------------------------------------------------------------
 
   watch(attempt: Attempt): void {
-    this.outstanding.add(attempt);
+    if (attempt.watchIndex >= 0) return;
+    attempt.watchIndex = this.outstanding.length;
+    this.outstanding.push(attempt);
     if (this.sweepTimer === undefined) this.sweepTimer = this.clock.setTimeout(() => this.sweep(), SWEEP_MS);
   }
 
   unwatch(attempt: Attempt): void {
-    this.outstanding.delete(attempt);
+    const i = attempt.watchIndex;
+    if (i < 0) return;
+    attempt.watchIndex = -1;
+    const last = this.outstanding.pop()!;
+    if (last !== attempt) {
+      this.outstanding[i] = last;
+      last.watchIndex = i;
+    }
   }
 
   completed(status: number, durationMs: number): void {
@@ -279,7 +295,8 @@ export class HttpListener extends EventEmitter<HttpListenerEvents> implements Tu
     this.sweepTimer = undefined;
     const now = this.clock.now();
     const { responseTimeoutMs, earlyRetry } = this.route.http;
-    for (const attempt of this.outstanding) {
+    // A copy: timeOut() and abandon() unwatch (swap-remove) while we walk. Every 100 ms, not per request.
+    for (const attempt of this.outstanding.slice()) {
       const ageMs = now - attempt.writtenAt;
       if (responseTimeoutMs > 0 && ageMs >= responseTimeoutMs) {
         attempt.timeOut();
@@ -289,7 +306,7 @@ export class HttpListener extends EventEmitter<HttpListenerEvents> implements Tu
       const info = readTcpInfo(attempt.lease.socket);
       if (info !== undefined && hasNoAckEvidence(info, ageMs)) attempt.abandon('no_ack');
     }
-    if (this.outstanding.size > 0) this.sweepTimer = this.clock.setTimeout(() => this.sweep(), SWEEP_MS);
+    if (this.outstanding.length > 0) this.sweepTimer = this.clock.setTimeout(() => this.sweep(), SWEEP_MS);
   }
 }
 

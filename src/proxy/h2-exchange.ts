@@ -149,8 +149,16 @@ function downOnData(this: DownStream, chunk: Buffer): void {
 function downOnEnd(this: DownStream): void {
   this[kExchange].onDownEnd();
 }
+/**
+ * 'close' is a stream's last event: its link to the exchange goes with it. node:http2 drops a closed stream
+ * from its session's stream Map, but V8 keeps a Map's replaced tables, with their old entries, alive until the
+ * next scavenge (longer once promoted), so a closed stream lingers; unlinked, it holds only itself, not the
+ * exchange, the other hop's stream and the header blocks.
+ */
 function downOnClose(this: DownStream): void {
-  this[kExchange].onDownClose();
+  const ex = this[kExchange];
+  (this as Partial<DownStream>)[kExchange] = undefined;
+  ex.onDownClose();
 }
 function downOnWantTrailers(this: DownStream): void {
   this[kExchange].onWantTrailers();
@@ -174,7 +182,9 @@ function upOnError(this: ExchangeStream, err: unknown): void {
   this[kExchange].onUpError(this, err);
 }
 function upOnClose(this: ExchangeStream): void {
-  this[kExchange].onUpClose(this);
+  const ex = this[kExchange];
+  (this as Partial<ExchangeStream>)[kExchange] = undefined;
+  ex.onUpClose(this);
 }
 
 class H2Exchange implements H2Requester {

@@ -252,6 +252,8 @@ class HttpExchange implements LeaseRequester {
 export class Attempt implements Dispatcher.DispatchHandler {
   /** When the request was handed to the connection (clock ms); the sweep measures from here. */
   readonly writtenAt: number;
+  /** The listener's slot for this attempt in its sweep list while watched, else -1 (ExchangeHost.watch). */
+  watchIndex = -1;
   private isSettled = false;
   private hasResponseStarted = false;
   private status = 0;
