@@ -33,4 +33,4 @@ case "${NODE_OPTIONS:-}" in
     ;;
 esac
 # shellcheck disable=SC2086 # $flags is two words or none
-exec node $flags "$app/dist/src/cli/bin.js" "$@"
+exec node $flags "$app/dist/bundle/bin.js" "$@"
