@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # keepalive-sidecar image (STYLE.md §8). Two stages: `build` compiles TypeScript with the dev dependencies;
-# `runtime` holds production dependencies, dist/src and config/ only.
+# `runtime` holds production dependencies, the bundled CLI (dist/bundle, scripts/bundle.mjs) and config/ only.
 # The glibc base matters: ffi-rs (net-keepalive's FFI binding, also our getsockopt read-back) ships a prebuilt glibc binary, and
 # musl (alpine) would need a toolchain to build it.
 # test/integration/image-layout.test.ts replays the runtime stage below step by step, so keep its RUN
@@ -13,6 +13,7 @@ COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json ./
 COPY src ./src
+COPY scripts/bundle.mjs ./scripts/bundle.mjs
 RUN npm run build
 
 FROM node:${NODE_VERSION}-trixie-slim AS runtime
@@ -38,7 +39,7 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 # Production dependencies only; npm's cache is dropped so it does not end up in the layer.
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
-COPY --from=build /app/dist/src ./dist/src
+COPY --from=build /app/dist/bundle ./dist/bundle
 COPY config ./config
 # The entrypoint sizes V8's heap from the cgroup memory limit and execs node, so node is PID 1 and receives
 # SIGTERM itself (the CLI drains on SIGTERM; it starts no child processes, so there are no zombies to reap).

@@ -1,9 +1,10 @@
 /**
  * Idle RSS of the sidecar (issue 12): one tcp route, one http route, and bare Node in the same run, interleaved
- * rounds, medians with spreads. Each sample is a fresh process: the real CLI (`dist/src/cli/bin.js run
- * --config <json>`) with one route to an idle local upstream; RSS is read once the route logs 'route
- * listening', after a settle time, several times one second apart (VmRSS from /proc/<pid>/status, and
- * Rss/Pss/Anonymous from /proc/<pid>/smaps_rollup); the sample is the median of those reads.
+ * rounds, medians with spreads. Each sample is a fresh process: the real CLI as shipped (`dist/bundle/bin.js
+ * run --config <json>`, see scripts/bundle.mjs; `--bin unbundled=dist/src/cli/bin.js` adds the tsc output) with
+ * one route to an idle local upstream; RSS is read once the route logs 'route listening', after a settle time,
+ * several times one second apart (VmRSS from /proc/<pid>/status, and Rss/Pss/Anonymous from
+ * /proc/<pid>/smaps_rollup); the sample is the median of those reads.
  *
  *   npm run build && node dist/bench/idle-rss.js [--rounds 3] [--settle-ms 15000] [--reads 3] [--out DIR]
  *     [--variant name=--flag1,--flag2,ENV=V ...]  extra node flag sets / environment, each for tcp and http
@@ -30,7 +31,8 @@ import { SIDECAR_NODE_FLAGS } from './lib/sidecar-flags.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..');
-const bin = join(root, 'dist', 'src', 'cli', 'bin.js');
+// What `npm start`, the package's bin and the image run (scripts/bundle.mjs).
+const bin = join(root, 'dist', 'bundle', 'bin.js');
 
 interface Args {
   rounds: number;

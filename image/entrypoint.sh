@@ -43,4 +43,4 @@ case "${NODE_OPTIONS:-}" in
   *) flags="$flags --max-semi-space-size=$semi" ;;
 esac
 # shellcheck disable=SC2086 # $flags is up to two words
-exec node $flags "$app/dist/src/cli/bin.js" "$@"
+exec node $flags "$app/dist/bundle/bin.js" "$@"

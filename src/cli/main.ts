@@ -6,7 +6,6 @@ import type { AddressInfo } from 'node:net';
 import { isIP } from 'node:net';
 import type { Config } from '../config/index.js';
 import { loadConfig, redactConfig } from '../config/index.js';
-import { readFile } from 'node:fs/promises';
 import { ConfigError, InjectError, SockoptUnsupportedError, UsageError } from '../errors.js';
 import { httpUrl } from '../util/url.js';
 import { errnoOf } from '../liveness/index.js';
@@ -119,13 +118,14 @@ function report(err: unknown, io: CliIo): number {
 
 /** Reads the manifests, adds the sidecar, prints the result; nothing reaches stdout unless it all worked. */
 async function inject(args: InjectArgs, io: CliIo): Promise<number> {
-  // inject/, doctor/ and demo/ are loaded by their commands only (yaml alone is ~7 MiB of a running sidecar).
+  // inject/, doctor/ and demo/ are loaded by their commands only (yaml alone is ~7 MiB of a running sidecar);
+  // so is node:fs/promises (it loads node's readline code).
   const { injectManifests, parseRouteSpec, validateRoutes } = await import('../inject/index.js');
   const routes = args.routes.map(parseRouteSpec);
   validateRoutes(routes, args.adminPort);
   let text: string;
   try {
-    text = args.input === '-' ? await (io.readStdin ?? readProcessStdin)() : await readFile(args.input, 'utf8');
+    text = args.input === '-' ? await (io.readStdin ?? readProcessStdin)() : await (await import('node:fs/promises')).readFile(args.input, 'utf8');
   } catch (err) {
     throw new InjectError(`cannot read ${args.input === '-' ? 'standard input' : args.input}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }

@@ -9,7 +9,8 @@ import type { RouteConfig } from '../config/index.js';
 import type { DownstreamRejectReason, DownstreamResetReason } from '../errors.js';
 import { AcquireError } from '../errors.js';
 import type { Pool } from '../pool/index.js';
-import { pipeTcp, resetSocket } from '../proxy/index.js';
+// By file, not proxy/index.js: the HTTP exchange modules are not loaded for a tcp-only sidecar.
+import { pipeTcp, resetSocket } from '../proxy/tcp-pipe.js';
 import type { Clock } from '../util/clock.js';
 import { FdBudget } from './fd-budget.js';
 import { listenOn } from './listen.js';

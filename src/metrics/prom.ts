@@ -21,14 +21,28 @@ export type Counter<T extends string = string> = PromClient.Counter<T>;
 export type Gauge<T extends string = string> = PromClient.Gauge<T>;
 export type Histogram<T extends string = string> = PromClient.Histogram<T>;
 
-/** prom-client's default metric modules we load (its collectDefaultMetrics list, without processCpuTotal). */
-const DEFAULT_METRIC_MODULES = [
-  'processStartTime', 'osMemoryHeap', 'processOpenFileDescriptors', 'processMaxFileDescriptors', 'eventLoopLag',
-  'processResources', 'processHandles', 'processRequests', 'heapSizeAndUsed', 'heapSpacesSizeAndUsed', 'version',
-  'gc',
-] as const;
-
 type DefaultMetric = (registry: PromClient.Registry, config: { prefix: string; eventLoopMonitoringPrecision: number }) => void;
+
+/**
+ * prom-client's default metric modules we load (its collectDefaultMetrics list, without processCpuTotal), each
+ * by a literal path: the bundler (scripts/bundle.mjs) can then include them, where a computed path stays a
+ * runtime lookup through node_modules (one per module, ~14 files: enough path work to make V8 optimise node's
+ * path functions during startup).
+ */
+const DEFAULT_METRIC_MODULES: ReadonlyArray<readonly [string, () => DefaultMetric]> = [
+  ['processStartTime', () => require('prom-client/lib/metrics/processStartTime.js') as DefaultMetric],
+  ['osMemoryHeap', () => require('prom-client/lib/metrics/osMemoryHeap.js') as DefaultMetric],
+  ['processOpenFileDescriptors', () => require('prom-client/lib/metrics/processOpenFileDescriptors.js') as DefaultMetric],
+  ['processMaxFileDescriptors', () => require('prom-client/lib/metrics/processMaxFileDescriptors.js') as DefaultMetric],
+  ['eventLoopLag', () => require('prom-client/lib/metrics/eventLoopLag.js') as DefaultMetric],
+  ['processResources', () => require('prom-client/lib/metrics/processResources.js') as DefaultMetric],
+  ['processHandles', () => require('prom-client/lib/metrics/processHandles.js') as DefaultMetric],
+  ['processRequests', () => require('prom-client/lib/metrics/processRequests.js') as DefaultMetric],
+  ['heapSizeAndUsed', () => require('prom-client/lib/metrics/heapSizeAndUsed.js') as DefaultMetric],
+  ['heapSpacesSizeAndUsed', () => require('prom-client/lib/metrics/heapSpacesSizeAndUsed.js') as DefaultMetric],
+  ['version', () => require('prom-client/lib/metrics/version.js') as DefaultMetric],
+  ['gc', () => require('prom-client/lib/metrics/gc.js') as DefaultMetric],
+];
 
 /**
  * What prom-client's collectDefaultMetrics registers, the same names and help texts: its own modules, one by
@@ -38,9 +52,9 @@ type DefaultMetric = (registry: PromClient.Registry, config: { prefix: string; e
 export function collectDefaultMetrics(registry: PromClient.Registry, prefix: string): void {
   const config = { prefix, eventLoopMonitoringPrecision: 10 };
   registerProcessCpu(registry, prefix);
-  for (const name of DEFAULT_METRIC_MODULES) {
+  for (const [name, load] of DEFAULT_METRIC_MODULES) {
     if (name === 'processResources' && typeof process.getActiveResourcesInfo !== 'function') continue;
-    (require(`prom-client/lib/metrics/${name}.js`) as DefaultMetric)(registry, config);
+    load()(registry, config);
   }
 }
 

@@ -25,7 +25,7 @@ function errno(code: string): Error {
 
 function h1Conn(userTimeoutMs = 2000): { conn: UpstreamConn; h1: H1Driver } {
   const socket = new net.Socket();
-  const h1 = new H1Driver(socket, 'http://127.0.0.1:1', 1000);
+  const h1 = new H1Driver(socket, new URL('http://127.0.0.1:1'), 1000);
   const conn = new UpstreamConn(1, 'r', socket, 0, true, owner, userTimeoutMs, h1, new Endpoint('127.0.0.1', 1, 4, 0));
   return { conn, h1 };
 }

@@ -48,7 +48,7 @@ describe('Evictor: lazy idle and max-age timers', () => {
     clock.advance(100);
     idle(); // new idle period from 500: deadline 1500; the timer armed for 1000 is kept (not re-armed)
     assert.equal(conn.idleTimerAt, 1000);
-    assert.equal(clock.pendingTimers, 2); // that idle timer and the max-age timer
+    assert.equal(clock.pendingTimers, 1); // that idle timer (no max-age timer: max age never comes first here)
     clock.advance(500); // t=1000: the old timer fires, finds 500 ms left, re-arms
     assert.deepEqual(evicted, []);
     assert.equal(conn.idleTimerAt, 1500);
@@ -91,8 +91,24 @@ describe('Evictor: lazy idle and max-age timers', () => {
     assert.deepEqual(b.evicted, []);
   });
 
+  it('the max-age timer is armed only for an idle period that max age ends first', () => {
+    const { clock, conn, evicted, idle, lease } = setup(1000, 2500);
+    idle(); // deadline 1000 < max age 2500: the idle timer alone
+    assert.equal(clock.pendingTimers, 1);
+    assert.equal(conn.maxAgeTimer, undefined);
+    clock.advance(900);
+    lease();
+    clock.advance(700);
+    idle(); // t=1600: deadline 2600 > max age 2500: max age comes first, its timer is armed
+    assert.notEqual(conn.maxAgeTimer, undefined);
+    clock.advance(899);
+    assert.deepEqual(evicted, []);
+    clock.advance(1);
+    assert.deepEqual(evicted, [[2500, 'max_age']]);
+  });
+
   it('clear (destroy) clears every timer', () => {
-    const { clock, ev, conn, idle } = setup(1000, 5000);
+    const { clock, ev, conn, idle } = setup(1000, 500);
     idle();
     assert.equal(clock.pendingTimers, 2);
     ev.clear(conn);

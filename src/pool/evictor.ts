@@ -5,7 +5,8 @@
  * and each re-checks the state when it fires: an idle connection whose idle period is over is retired, one
  * still inside it re-arms for what remains, a leased one drops the timer (the next release arms it again).
  * What is observable: eviction at idleSince + idle timeout, or at maxAgeAt while idle (release retires a
- * leased connection past its max age). `clear` (on destroy) clears both.
+ * leased connection past its max age); the max-age timer is armed only for an idle period that max age ends
+ * first. `clear` (on destroy) clears both.
  */
 import type { CloseReason } from '../errors.js';
 import type { Clock } from '../util/clock.js';
@@ -21,11 +22,14 @@ export class Evictor {
 
   /** The connection just went idle at `now`. */
   arm(conn: UpstreamConn, now: number): void {
-    conn.maxAgeTimer ??= this.clock.setTimeout(() => this.onMaxAge(conn), Math.max(0, conn.maxAgeAt - now));
     // The lower of the configured idle timeout and the upstream's Keep-Alive hint (already minus a margin):
     // we retire the socket before the upstream closes it, so a request never races the upstream's FIN.
     const idleMs = Math.min(this.idleTimeoutMs ?? Infinity, conn.idleTimeoutHintMs ?? Infinity);
     conn.idleDeadline = now + idleMs;
+    // A max-age timer only when max age comes first in this idle period: otherwise the idle timer retires the
+    // connection before it, and the next release decides again. Most idle HTTP connections then hold one
+    // timer, not two (a Timeout, its wrapper and closure, often its own timer list: ~0.25 KiB each).
+    if (conn.maxAgeAt < conn.idleDeadline) conn.maxAgeTimer ??= this.clock.setTimeout(() => this.onMaxAge(conn), Math.max(0, conn.maxAgeAt - now));
     // A timer already armed to fire before the new deadline is kept (it re-arms for the rest when it fires).
     if (idleMs !== Infinity && conn.idleDeadline < conn.idleTimerAt) {
       conn.idleTimer?.clear();

@@ -17,7 +17,8 @@ export class H1Driver {
 
   constructor(
     private readonly socket: Socket,
-    private readonly origin: string,
+    /** The route's origin, one URL object shared by all its connections (undici keeps it as given). */
+    private readonly origin: URL,
     /** undici's keep-alive timer is only a backstop far beyond ours (ours retires first). */
     private readonly backstopMs: number,
   ) {}
@@ -101,5 +102,7 @@ export class H1Driver {
  * by the composition root (only for http routes), so a tcp-only sidecar never loads undici.
  */
 export function h1DriverFactory(origin: string): (socket: Socket, backstopMs: number) => H1Driver {
-  return (socket, backstopMs) => new H1Driver(socket, origin, backstopMs);
+  // Parsed once: given a string, undici's Client would parse its own URL per connection (~0.3 KiB each, idle).
+  const url = new URL(origin);
+  return (socket, backstopMs) => new H1Driver(socket, url, backstopMs);
 }

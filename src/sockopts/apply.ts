@@ -21,7 +21,11 @@ import {
   TCP_USER_TIMEOUT, getIntSockopt, socketFd,
 } from './native.js';
 
-// Required, not imported (CommonJS; an ESM import makes Node scan its source for named exports).
+import { requireFfiRs } from './ffi-rs.js';
+
+// Required, not imported (CommonJS; an ESM import makes Node scan its source for named exports). ffi-rs first,
+// through our loader, so net-keepalive's require('ffi-rs') gets that cached copy (see ffi-rs.ts).
+requireFfiRs();
 const netKeepalive = createRequire(import.meta.url)('net-keepalive') as typeof import('net-keepalive');
 
 /** Bounded set of option names, used as the `option` metric label. */

@@ -9,8 +9,7 @@
  * as a Buffer (createExternalBuffer); the calls are synchronous, so one pair serves every call.
  */
 import type { Socket } from 'node:net';
-import { createRequire } from 'node:module';
-import type * as FfiRs from 'ffi-rs';
+import { requireFfiRs } from './ffi-rs.js';
 
 // Constants from <sys/socket.h>, <netinet/tcp.h> (Linux).
 export const SOL_SOCKET = 1;
@@ -40,7 +39,7 @@ let binding: Binding | undefined;
 function bind(): Binding {
   if (binding !== undefined) return binding;
   // ffi-rs is a CommonJS package: required, not imported (no ESM named-export scan of its source).
-  const ffi = createRequire(import.meta.url)('ffi-rs') as typeof FfiRs;
+  const ffi = requireFfiRs();
   const { DataType } = ffi;
   // path '' is dlopen(NULL): the process's own symbols, libc included (net-keepalive opens it the same way).
   ffi.open({ library: 'keepalive_sidecar_libc', path: '' });

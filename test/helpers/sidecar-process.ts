@@ -6,6 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const BIN = new URL('../../src/cli/bin.js', import.meta.url).pathname;
+/** The bundled CLI (scripts/bundle.mjs): what `npm start`, the package's bin and the image run. */
+export const BUNDLE_BIN = new URL('../../bundle/bin.js', import.meta.url).pathname;
 
 /** The CLI as a child process, its stdout JSON log lines parsed (other stdout lines, e.g. print-config, skipped). */
 export interface CliProcess {
@@ -23,9 +25,12 @@ export interface SidecarProcess extends CliProcess {
   routePort(): Promise<number>;
 }
 
-/** Runs `keepalive-sidecar ARGS` with only PATH plus `env`; `wrap` runs it under another command (e.g. prlimit). */
-export function spawnCli(args: readonly string[], env: Record<string, string> = {}, wrap: readonly string[] = []): CliProcess {
-  const argv = [...wrap, process.execPath, BIN, ...args];
+/**
+ * Runs `keepalive-sidecar ARGS` with only PATH plus `env`; `wrap` runs it under another command (e.g. prlimit);
+ * `bin` is the compiled CLI (dist/src) unless given (BUNDLE_BIN).
+ */
+export function spawnCli(args: readonly string[], env: Record<string, string> = {}, wrap: readonly string[] = [], bin: string = BIN): CliProcess {
+  const argv = [...wrap, process.execPath, bin, ...args];
   const child = spawn(argv[0]!, argv.slice(1), { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const lines: Array<Record<string, unknown>> = [];
   const waiters: Array<{ pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }> = [];

@@ -228,11 +228,12 @@ describe('image layout: the runtime stage replayed into a temporary root', () =>
     };
   }
 
-  it('holds production dependencies only, dist/src and config/', () => {
+  it('holds production dependencies only, the bundled CLI (dist/bundle) and config/', () => {
     const modules = join(root, 'app/node_modules');
     for (const dep of Object.keys(PKG.dependencies)) assert.ok(existsSync(join(modules, dep)), `dependency ${dep}`);
     for (const dev of Object.keys(PKG.devDependencies)) assert.ok(!existsSync(join(modules, dev)), `no dev dependency ${dev}`);
-    assert.ok(existsSync(join(root, 'app/dist/src/cli/bin.js')));
+    assert.ok(existsSync(join(root, 'app/dist/bundle/bin.js')));
+    assert.ok(!existsSync(join(root, 'app/dist/src')), 'the bundle, not the unbundled modules');
     assert.ok(existsSync(join(root, 'app/config/example.yaml')));
     assert.ok(!existsSync(join(root, 'app/dist/test')), 'no tests in the image');
     assert.deepEqual(image.argv, ['keepalive-sidecar', 'run']);
