@@ -18,6 +18,7 @@ import http2 from 'node:http2';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Proc } from './proc.js';
+import { sidecarBin } from './peers.js';
 import { cpuBetween, cpuSnapshot, freePort, rssKiB, sidecarNodeArgs, sleep, spawnProc, waitForPort } from './proc.js';
 import type { Spread } from './stats.js';
 import { fmt, fmtSpread, spread } from './stats.js';
@@ -134,7 +135,7 @@ async function startNghttpx(upPort: number, cpu: string | undefined, dir: string
 }
 
 async function startSidecarH2(upPort: number, cpu: string | undefined, dir: string, sidecarDir: string, name: 'sidecar-h2' | 'sidecar-h2-base' = 'sidecar-h2'): Promise<H2Target> {
-  const bin = join(sidecarDir, 'dist', 'src', 'cli', 'bin.js');
+  const bin = sidecarBin(sidecarDir);
   if (!existsSync(bin)) throw new Error(`sidecar not built: ${bin} is missing (run npm run build in ${sidecarDir})`);
   const cfg = join(dir, `${name}-${upPort}.json`);
   const config = {

@@ -81,7 +81,7 @@ export const READ_TIMEOUT_S = 30;
 export interface StartContext {
   readonly dir: string;
   readonly proxyCpu: string | undefined;
-  /** Checkout whose dist/src/cli/bin.js is the sidecar under test. */
+  /** Checkout whose built CLI (see sidecarBin) is the sidecar under test. */
   readonly sidecarDir: string;
 }
 
@@ -258,8 +258,14 @@ export interface SidecarExtra {
   readonly nodeArgs?: readonly string[];
 }
 
+/** The CLI as shipped (the esbuild bundle), or the tsc output of a checkout that predates the bundle. */
+export function sidecarBin(dir: string): string {
+  const bundle = join(dir, 'dist', 'bundle', 'bin.js');
+  return existsSync(bundle) ? bundle : join(dir, 'dist', 'src', 'cli', 'bin.js');
+}
+
 export async function startSidecar(name: 'sidecar-http' | 'sidecar-tcp', ports: TargetPorts, ctx: StartContext, extra: SidecarExtra = {}): Promise<Target> {
-  const bin = join(ctx.sidecarDir, 'dist', 'src', 'cli', 'bin.js');
+  const bin = sidecarBin(ctx.sidecarDir);
   if (!existsSync(bin)) throw new Error(`sidecar not built: ${bin} is missing (run npm run build in ${ctx.sidecarDir})`);
   const routes: Array<Record<string, unknown>> = [];
   const maxConnections = extra.maxConnections ?? 20000;
