@@ -8,8 +8,9 @@
 # costs CPU on every request (bench/results/2026-12-02-gc: 4 MiB, the old limit/64 at 256 Mi, cost +15-20 %
 # CPU per HTTP request against 16 MiB, for ~10-20 MiB less RSS under load). Idle RSS does not change: V8 starts
 # the young generation at 1 MiB and grows it under load only (no --min-semi-space-size: +7 MiB idle).
-# Without a limit, --max-semi-space-size=16 still (what bin.js's shebang and `npm start` use too: Node
-# versions differ in their default). Each flag is left out when NODE_OPTIONS sets it already.
+# Without a limit, --max-semi-space-size=16 still (Node versions differ in their default; on the dev box's
+# Node 20, 16 MiB is V8's own default, so `npm start` and bin.js's shebang set nothing). Each flag is left
+# out when NODE_OPTIONS sets it already.
 set -eu
 app=$(dirname "$(readlink -f "$0")")/..
 limit=

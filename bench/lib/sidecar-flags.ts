@@ -1,6 +1,7 @@
 /**
- * The node flags every bench run of the sidecar gets: the ones production uses (image/entrypoint.sh from a
- * 256 Mi limit up, bin.js's shebang, `npm start`). A 16 MiB semi-space cap; Node versions differ in their
- * default (Node 20 on this box: 16 MiB, grown to under load from 1 MiB).
+ * The node flags every bench run of the sidecar gets: the ones `npm start` and bin.js use on this box (none).
+ * The image's entrypoint sets `--max-semi-space-size=16` (its Node version and cgroup limit differ); on Node 20
+ * 16 MiB is V8's own default, and the explicit flag costs ~0.6 MiB of idle RSS here (2026-12-02), so `npm start`
+ * and the shebang leave it out. A/B another value with BENCH_SIDECAR_NODE_ARGS.
  */
-export const SIDECAR_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=16'];
+export const SIDECAR_NODE_FLAGS: readonly string[] = [];

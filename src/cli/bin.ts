@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=16
+#!/usr/bin/env node
 import { cliMain } from './main.js';
 
 const code = await cliMain(process.argv.slice(2), {
