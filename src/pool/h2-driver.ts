@@ -214,6 +214,10 @@ export class H2Driver {
   private stallTickBytes = -1;
   private stallCheckedBytes = -1;
   private isStallCheckOutstanding = false;
+  /** socket.bytesWritten when the stall verdict (or an unwritten PING) ended this session (before our GOAWAY). */
+  private stalledWrittenAt: number | undefined;
+  /** socket.bytesWritten when each open stream was submitted (isNeverWritten). */
+  private readonly writtenAtOpen = new WeakMap<ClientHttp2Stream, number>();
   /** Idle since (no stream open), for the pool's idle timer. */
   idleSince: number;
 
@@ -332,6 +336,8 @@ export class H2Driver {
   /** Opens one stream (throws what session.request throws). The caller listens for its 'close' first thing. */
   request(headers: OutgoingHttpHeaders, isBodyless: boolean): ClientHttp2Stream {
     const stream = requestStream(this.session, headers, isBodyless);
+    // node:http2 writes the HEADERS later (its write is scheduled, never done inside request()).
+    this.writtenAtOpen.set(stream, this.socket.bytesWritten);
     if (this.openStreams++ === 0) {
       this.armPeriodic();
       // Silence counts from the first stream on (not from the first tick).
@@ -342,6 +348,16 @@ export class H2Driver {
     stream.on('close', this.onStreamClose);
     if (this.capacity <= 0) this.hooks.sessionChanged(this);
     return stream;
+  }
+
+  /**
+   * The session was ended by the stall verdict and not one byte had gone to the socket between `stream`'s
+   * submission and the verdict: its HEADERS never left (nghttp2 had already ended the session silently), so the upstream
+   * provably never saw it (replayed once, any method).
+   */
+  isNeverWritten(stream: ClientHttp2Stream): boolean {
+    const at = this.writtenAtOpen.get(stream);
+    return at !== undefined && this.stalledWrittenAt === at;
   }
 
   private readonly onStreamClose = (): void => {
@@ -552,6 +568,8 @@ export class H2Driver {
   private stalled(): void {
     const err = new SidecarError('SIDECAR_ERR_H2_STALLED', 'node:http2 stopped writing to the upstream session: nghttp2 ended it on a connection error it did not report (a frame it could not accept)');
     const decided = this.conn.decideReason({ kind: 'local', reason: 'protocol_error', err });
+    // Before destroy(): its GOAWAY (and whatever nghttp2 flushes with it) moves bytesWritten.
+    if (decided === 'protocol_error') this.stalledWrittenAt = this.socket.bytesWritten;
     this.destroy(decided);
     this.hooks.sessionChanged(this);
   }

@@ -429,7 +429,8 @@ class H2Exchange implements H2Requester {
     const driver = this.driver;
     const conn = driver?.conn;
     const lastId = driver?.goawayLastStreamId;
-    const isNeverProcessed = up.rstCode === NGHTTP2_REFUSED_STREAM || up.id === undefined || (lastId !== undefined && up.id > lastId);
+    const isNeverProcessed =
+      up.rstCode === NGHTTP2_REFUSED_STREAM || up.id === undefined || (lastId !== undefined && up.id > lastId) || driver?.isNeverWritten(up) === true;
     // The stream can close before its dead session reports: the session's error (on the stream) decides then.
     const reason = driver !== undefined && driver.session.destroyed && conn?.closeReason === undefined ? driver.sessionFailed(this.upErr) : conn?.closeReason;
     this.upErr = undefined;

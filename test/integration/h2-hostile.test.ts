@@ -491,6 +491,32 @@ describe('h2 route under hostile peers (real CLI)', { timeout: 120_000 }, () => 
       await sc3.stop();
     });
 
+    await t.test('stream placed on a session nghttp2 already ended (default pingIdleMs): never written, replayed (any method)', async () => {
+      const zombie = await rawUpstream(t, 'garbageafter');
+      const sc4 = await startH2Sidecar(t, [h2Route(up.port, {}, {}, 'good'), h2Route(zombie.port, {}, {}, 'zombie')]);
+      await underAttack(sc4, async () => {
+        const port = sc4.ports.get('zombie')!;
+        assert.equal((await oneEvil(port)).status, 200);
+        // The garbage arrives 20 ms after each 200: the session read recently, so it still looks usable and
+        // P2C prefers it (0 streams open); the next stream is submitted but its HEADERS are never written. The
+        // stall verdict fails the session 0.5-1 s later; bytesWritten unmoved since the stream opened = it
+        // provably never reached the upstream: replayed on a fresh session, POST and non-allow-listed gRPC alike.
+        for (const grpc of [false, true]) {
+          await new Promise((res) => setTimeout(res, 100));
+          const r = await oneEvil(port, '/ok', grpc);
+          assert.equal(r.status, 200, `grpc ${grpc}: status ${r.status} ${String(r.headers['x-sidecar-error'])}`);
+          assert.equal(r.headers['grpc-status'], undefined, `grpc ${grpc}: grpc-status ${String(r.headers['grpc-status'])} ${String(r.headers['grpc-message'])}`);
+          assert.ok(r.ms < 2500, `grpc ${grpc}: answered after ${r.ms.toFixed(0)} ms`);
+        }
+        assert.equal(zombie.connections(), 3, 'one fresh session per replay');
+        const closed = (): number => sc4.logs('upstream connection closed').filter((l) => l.route === 'zombie' && l.reason === 'protocol_error').length;
+        // The second session's close is logged as its replay is answered: bounded poll for the line.
+        for (let i = 0; i < 40 && closed() < 2; i++) await new Promise((res) => setTimeout(res, 50));
+        assert.equal(closed(), 2, 'both used sessions failed protocol_error by the stall verdict');
+      });
+      await sc4.stop();
+    });
+
     await t.test('upstream sends a huge trailers block: that stream fails, bounded', () =>
       underAttack(sc, async () => {
         const r = await oneEvil(sc.ports.get('good')!, '/trailers');
