@@ -464,6 +464,14 @@ export class H2Driver {
       probe.timer = this.clock.setTimeout(() => this.onPingTimeout(probe), this.config.pingTimeoutMs);
       return;
     }
+    if (probe.isSent && writeQueueSize(this.socket) > 0 && !this.socket.destroyed && this.isPeerAcking()) {
+      // The PING is still queued behind DATA (bytes the kernel has not taken) while TCP_INFO shows the peer
+      // alive: it ACKs what we send (or holds a zero window, i.e. is not reading). Not a silent peer: the ACK
+      // gets another pingTimeoutMs. A peer that dies meanwhile stops ACKing (the next timeout ends it), or
+      // TCP_USER_TIMEOUT ends the zero-window case.
+      probe.timer = this.clock.setTimeout(() => this.onPingTimeout(probe), this.config.pingTimeoutMs);
+      return;
+    }
     this.probe = undefined;
     if (probe.isSent && this.socket.bytesWritten === probe.writtenAt && writeQueueSize(this.socket) === 0 && !this.socket.destroyed) {
       // The PING never left: not a silent peer, node:http2 stopped writing (see H2_STALL_CHECK_MS).
@@ -473,6 +481,12 @@ export class H2Driver {
     const decided = this.conn.decideReason({ kind: 'local', reason: 'ping_timeout' });
     this.hooks.pingTimedOut(this);
     this.destroy(decided);
+  }
+
+  /** TCP_INFO: an ACK arrived within pingTimeoutMs, or the peer advertises a zero window (alive, not reading). */
+  private isPeerAcking(): boolean {
+    const info = readTcpInfo(this.socket);
+    return info !== undefined && info.state === 'established' && (info.sndWnd === 0 || info.lastAckRecvMs < this.config.pingTimeoutMs);
   }
 
   private clearSuspect(): void {
