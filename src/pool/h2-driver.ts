@@ -113,9 +113,11 @@ export function isH2Stalled(session: Http2Session, socket: Socket, writtenAt: nu
  * values follow node's defaults where Envoy and nghttpx agree with them, else theirs. Past a session limit
  * the session is destroyed (ERR_HTTP2_TOO_MANY_INVALID_FRAMES, ...: protocol_error), past a stream limit the
  * stream is reset (ENHANCE_YOUR_CALM).
- * - maxSessionInvalidFrames 100 (node: 1000): invalid frames (malformed heads, empty DATA without
- *   END_STREAM: CVE-2019-9518) per session; Envoy ends a session after 1 consecutive empty frame and on any
- *   malformed message (stream_error_on_invalid_http_messaging: false).
+ * - maxSessionInvalidFrames: invalid frames (malformed heads, empty DATA without END_STREAM: CVE-2019-9518)
+ *   per session, counted over its whole life. From the app 100 (node: 1000; Envoy ends a session after 1
+ *   consecutive empty frame and on any malformed message, stream_error_on_invalid_http_messaging: false). From
+ *   the upstream node's 1000: each malformed response head counts one, so a long-lived session to a buggy
+ *   endpoint would otherwise be killed (its healthy streams with it) at the 101st; a flood is still cut.
  * - maxSessionRejectedStreams 100 (node's): streams opened past our SETTINGS_MAX_CONCURRENT_STREAMS.
  * - maxSettings 32 (node's and nghttp2's): entries per SETTINGS frame; maxOutstandingSettings 10: our SETTINGS
  *   unacknowledged (the stall check keeps one); maxOutstandingPings 10: ours unacknowledged (we keep one).
@@ -126,7 +128,8 @@ export function isH2Stalled(session: Http2Session, socket: Socket, writtenAt: nu
  * max_outbound_control_frames), the rapid-reset rate limit, the CONTINUATION frame cap.
  */
 export const H2_LIMITS = Object.freeze({
-  maxSessionInvalidFrames: 100,
+  maxSessionInvalidFramesDownstream: 100,
+  maxSessionInvalidFramesUpstream: 1000,
   maxSessionRejectedStreams: 100,
   maxSettings: 32,
   maxOutstandingSettings: 10,
@@ -235,10 +238,10 @@ export class H2Driver {
     this.bytesSeen = socket.bytesRead;
     // Some of node:http2's options are missing from @types/node's ClientSessionOptions (they apply to both
     // session types in core.js: setupHandle and updateOptionsBuffer): passed as a variable, not a literal.
-    const options: http2.ClientSessionOptions & Partial<typeof H2_LIMITS> = {
+    const options: http2.ClientSessionOptions & Partial<typeof H2_LIMITS> & { maxSessionInvalidFrames?: number } = {
       createConnection: () => socket,
       maxSessionMemory: config.maxSessionMemoryMiB,
-      maxSessionInvalidFrames: H2_LIMITS.maxSessionInvalidFrames,
+      maxSessionInvalidFrames: H2_LIMITS.maxSessionInvalidFramesUpstream,
       maxSessionRejectedStreams: H2_LIMITS.maxSessionRejectedStreams,
       maxSettings: H2_LIMITS.maxSettings,
       maxOutstandingSettings: H2_LIMITS.maxOutstandingSettings,
@@ -252,6 +255,14 @@ export class H2Driver {
     this.session = http2.connect(origin, options);
     const session = this.session;
     session.on('error', (err: unknown) => this.onSessionError(err));
+    // node:http2 destroys the session with its own error (ERR_HTTP2_TOO_MANY_INVALID_FRAMES, ...) but emits
+    // it only after the streams' errors and the socket's close: a stream's ERR_HTTP2_STREAM_ERROR would
+    // decide (and be logged) first. Seen here synchronously, the session's error decides.
+    const nodeDestroy = session.destroy;
+    session.destroy = (err?: Error | number, code?: number): void => {
+      if (err instanceof Error && !(err instanceof H2SessionError)) this.sessionFailed(err);
+      nodeDestroy.call(session, err as Error, code);
+    };
     session.on('remoteSettings', (settings) => {
       this.remoteMax = settings.maxConcurrentStreams ?? Infinity;
       hooks.sessionChanged(this);

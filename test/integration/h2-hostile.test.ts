@@ -153,7 +153,7 @@ async function goodUpstream(): Promise<Awaited<ReturnType<typeof h2Upstream>>> {
   });
 }
 
-type Mode = 'garbage' | 'truncated' | 'badheaders' | 'badodd' | 'rst' | 'goaway' | 'overlength' | 'pingflood' | 'emptydata' | 'garbageafter';
+type Mode = 'garbage' | 'truncated' | 'badheaders' | 'badodd' | 'badafterlong' | 'rst' | 'goaway' | 'overlength' | 'pingflood' | 'emptydata' | 'garbageafter';
 
 /** An upper-case field name (RFC 9113 §8.2.1: malformed), :status 200 (static index 8), END_STREAM. */
 const BAD_HEADERS = Buffer.concat([Buffer.from([0x88]), Buffer.from([0x00, 8]), Buffer.from('Bad-Name'), Buffer.from([1]), Buffer.from('x')]);
@@ -167,7 +167,7 @@ async function rawUpstream(t: TestContext, initial: Mode = 'garbage'): Promise<{
   let connections = 0;
   const socks = new Set<net.Socket>();
   const server = net.createServer((s) => {
-    connections++;
+    const connNo = ++connections;
     let headersSeen = 0;
     socks.add(s);
     s.on('error', () => {});
@@ -208,15 +208,20 @@ async function rawUpstream(t: TestContext, initial: Mode = 'garbage'): Promise<{
             // The 1st, 3rd... stream of each connection gets the malformed head, the others a good 200.
             s.write(frame(T.HEADERS, 0x5, id, headersSeen % 2 === 1 ? BAD_HEADERS : Buffer.from([0x88])));
             break;
+          case 'badafterlong':
+            // The first stream of the first connection gets a 200 head and stays open (a long healthy stream),
+            // every other one the malformed head.
+            s.write(connNo === 1 && headersSeen === 1 ? frame(T.HEADERS, 0x4, id, Buffer.from([0x88])) : frame(T.HEADERS, 0x5, id, BAD_HEADERS));
+            break;
           case 'garbageafter':
             // A good 200, then (the stream closed, the session idle) an oversized frame header: no FIN.
             s.write(frame(T.HEADERS, 0x5, id, Buffer.from([0x88])));
             setTimeout(() => s.write(Buffer.from('\x00\xff\xffgarbage garbage garbage garbage')), 20);
             break;
           case 'emptydata':
-            // A 200 head, then 300 empty DATA frames without END_STREAM (CVE-2019-9518), each an invalid frame
-            // to node:http2: past maxSessionInvalidFrames (100; node's default 1000 would let them all in).
-            s.write(Buffer.concat([frame(T.HEADERS, 0x4, id, Buffer.from([0x88])), ...Array.from({ length: 300 }, () => frame(T.DATA, 0, id))]));
+            // A 200 head, then 1100 empty DATA frames without END_STREAM (CVE-2019-9518, 9.9 KB), each an invalid
+            // frame to node:http2: past the upstream side's maxSessionInvalidFrames (1000).
+            s.write(Buffer.concat([frame(T.HEADERS, 0x4, id, Buffer.from([0x88])), ...Array.from({ length: 1100 }, () => frame(T.DATA, 0, id))]));
             break;
           case 'rst':
             for (let k = 0; k < 100; k++) s.write(frame(T.RST, 0, id, u32(2)));
@@ -468,6 +473,37 @@ describe('h2 route under hostile peers (real CLI)', { timeout: 120_000 }, () => 
         assert.equal(odd.connections(), 1, 'one upstream session for all four');
       });
       await sc2.stop();
+    });
+
+    await t.test('malformed response heads on a long-lived session: each 502, the healthy stream beside them kept past 100 (maxSessionInvalidFrames 1000 upstream)', async () => {
+      const buggy = await rawUpstream(t, 'badafterlong');
+      const sc5 = await startH2Sidecar(t, [h2Route(up.port, {}, {}, 'good'), h2Route(buggy.port, {}, {}, 'buggy')]);
+      await underAttack(sc5, async () => {
+        const c = http2.connect(`http://127.0.0.1:${sc5.ports.get('buggy')!}`);
+        c.on('error', () => {});
+        const long = c.request({ ':path': '/long' });
+        long.on('error', () => {});
+        await once(long, 'response');
+        long.resume();
+        let longClosedAfter: number | undefined;
+        let n = 0;
+        long.on('close', () => (longClosedAfter = n));
+        // Until the session's invalid-frame limit (1000) ends it, bounded at 1010 sequential streams.
+        let bad = 0;
+        for (; n < 1010 && longClosedAfter === undefined; n++) {
+          const r = await Promise.race([h2Request(c, { ':path': '/bad' }), new Promise<undefined>((res) => setTimeout(() => res(undefined), 5000))]);
+          assert.ok(r !== undefined, `stream ${n} answered within 5 s`);
+          if (r.status === 502) bad++;
+        }
+        c.destroy();
+        assert.ok(longClosedAfter !== undefined && longClosedAfter >= 990, `the healthy stream lived past ${String(longClosedAfter)} malformed heads (the old limit killed it at 101)`);
+        assert.ok(bad >= 990, `malformed heads answered 502: ${bad}`);
+        assert.equal(buggy.connections(), 2, 'one session until the limit, then a fresh one');
+        const first = await sc5.p.waitLine((l) => l.route === 'buggy' && l.msg === 'upstream connection closed');
+        assert.equal(first.reason, 'protocol_error');
+        assert.match(JSON.stringify(first.err), /ERR_HTTP2_TOO_MANY_INVALID_FRAMES/, "the session's own error is logged, not a stream's");
+      });
+      await sc5.stop();
     });
 
     await t.test('session ended by nghttp2 while idle: the ping-before-use PING never leaves, protocol_error (not ping_timeout), the stream replayed', async () => {
