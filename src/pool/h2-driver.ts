@@ -95,7 +95,7 @@ const H2_SETTINGS_ACK_BYTES = 9;
 export const H2_STALL_VERDICT_MS = 50;
 
 /** libuv's write queue of a socket (node:http2 writes to it from C++: JS's writableLength stays 0). */
-function writeQueueSize(socket: Socket): number {
+export function writeQueueSize(socket: Socket): number {
   return (socket as unknown as { _handle?: { writeQueueSize?: number } | null })._handle?.writeQueueSize ?? 0;
 }
 

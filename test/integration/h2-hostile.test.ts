@@ -136,6 +136,16 @@ async function goodUpstream(): Promise<Awaited<ReturnType<typeof h2Upstream>>> {
       pump();
       return;
     }
+    if (path === '/hints') {
+      // 500 ms in: 8 x 103 Early Hints, then the page.
+      setTimeout(() => {
+        if (s.destroyed) return;
+        for (let i = 0; i < 8; i++) s.additionalHeaders({ ':status': 103, link: `</s${i}.css>; rel=preload; as=style` });
+        s.respond({ ':status': 200 });
+        s.end('page');
+      }, 500);
+      return;
+    }
     if (path === '/trailers') {
       s.respond({ ':status': 200 }, { waitForTrailers: true });
       s.on('wantTrailers', () => {
@@ -552,6 +562,40 @@ describe('h2 route under hostile peers (real CLI)', { timeout: 120_000 }, () => 
       });
       await sc4.stop();
     });
+
+    await t.test('103 Early Hints toward an app that does not read are dropped while its connection is backlogged', () =>
+      underAttack(sc, async () => {
+        // A raw app with windows wide open asks for /big (the upstream writes until back-pressured) and /hints,
+        // then does not read its socket for 1.5 s: the sidecar's write queue toward it fills.
+        const s = net.connect(sc.ports.get('good')!, '127.0.0.1');
+        s.on('error', () => {});
+        await once(s, 'connect');
+        const wide = Buffer.concat([Buffer.from([0, 4]), u32(0x7fffffff)]);
+        s.write(Buffer.concat([PREFACE, frame(T.SETTINGS, 0, 0, wide), frame(T.WINDOW_UPDATE, 0, 0, u32(0x7fffffff - 65535)), frame(T.HEADERS, 0x5, 1, getBlock('/big')), frame(T.HEADERS, 0x5, 3, getBlock('/hints'))]));
+        await new Promise((res) => setTimeout(res, 1500));
+        let buf: Buffer = Buffer.alloc(0);
+        let headers3 = 0;
+        const done = new Promise<void>((resolve) => {
+          s.on('data', (d: Buffer) => {
+            buf = buf.length === 0 ? d : Buffer.concat([buf, d]);
+            while (buf.length >= 9) {
+              const len = buf.readUIntBE(0, 3);
+              if (buf.length < 9 + len) break;
+              const type = buf[3]!;
+              const flags = buf[4]!;
+              const id = buf.readUInt32BE(5) & 0x7fffffff;
+              buf = buf.subarray(9 + len);
+              if (id === 3 && type === T.HEADERS) headers3++;
+              if (id === 3 && (flags & 1) !== 0) resolve();
+            }
+          });
+          s.once('close', () => resolve());
+        });
+        assert.ok(await within(done, 10_000), 'the page ended within 10 s of reading again');
+        s.destroy();
+        // The 200's HEADERS only: the 8 hints met a backlogged connection (before, all 8 were queued).
+        assert.equal(headers3, 1, `HEADERS frames on the page's stream: ${headers3}`);
+      }));
 
     await t.test('upstream sends a huge trailers block: that stream fails, bounded', () =>
       underAttack(sc, async () => {
