@@ -447,7 +447,17 @@ export class H2Driver {
       // Session already closing: its close reports why; the timer settles the held streams.
     }
     probe.isSent = isSent;
-    if (isSent) this.hooks.pingSent(this, kind);
+    if (isSent) {
+      this.hooks.pingSent(this, kind);
+      return;
+    }
+    // Not submitted: a closing session (our drain, or node:http2's own close after a GOAWAY) returns
+    // undefined and cancels the PING. Its timeout would be a false ping_timeout (and eject a live endpoint)
+    // for the long streams a draining session still carries: no probe; their liveness is TCP's (UT,
+    // keepalive), and streams held for it go elsewhere.
+    probe.timer.clear();
+    this.probe = undefined;
+    if (this.held.length > 0) this.requeueHeld(this.conn.decideReason({ kind: 'local', reason: this.session.destroyed ? 'other' : 'goaway' }));
   }
 
   private onPingAck(probe: Probe): void {

@@ -197,6 +197,31 @@ describe('h2 route: plain HTTP/2', () => {
     assert.equal(line?.debug, 'too_many_pings');
   });
 
+  it('a draining session (GOAWAY NO_ERROR) with a silent long stream: no false ping_timeout, the stream completes', async (t) => {
+    const up = await h2Upstream((s, _h, session) => {
+      s.resume();
+      s.respond({ ':status': 200 });
+      s.write('a');
+      // grpc-go's MaxConnectionAge: GOAWAY(NO_ERROR) keeping this stream; then 3.5 s of silence (past the
+      // periodic PING's 2 s + its 0.5 s timeout), then the rest.
+      session.goaway(http2.constants.NGHTTP2_NO_ERROR, s.id ?? 1);
+      setTimeout(() => {
+        if (!s.destroyed) s.end('b');
+      }, 3500);
+    });
+    const sc = await startTestSidecar({ routes: [h2Route(up.port, { h2: { pingIntervalMs: 2000, pingTimeoutMs: 500 } })] });
+    const c = connect(sc.port());
+    t.after(async () => {
+      c.close();
+      await sc.stop();
+      await up.close();
+    });
+    const r = await h2Request(c, { ':path': '/watch' });
+    assert.equal(r.status, 200);
+    assert.equal(r.body.toString(), 'ab', `rst ${r.rstCode}`);
+    assert.equal(await metricValue(sc, 'keepalive_sidecar_upstream_connections_closed_total', { route: 'g1', reason: 'ping_timeout' }), 0);
+  });
+
   it('the too_many_pings back-off is capped at 2 h, whatever a hostile upstream sends (no timer past 2^31-1 ms)', async (t) => {
     const up = await h2Upstream((s) => {
       s.resume();
