@@ -35,7 +35,7 @@ function socket(over: Partial<ConnectionView> = {}): ConnectionView {
   return {
     route: 'pg', id: 7, state: 'active', stateForMs: 10, local: '127.0.0.1:40000', remote: '127.0.0.1:5432', ageMs: 1500, idleMs: 200,
     bytesRead: 10, bytesWritten: 20, configured: so, sockopts: so, isSockoptsAsConfigured: true,
-    tcpInfo: { state: 'established', retransmits: 0, probes: 0, backoff: 0, rtoUs: 204000, unacked: 0, lost: 0, lastDataSentMs: 200, lastDataRecvMs: 200, lastAckRecvMs: 200, rttUs: 45, rttvarUs: 20, totalRetrans: 0 },
+    tcpInfo: { state: 'established', retransmits: 0, probes: 0, backoff: 0, rtoUs: 204000, unacked: 0, lost: 0, lastDataSentMs: 200, lastDataRecvMs: 200, lastAckRecvMs: 200, rttUs: 45, rttvarUs: 20, totalRetrans: 0, sndWnd: 65535 },
     timers: { maxAgeInMs: 290_000, deadIfSilentWithinMs: 4800 },
     ...over,
   };

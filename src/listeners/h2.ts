@@ -81,7 +81,7 @@ export class H2Listener extends EventEmitter<H2ListenerEvents> implements H2Exch
       maxSessionMemory: route.h2.maxSessionMemoryMiB,
       // Flood limits explicit (H2_LIMITS). unknownProtocolTimeout only acts on TLS sockets whose ALPN is not
       // h2 (none here: h2c); set so a later TLS listener does not inherit a silent default.
-      maxSessionInvalidFrames: H2_LIMITS.maxSessionInvalidFrames,
+      maxSessionInvalidFrames: H2_LIMITS.maxSessionInvalidFramesDownstream,
       maxSessionRejectedStreams: H2_LIMITS.maxSessionRejectedStreams,
       maxSettings: H2_LIMITS.maxSettings,
       maxOutstandingSettings: H2_LIMITS.maxOutstandingSettings,

@@ -13,6 +13,11 @@ describe('hasNoAckEvidence', () => {
   it('segments lost in the network (unacked, retransmitting, no ACK since the write) is dead', () => {
     assert.equal(hasNoAckEvidence({ ...healthy, unacked: 1, retransmits: 1, backoff: 1, lastAckRecvMs: 5000 }, 300), true);
   });
+  it('zero-window probing (a live peer that is not reading: snd_wnd 0) is never dead-peer evidence', () => {
+    assert.equal(hasNoAckEvidence({ ...healthy, probes: 1, backoff: 3, lastAckRecvMs: 1600, sndWnd: 0 }, 350), false);
+    assert.equal(hasNoAckEvidence({ ...healthy, probes: 1, backoff: 3, lastAckRecvMs: 1600, sndWnd: 65535 }, 350), true);
+  });
+
   it('unsendable data (output drop: probes/backoff, unacked 0) is dead', () => {
     assert.equal(hasNoAckEvidence({ ...healthy, probes: 1, backoff: 1, lastAckRecvMs: 1200 }, 350), true);
   });

@@ -14,6 +14,11 @@
  *   tcpi_backoff rise (tcp_probe_timer in net/ipv4/tcp_timer.c).
  * - tcpi_last_ack_recv is the time since the last ACK arrived (ms): if it is at least as old as the request,
  *   the peer has not acknowledged anything we wrote for this request.
+ * - A peer that stops reading its socket closes its receive window: we send zero-window probes (tcpi_probes,
+ *   tcpi_backoff rise as for an output drop, unacked 0) and it ACKs each with window 0, but the probe interval
+ *   backs off (RTO doubling), so tcpi_last_ack_recv can be old. tcpi_snd_wnd 0 (Linux 5.4+) tells it apart:
+ *   that peer is alive (it advertised the zero window), never dead-peer evidence; a peer that dies meanwhile
+ *   is ended by TCP_USER_TIMEOUT (the kernel applies it to zero-window probing too, Linux 5.11+).
  * A slow but live upstream (thinking for seconds) has ACKed the request: unacked 0, no backoff, no probes,
  * so it is never retried early. One lost segment is retransmitted after one RTO and then ACKed, which clears
  * the evidence before (or soon after) afterMs >= 250 ms; the last-ACK age check then also fails.
@@ -27,6 +32,8 @@ export interface AckSnapshot {
   readonly probes: number;
   readonly backoff: number;
   readonly lastAckRecvMs: number;
+  /** tcpi_snd_wnd; undefined when the kernel does not report it. */
+  readonly sndWnd?: number | undefined;
 }
 
 /** Slack for the request's age versus tcpi_last_ack_recv (ms granularity, and the write is not instantaneous). */
@@ -38,6 +45,8 @@ const AGE_SLACK_MS = 20;
  */
 export function hasNoAckEvidence(info: AckSnapshot, sinceWriteMs: number): boolean {
   if (info.state !== 'established' && info.state !== 'close_wait') return false;
+  // Zero-window probing: the peer told us it is not reading; alive.
+  if (info.sndWnd === 0) return false;
   const isStuck = info.unacked > 0 || info.retransmits > 0 || info.probes > 0 || info.backoff > 0;
   if (!isStuck) return false;
   const isAckOlderThanRequest = info.lastAckRecvMs + AGE_SLACK_MS >= sinceWriteMs;

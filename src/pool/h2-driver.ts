@@ -95,7 +95,7 @@ const H2_SETTINGS_ACK_BYTES = 9;
 export const H2_STALL_VERDICT_MS = 50;
 
 /** libuv's write queue of a socket (node:http2 writes to it from C++: JS's writableLength stays 0). */
-function writeQueueSize(socket: Socket): number {
+export function writeQueueSize(socket: Socket): number {
   return (socket as unknown as { _handle?: { writeQueueSize?: number } | null })._handle?.writeQueueSize ?? 0;
 }
 
@@ -113,9 +113,11 @@ export function isH2Stalled(session: Http2Session, socket: Socket, writtenAt: nu
  * values follow node's defaults where Envoy and nghttpx agree with them, else theirs. Past a session limit
  * the session is destroyed (ERR_HTTP2_TOO_MANY_INVALID_FRAMES, ...: protocol_error), past a stream limit the
  * stream is reset (ENHANCE_YOUR_CALM).
- * - maxSessionInvalidFrames 100 (node: 1000): invalid frames (malformed heads, empty DATA without
- *   END_STREAM: CVE-2019-9518) per session; Envoy ends a session after 1 consecutive empty frame and on any
- *   malformed message (stream_error_on_invalid_http_messaging: false).
+ * - maxSessionInvalidFrames: invalid frames (malformed heads, empty DATA without END_STREAM: CVE-2019-9518)
+ *   per session, counted over its whole life. From the app 100 (node: 1000; Envoy ends a session after 1
+ *   consecutive empty frame and on any malformed message, stream_error_on_invalid_http_messaging: false). From
+ *   the upstream node's 1000: each malformed response head counts one, so a long-lived session to a buggy
+ *   endpoint would otherwise be killed (its healthy streams with it) at the 101st; a flood is still cut.
  * - maxSessionRejectedStreams 100 (node's): streams opened past our SETTINGS_MAX_CONCURRENT_STREAMS.
  * - maxSettings 32 (node's and nghttp2's): entries per SETTINGS frame; maxOutstandingSettings 10: our SETTINGS
  *   unacknowledged (the stall check keeps one); maxOutstandingPings 10: ours unacknowledged (we keep one).
@@ -126,7 +128,8 @@ export function isH2Stalled(session: Http2Session, socket: Socket, writtenAt: nu
  * max_outbound_control_frames), the rapid-reset rate limit, the CONTINUATION frame cap.
  */
 export const H2_LIMITS = Object.freeze({
-  maxSessionInvalidFrames: 100,
+  maxSessionInvalidFramesDownstream: 100,
+  maxSessionInvalidFramesUpstream: 1000,
   maxSessionRejectedStreams: 100,
   maxSettings: 32,
   maxOutstandingSettings: 10,
@@ -214,6 +217,10 @@ export class H2Driver {
   private stallTickBytes = -1;
   private stallCheckedBytes = -1;
   private isStallCheckOutstanding = false;
+  /** socket.bytesWritten when the stall verdict (or an unwritten PING) ended this session (before our GOAWAY). */
+  private stalledWrittenAt: number | undefined;
+  /** socket.bytesWritten when each open stream was submitted (isNeverWritten). */
+  private readonly writtenAtOpen = new WeakMap<ClientHttp2Stream, number>();
   /** Idle since (no stream open), for the pool's idle timer. */
   idleSince: number;
 
@@ -231,10 +238,10 @@ export class H2Driver {
     this.bytesSeen = socket.bytesRead;
     // Some of node:http2's options are missing from @types/node's ClientSessionOptions (they apply to both
     // session types in core.js: setupHandle and updateOptionsBuffer): passed as a variable, not a literal.
-    const options: http2.ClientSessionOptions & Partial<typeof H2_LIMITS> = {
+    const options: http2.ClientSessionOptions & Partial<typeof H2_LIMITS> & { maxSessionInvalidFrames?: number } = {
       createConnection: () => socket,
       maxSessionMemory: config.maxSessionMemoryMiB,
-      maxSessionInvalidFrames: H2_LIMITS.maxSessionInvalidFrames,
+      maxSessionInvalidFrames: H2_LIMITS.maxSessionInvalidFramesUpstream,
       maxSessionRejectedStreams: H2_LIMITS.maxSessionRejectedStreams,
       maxSettings: H2_LIMITS.maxSettings,
       maxOutstandingSettings: H2_LIMITS.maxOutstandingSettings,
@@ -248,6 +255,14 @@ export class H2Driver {
     this.session = http2.connect(origin, options);
     const session = this.session;
     session.on('error', (err: unknown) => this.onSessionError(err));
+    // node:http2 destroys the session with its own error (ERR_HTTP2_TOO_MANY_INVALID_FRAMES, ...) but emits
+    // it only after the streams' errors and the socket's close: a stream's ERR_HTTP2_STREAM_ERROR would
+    // decide (and be logged) first. Seen here synchronously, the session's error decides.
+    const nodeDestroy = session.destroy;
+    session.destroy = (err?: Error | number, code?: number): void => {
+      if (err instanceof Error && !(err instanceof H2SessionError)) this.sessionFailed(err);
+      nodeDestroy.call(session, err as Error, code);
+    };
     session.on('remoteSettings', (settings) => {
       this.remoteMax = settings.maxConcurrentStreams ?? Infinity;
       hooks.sessionChanged(this);
@@ -332,6 +347,8 @@ export class H2Driver {
   /** Opens one stream (throws what session.request throws). The caller listens for its 'close' first thing. */
   request(headers: OutgoingHttpHeaders, isBodyless: boolean): ClientHttp2Stream {
     const stream = requestStream(this.session, headers, isBodyless);
+    // node:http2 writes the HEADERS later (its write is scheduled, never done inside request()).
+    this.writtenAtOpen.set(stream, this.socket.bytesWritten);
     if (this.openStreams++ === 0) {
       this.armPeriodic();
       // Silence counts from the first stream on (not from the first tick).
@@ -342,6 +359,16 @@ export class H2Driver {
     stream.on('close', this.onStreamClose);
     if (this.capacity <= 0) this.hooks.sessionChanged(this);
     return stream;
+  }
+
+  /**
+   * The session was ended by the stall verdict and not one byte had gone to the socket between `stream`'s
+   * submission and the verdict: its HEADERS never left (nghttp2 had already ended the session silently), so the upstream
+   * provably never saw it (replayed once, any method).
+   */
+  isNeverWritten(stream: ClientHttp2Stream): boolean {
+    const at = this.writtenAtOpen.get(stream);
+    return at !== undefined && this.stalledWrittenAt === at;
   }
 
   private readonly onStreamClose = (): void => {
@@ -420,7 +447,17 @@ export class H2Driver {
       // Session already closing: its close reports why; the timer settles the held streams.
     }
     probe.isSent = isSent;
-    if (isSent) this.hooks.pingSent(this, kind);
+    if (isSent) {
+      this.hooks.pingSent(this, kind);
+      return;
+    }
+    // Not submitted: a closing session (our drain, or node:http2's own close after a GOAWAY) returns
+    // undefined and cancels the PING. Its timeout would be a false ping_timeout (and eject a live endpoint)
+    // for the long streams a draining session still carries: no probe; their liveness is TCP's (UT,
+    // keepalive), and streams held for it go elsewhere.
+    probe.timer.clear();
+    this.probe = undefined;
+    if (this.held.length > 0) this.requeueHeld(this.conn.decideReason({ kind: 'local', reason: this.session.destroyed ? 'other' : 'goaway' }));
   }
 
   private onPingAck(probe: Probe): void {
@@ -448,6 +485,14 @@ export class H2Driver {
       probe.timer = this.clock.setTimeout(() => this.onPingTimeout(probe), this.config.pingTimeoutMs);
       return;
     }
+    if (probe.isSent && writeQueueSize(this.socket) > 0 && !this.socket.destroyed && this.isPeerAcking()) {
+      // The PING is still queued behind DATA (bytes the kernel has not taken) while TCP_INFO shows the peer
+      // alive: it ACKs what we send (or holds a zero window, i.e. is not reading). Not a silent peer: the ACK
+      // gets another pingTimeoutMs. A peer that dies meanwhile stops ACKing (the next timeout ends it), or
+      // TCP_USER_TIMEOUT ends the zero-window case.
+      probe.timer = this.clock.setTimeout(() => this.onPingTimeout(probe), this.config.pingTimeoutMs);
+      return;
+    }
     this.probe = undefined;
     if (probe.isSent && this.socket.bytesWritten === probe.writtenAt && writeQueueSize(this.socket) === 0 && !this.socket.destroyed) {
       // The PING never left: not a silent peer, node:http2 stopped writing (see H2_STALL_CHECK_MS).
@@ -457,6 +502,12 @@ export class H2Driver {
     const decided = this.conn.decideReason({ kind: 'local', reason: 'ping_timeout' });
     this.hooks.pingTimedOut(this);
     this.destroy(decided);
+  }
+
+  /** TCP_INFO: an ACK arrived within pingTimeoutMs, or the peer advertises a zero window (alive, not reading). */
+  private isPeerAcking(): boolean {
+    const info = readTcpInfo(this.socket);
+    return info !== undefined && info.state === 'established' && (info.sndWnd === 0 || info.lastAckRecvMs < this.config.pingTimeoutMs);
   }
 
   private clearSuspect(): void {
@@ -552,6 +603,8 @@ export class H2Driver {
   private stalled(): void {
     const err = new SidecarError('SIDECAR_ERR_H2_STALLED', 'node:http2 stopped writing to the upstream session: nghttp2 ended it on a connection error it did not report (a frame it could not accept)');
     const decided = this.conn.decideReason({ kind: 'local', reason: 'protocol_error', err });
+    // Before destroy(): its GOAWAY (and whatever nghttp2 flushes with it) moves bytesWritten.
+    if (decided === 'protocol_error') this.stalledWrittenAt = this.socket.bytesWritten;
     this.destroy(decided);
     this.hooks.sessionChanged(this);
   }

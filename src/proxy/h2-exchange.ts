@@ -18,6 +18,7 @@ import http2 from 'node:http2';
 import type { ClientHttp2Stream, IncomingHttpHeaders, IncomingHttpStatusHeader, OutgoingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import type { H2Config } from '../config/index.js';
 import type { AcquireFailure, CloseReason } from '../errors.js';
+import { writeQueueSize } from '../pool/h2-driver.js';
 import type { H2Driver, H2Requester } from '../pool/h2-driver.js';
 import type { H2Pool } from '../pool/h2-pool.js';
 import type { Clock } from '../util/clock.js';
@@ -60,6 +61,16 @@ const UNAVAILABLE_503: ReadonlySet<H2ErrorReason> = new Set<H2ErrorReason>(['ove
  * maxSessionMemory bound what a non-reading app can make us queue).
  */
 export const H2_MAX_INFORMATIONAL = 10;
+
+/**
+ * 103 Early Hints go to the app only while its connection is not backlogged (the HTTP/1 routes' rule, there
+ * EARLY_HINTS_BACKLOG_BYTES of the socket's buffer): an app that does not read gets no more hints (advisory,
+ * RFC 8297 §2); 100 Continue is always passed (the app's upload waits for it). node:http2 writes one batch
+ * at a time and waits for it, so what piles up is not in the socket: backlogged = the kernel did not take the
+ * last batch (bytes left in the socket's write queue: the app's receive buffer and our send buffer are full;
+ * measured 6.9 KB left with 4.3 MB unread) or nghttp2 holds this many frames not yet serialized.
+ */
+const H2_EARLY_HINTS_BACKLOG_FRAMES = 64;
 
 /** Re-queues of a stream held for a session that died before it opened (each costs >= one PING timeout). */
 const MAX_REQUEUES = 3;
@@ -397,6 +408,7 @@ class H2Exchange implements H2Requester {
       this.fail('protocol_error');
       return;
     }
+    if (status !== 100 && isAppBacklogged(this.down)) return;
     try {
       this.down.additionalHeaders(forwardable(h));
     } catch {
@@ -439,7 +451,8 @@ class H2Exchange implements H2Requester {
     const driver = this.driver;
     const conn = driver?.conn;
     const lastId = driver?.goawayLastStreamId;
-    const isNeverProcessed = up.rstCode === NGHTTP2_REFUSED_STREAM || up.id === undefined || (lastId !== undefined && up.id > lastId);
+    const isNeverProcessed =
+      up.rstCode === NGHTTP2_REFUSED_STREAM || up.id === undefined || (lastId !== undefined && up.id > lastId) || driver?.isNeverWritten(up) === true;
     // The stream can close before its dead session reports: the session's error (on the stream) decides then.
     const reason = driver !== undefined && driver.session.destroyed && conn?.closeReason === undefined ? driver.sessionFailed(this.upErr) : conn?.closeReason;
     this.upErr = undefined;
@@ -534,4 +547,13 @@ class H2Exchange implements H2Requester {
     down.resume();
     down.close(http2.constants.NGHTTP2_NO_ERROR);
   }
+}
+
+/** The app's connection has a hint-sized backlog (H2_EARLY_HINTS_BACKLOG_*): it is not reading. */
+function isAppBacklogged(down: ServerHttp2Stream): boolean {
+  const session = down.session;
+  if (session === undefined) return true;
+  if ((session.state.outboundQueueSize ?? 0) >= H2_EARLY_HINTS_BACKLOG_FRAMES) return true;
+  const socket = session.socket as unknown as Parameters<typeof writeQueueSize>[0] | null;
+  return socket !== null && writeQueueSize(socket) > 0;
 }

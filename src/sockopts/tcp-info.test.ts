@@ -22,6 +22,7 @@ function fakeTcpInfo(): Buffer {
   b.writeUInt32LE(68, 68); // rtt µs
   b.writeUInt32LE(72, 72); // rttvar µs
   b.writeUInt32LE(100, 100); // total_retrans
+  b.writeUInt32LE(228, 228); // snd_wnd
   return b;
 }
 
@@ -41,7 +42,9 @@ describe('decodeTcpInfo (linux/tcp.h struct tcp_info offsets)', () => {
       rttUs: 68,
       rttvarUs: 72,
       totalRetrans: 100,
+      sndWnd: 228,
     });
+    assert.equal(decodeTcpInfo(fakeTcpInfo(), 228)?.sndWnd, undefined, 'snd_wnd only when the kernel filled it');
   });
 
   it('maps tcpi_state through include/net/tcp_states.h', () => {

@@ -7,6 +7,7 @@
  *   u32 last_data_sent@44 (ms ago), last_ack_sent@48 (unused by Linux), last_data_recv@52, last_ack_recv@56
  *   u32 pmtu@60, rcv_ssthresh@64, rtt@68 (µs), rttvar@72 (µs), snd_ssthresh@76, snd_cwnd@80, advmss@84,
  *   reordering@88, rcv_rtt@92, rcv_space@96, total_retrans@100
+ * and, when the kernel fills that far (Linux 5.4+): u32 snd_wnd@228 (the peer's advertised receive window).
  */
 import type { Socket } from 'node:net';
 import { getTcpInfoRaw, socketFd } from './native.js';
@@ -31,10 +32,14 @@ export interface TcpInfo {
   readonly rttUs: number;
   readonly rttvarUs: number;
   readonly totalRetrans: number;
+  /** tcpi_snd_wnd (Linux 5.4+; undefined on older kernels): 0 = the peer is alive and not reading (zero window). */
+  readonly sndWnd: number | undefined;
 }
 
 /** Bytes up to and including tcpi_total_retrans. */
 export const TCP_INFO_MIN_BYTES = 104;
+/** Bytes up to and including tcpi_snd_wnd. */
+const TCP_INFO_SND_WND_END = 232;
 
 const buf = Buffer.alloc(232);
 
@@ -63,5 +68,6 @@ export function decodeTcpInfo(buf: Buffer, filled: number): TcpInfo | undefined 
     rttUs: buf.readUInt32LE(68),
     rttvarUs: buf.readUInt32LE(72),
     totalRetrans: buf.readUInt32LE(100),
+    sndWnd: filled >= TCP_INFO_SND_WND_END ? buf.readUInt32LE(228) : undefined,
   };
 }

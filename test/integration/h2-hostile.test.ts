@@ -136,6 +136,16 @@ async function goodUpstream(): Promise<Awaited<ReturnType<typeof h2Upstream>>> {
       pump();
       return;
     }
+    if (path === '/hints') {
+      // 500 ms in: 8 x 103 Early Hints, then the page.
+      setTimeout(() => {
+        if (s.destroyed) return;
+        for (let i = 0; i < 8; i++) s.additionalHeaders({ ':status': 103, link: `</s${i}.css>; rel=preload; as=style` });
+        s.respond({ ':status': 200 });
+        s.end('page');
+      }, 500);
+      return;
+    }
     if (path === '/trailers') {
       s.respond({ ':status': 200 }, { waitForTrailers: true });
       s.on('wantTrailers', () => {
@@ -153,7 +163,7 @@ async function goodUpstream(): Promise<Awaited<ReturnType<typeof h2Upstream>>> {
   });
 }
 
-type Mode = 'garbage' | 'truncated' | 'badheaders' | 'badodd' | 'rst' | 'goaway' | 'overlength' | 'pingflood' | 'emptydata' | 'garbageafter';
+type Mode = 'garbage' | 'truncated' | 'badheaders' | 'badodd' | 'badafterlong' | 'rst' | 'goaway' | 'overlength' | 'pingflood' | 'emptydata' | 'garbageafter';
 
 /** An upper-case field name (RFC 9113 §8.2.1: malformed), :status 200 (static index 8), END_STREAM. */
 const BAD_HEADERS = Buffer.concat([Buffer.from([0x88]), Buffer.from([0x00, 8]), Buffer.from('Bad-Name'), Buffer.from([1]), Buffer.from('x')]);
@@ -167,7 +177,7 @@ async function rawUpstream(t: TestContext, initial: Mode = 'garbage'): Promise<{
   let connections = 0;
   const socks = new Set<net.Socket>();
   const server = net.createServer((s) => {
-    connections++;
+    const connNo = ++connections;
     let headersSeen = 0;
     socks.add(s);
     s.on('error', () => {});
@@ -208,15 +218,20 @@ async function rawUpstream(t: TestContext, initial: Mode = 'garbage'): Promise<{
             // The 1st, 3rd... stream of each connection gets the malformed head, the others a good 200.
             s.write(frame(T.HEADERS, 0x5, id, headersSeen % 2 === 1 ? BAD_HEADERS : Buffer.from([0x88])));
             break;
+          case 'badafterlong':
+            // The first stream of the first connection gets a 200 head and stays open (a long healthy stream),
+            // every other one the malformed head.
+            s.write(connNo === 1 && headersSeen === 1 ? frame(T.HEADERS, 0x4, id, Buffer.from([0x88])) : frame(T.HEADERS, 0x5, id, BAD_HEADERS));
+            break;
           case 'garbageafter':
             // A good 200, then (the stream closed, the session idle) an oversized frame header: no FIN.
             s.write(frame(T.HEADERS, 0x5, id, Buffer.from([0x88])));
             setTimeout(() => s.write(Buffer.from('\x00\xff\xffgarbage garbage garbage garbage')), 20);
             break;
           case 'emptydata':
-            // A 200 head, then 300 empty DATA frames without END_STREAM (CVE-2019-9518), each an invalid frame
-            // to node:http2: past maxSessionInvalidFrames (100; node's default 1000 would let them all in).
-            s.write(Buffer.concat([frame(T.HEADERS, 0x4, id, Buffer.from([0x88])), ...Array.from({ length: 300 }, () => frame(T.DATA, 0, id))]));
+            // A 200 head, then 1100 empty DATA frames without END_STREAM (CVE-2019-9518, 9.9 KB), each an invalid
+            // frame to node:http2: past the upstream side's maxSessionInvalidFrames (1000).
+            s.write(Buffer.concat([frame(T.HEADERS, 0x4, id, Buffer.from([0x88])), ...Array.from({ length: 1100 }, () => frame(T.DATA, 0, id))]));
             break;
           case 'rst':
             for (let k = 0; k < 100; k++) s.write(frame(T.RST, 0, id, u32(2)));
@@ -470,6 +485,37 @@ describe('h2 route under hostile peers (real CLI)', { timeout: 120_000 }, () => 
       await sc2.stop();
     });
 
+    await t.test('malformed response heads on a long-lived session: each 502, the healthy stream beside them kept past 100 (maxSessionInvalidFrames 1000 upstream)', async () => {
+      const buggy = await rawUpstream(t, 'badafterlong');
+      const sc5 = await startH2Sidecar(t, [h2Route(up.port, {}, {}, 'good'), h2Route(buggy.port, {}, {}, 'buggy')]);
+      await underAttack(sc5, async () => {
+        const c = http2.connect(`http://127.0.0.1:${sc5.ports.get('buggy')!}`);
+        c.on('error', () => {});
+        const long = c.request({ ':path': '/long' });
+        long.on('error', () => {});
+        await once(long, 'response');
+        long.resume();
+        let longClosedAfter: number | undefined;
+        let n = 0;
+        long.on('close', () => (longClosedAfter = n));
+        // Until the session's invalid-frame limit (1000) ends it, bounded at 1010 sequential streams.
+        let bad = 0;
+        for (; n < 1010 && longClosedAfter === undefined; n++) {
+          const r = await Promise.race([h2Request(c, { ':path': '/bad' }), new Promise<undefined>((res) => setTimeout(() => res(undefined), 5000))]);
+          assert.ok(r !== undefined, `stream ${n} answered within 5 s`);
+          if (r.status === 502) bad++;
+        }
+        c.destroy();
+        assert.ok(longClosedAfter !== undefined && longClosedAfter >= 990, `the healthy stream lived past ${String(longClosedAfter)} malformed heads (the old limit killed it at 101)`);
+        assert.ok(bad >= 990, `malformed heads answered 502: ${bad}`);
+        assert.equal(buggy.connections(), 2, 'one session until the limit, then a fresh one');
+        const first = await sc5.p.waitLine((l) => l.route === 'buggy' && l.msg === 'upstream connection closed');
+        assert.equal(first.reason, 'protocol_error');
+        assert.match(JSON.stringify(first.err), /ERR_HTTP2_TOO_MANY_INVALID_FRAMES/, "the session's own error is logged, not a stream's");
+      });
+      await sc5.stop();
+    });
+
     await t.test('session ended by nghttp2 while idle: the ping-before-use PING never leaves, protocol_error (not ping_timeout), the stream replayed', async () => {
       const idle = await rawUpstream(t, 'garbageafter');
       const sc3 = await startH2Sidecar(t, [h2Route(up.port, {}, {}, 'good'), h2Route(idle.port, { pingIdleMs: 200, pingTimeoutMs: 300 }, {}, 'idle')]);
@@ -490,6 +536,66 @@ describe('h2 route under hostile peers (real CLI)', { timeout: 120_000 }, () => 
       });
       await sc3.stop();
     });
+
+    await t.test('stream placed on a session nghttp2 already ended (default pingIdleMs): never written, replayed (any method)', async () => {
+      const zombie = await rawUpstream(t, 'garbageafter');
+      const sc4 = await startH2Sidecar(t, [h2Route(up.port, {}, {}, 'good'), h2Route(zombie.port, {}, {}, 'zombie')]);
+      await underAttack(sc4, async () => {
+        const port = sc4.ports.get('zombie')!;
+        assert.equal((await oneEvil(port)).status, 200);
+        // The garbage arrives 20 ms after each 200: the session read recently, so it still looks usable and
+        // P2C prefers it (0 streams open); the next stream is submitted but its HEADERS are never written. The
+        // stall verdict fails the session 0.5-1 s later; bytesWritten unmoved since the stream opened = it
+        // provably never reached the upstream: replayed on a fresh session, POST and non-allow-listed gRPC alike.
+        for (const grpc of [false, true]) {
+          await new Promise((res) => setTimeout(res, 100));
+          const r = await oneEvil(port, '/ok', grpc);
+          assert.equal(r.status, 200, `grpc ${grpc}: status ${r.status} ${String(r.headers['x-sidecar-error'])}`);
+          assert.equal(r.headers['grpc-status'], undefined, `grpc ${grpc}: grpc-status ${String(r.headers['grpc-status'])} ${String(r.headers['grpc-message'])}`);
+          assert.ok(r.ms < 2500, `grpc ${grpc}: answered after ${r.ms.toFixed(0)} ms`);
+        }
+        assert.equal(zombie.connections(), 3, 'one fresh session per replay');
+        const closed = (): number => sc4.logs('upstream connection closed').filter((l) => l.route === 'zombie' && l.reason === 'protocol_error').length;
+        // The second session's close is logged as its replay is answered: bounded poll for the line.
+        for (let i = 0; i < 40 && closed() < 2; i++) await new Promise((res) => setTimeout(res, 50));
+        assert.equal(closed(), 2, 'both used sessions failed protocol_error by the stall verdict');
+      });
+      await sc4.stop();
+    });
+
+    await t.test('103 Early Hints toward an app that does not read are dropped while its connection is backlogged', () =>
+      underAttack(sc, async () => {
+        // A raw app with windows wide open asks for /big (the upstream writes until back-pressured) and /hints,
+        // then does not read its socket for 1.5 s: the sidecar's write queue toward it fills.
+        const s = net.connect(sc.ports.get('good')!, '127.0.0.1');
+        s.on('error', () => {});
+        await once(s, 'connect');
+        const wide = Buffer.concat([Buffer.from([0, 4]), u32(0x7fffffff)]);
+        s.write(Buffer.concat([PREFACE, frame(T.SETTINGS, 0, 0, wide), frame(T.WINDOW_UPDATE, 0, 0, u32(0x7fffffff - 65535)), frame(T.HEADERS, 0x5, 1, getBlock('/big')), frame(T.HEADERS, 0x5, 3, getBlock('/hints'))]));
+        await new Promise((res) => setTimeout(res, 1500));
+        let buf: Buffer = Buffer.alloc(0);
+        let headers3 = 0;
+        const done = new Promise<void>((resolve) => {
+          s.on('data', (d: Buffer) => {
+            buf = buf.length === 0 ? d : Buffer.concat([buf, d]);
+            while (buf.length >= 9) {
+              const len = buf.readUIntBE(0, 3);
+              if (buf.length < 9 + len) break;
+              const type = buf[3]!;
+              const flags = buf[4]!;
+              const id = buf.readUInt32BE(5) & 0x7fffffff;
+              buf = buf.subarray(9 + len);
+              if (id === 3 && type === T.HEADERS) headers3++;
+              if (id === 3 && (flags & 1) !== 0) resolve();
+            }
+          });
+          s.once('close', () => resolve());
+        });
+        assert.ok(await within(done, 10_000), 'the page ended within 10 s of reading again');
+        s.destroy();
+        // The 200's HEADERS only: the 8 hints met a backlogged connection (before, all 8 were queued).
+        assert.equal(headers3, 1, `HEADERS frames on the page's stream: ${headers3}`);
+      }));
 
     await t.test('upstream sends a huge trailers block: that stream fails, bounded', () =>
       underAttack(sc, async () => {

@@ -197,6 +197,31 @@ describe('h2 route: plain HTTP/2', () => {
     assert.equal(line?.debug, 'too_many_pings');
   });
 
+  it('a draining session (GOAWAY NO_ERROR) with a silent long stream: no false ping_timeout, the stream completes', async (t) => {
+    const up = await h2Upstream((s, _h, session) => {
+      s.resume();
+      s.respond({ ':status': 200 });
+      s.write('a');
+      // grpc-go's MaxConnectionAge: GOAWAY(NO_ERROR) keeping this stream; then 3.5 s of silence (past the
+      // periodic PING's 2 s + its 0.5 s timeout), then the rest.
+      session.goaway(http2.constants.NGHTTP2_NO_ERROR, s.id ?? 1);
+      setTimeout(() => {
+        if (!s.destroyed) s.end('b');
+      }, 3500);
+    });
+    const sc = await startTestSidecar({ routes: [h2Route(up.port, { h2: { pingIntervalMs: 2000, pingTimeoutMs: 500 } })] });
+    const c = connect(sc.port());
+    t.after(async () => {
+      c.close();
+      await sc.stop();
+      await up.close();
+    });
+    const r = await h2Request(c, { ':path': '/watch' });
+    assert.equal(r.status, 200);
+    assert.equal(r.body.toString(), 'ab', `rst ${r.rstCode}`);
+    assert.equal(await metricValue(sc, 'keepalive_sidecar_upstream_connections_closed_total', { route: 'g1', reason: 'ping_timeout' }), 0);
+  });
+
   it('the too_many_pings back-off is capped at 2 h, whatever a hostile upstream sends (no timer past 2^31-1 ms)', async (t) => {
     const up = await h2Upstream((s) => {
       s.resume();
@@ -432,6 +457,105 @@ describe('h2 route: plain HTTP/2', () => {
     assert.equal(remoteSettings, 2, `SETTINGS frames the upstream got: ${remoteSettings}`);
     assert.equal(await metricValue(sc, 'keepalive_sidecar_upstream_connections_closed_total', { route: 'g1', reason: 'protocol_error' }), 0);
   });
+
+  for (const variant of ['ack-evidence', 'ping-behind-data'] as const) {
+    const title =
+      variant === 'ack-evidence'
+        ? 'an upstream that stops reading during an upload (zero window, 2 s) is not a dead peer: the upload completes (earlyRetry on)'
+        : 'a PING queued behind upload DATA to an upstream that stops reading gets more time, not ping_timeout: upload and the held GET complete';
+    it(title, async (t) => {
+      const PAUSE_MS = 2000;
+      const frame = (type: number, flags: number, id: number, payload: Buffer = Buffer.alloc(0)): Buffer => {
+        const h = Buffer.alloc(9);
+        h.writeUIntBE(payload.length, 0, 3);
+        h[3] = type;
+        h[4] = flags;
+        h.writeUInt32BE(id, 5);
+        return Buffer.concat([h, payload]);
+      };
+      const u32 = (n: number): Buffer => {
+        const b = Buffer.alloc(4);
+        b.writeUInt32BE(n >>> 0);
+        return b;
+      };
+      let got = 0;
+      let paused = 0;
+      // A raw h2 upstream with windows wide open: after the HEADERS it stops reading its socket for PAUSE_MS
+      // (its receive window closes: the kernel zero-window probes a live peer), then reads the body and answers.
+      const server = net.createServer((s) => {
+        s.on('error', () => {});
+        s.write(Buffer.concat([frame(4, 0, 0, Buffer.concat([Buffer.from([0, 4]), u32(0x7fffffff)])), frame(8, 0, 0, u32(0x7fffffff - 65535))]));
+        let buf = Buffer.alloc(0);
+        let isPrefaceSeen = false;
+        s.on('data', (d: Buffer) => {
+          buf = Buffer.concat([buf, d]);
+          if (!isPrefaceSeen) {
+            if (buf.length < 24) return;
+            buf = buf.subarray(24);
+            isPrefaceSeen = true;
+          }
+          while (buf.length >= 9) {
+            const len = buf.readUIntBE(0, 3);
+            if (buf.length < 9 + len) return;
+            const type = buf[3]!;
+            const flags = buf[4]!;
+            const id = buf.readUInt32BE(5) & 0x7fffffff;
+            buf = buf.subarray(9 + len);
+            if (type === 4 && (flags & 1) === 0) s.write(frame(4, 1, 0));
+            if (type === 6 && (flags & 1) === 0) s.write(frame(6, 1, 0, Buffer.alloc(8)));
+            if (type === 1 && paused > 0 && (flags & 1) !== 0) s.write(frame(1, 5, id, Buffer.from([0x88])));
+            if (type === 1 && paused++ === 0) {
+              s.pause();
+              setTimeout(() => s.resume(), PAUSE_MS);
+              return;
+            }
+            if (type === 0) {
+              got += len;
+              if ((flags & 1) !== 0) s.write(frame(1, 5, id, Buffer.from([0x88])));
+            }
+          }
+        });
+      });
+      server.listen(0, '127.0.0.1');
+      await once(server, 'listening');
+      // ping-behind-data: a GET 600 ms in finds the session silent past pingIdleMs; its before_use PING is queued
+      // behind MiBs of DATA the kernel cannot send (wq > 0, snd_wnd 0).
+      const h2 = variant === 'ack-evidence' ? {} : { h2: { pingIdleMs: 200, pingTimeoutMs: 300 } };
+      const sc = await startTestSidecar({ routes: [h2Route((server.address() as net.AddressInfo).port, h2)] });
+      const c = connect(sc.port());
+      t.after(async () => {
+        c.destroy();
+        await sc.stop();
+        server.close();
+      });
+      const MIB = 32;
+      const t0 = performance.now();
+      const req = c.request({ ':path': '/up', ':method': 'POST' });
+      const chunk = Buffer.alloc(64 * 1024);
+      let n = 0;
+      const pump = (): void => {
+        while (n < MIB * 16) {
+          n++;
+          if (!req.write(chunk)) {
+            req.once('drain', pump);
+            return;
+          }
+        }
+        req.end();
+      };
+      pump();
+      req.resume();
+      req.on('error', () => {});
+      const get = variant === 'ping-behind-data' ? new Promise((res) => setTimeout(res, 600)).then(() => h2Request(c, { ':path': '/get' })) : undefined;
+      const [h] = (await once(req, 'response')) as [http2.IncomingHttpHeaders];
+      const ms = performance.now() - t0;
+      assert.equal(h[':status'], 200, `status ${String(h[':status'])} ${String(h['x-sidecar-error'])} after ${ms.toFixed(0)} ms`);
+      assert.equal(got, MIB * 1024 * 1024, 'the whole body arrived');
+      assert.ok(ms >= PAUSE_MS, 'it did wait for the upstream');
+      if (get !== undefined) assert.equal((await get).status, 200, 'the GET held for the PING');
+      assert.equal(await metricValue(sc, 'keepalive_sidecar_upstream_connections_closed_total', { route: 'g1', reason: 'ping_timeout' }), 0);
+    });
+  }
 
   it('1xx: 103 Early Hints and 100 Continue reach the app before the final response; past 10 informational responses 502 protocol_error', async (t) => {
     const up = await h2Upstream((s, h) => {
