@@ -583,10 +583,15 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner, Endpoin
     // redis at `maxclients` accepts, writes an error and closes) is refused, not replaced at once: refilling
     // on every such close reconnected thousands of times a second. Back off as after a failed connect. A spare
     // that lived longer (a server's auth timeout: MySQL connect_timeout 10 s, postgres 60 s) is replaced at once.
-    if (!conn.hasBeenLeased && (reason === 'peer_closed' || reason === 'peer_reset') && now - (conn.connectedAt ?? now) < SPARE_REFUSED_WITHIN_MS) {
+    // On an http route such a server writes its answer ("503, Connection: close") before closing, and the idle
+    // reader closes the spare protocol_error first: the same refusal.
+    const ageMs = now - (conn.connectedAt ?? now);
+    const isRefusal = !conn.hasBeenLeased && ageMs < SPARE_REFUSED_WITHIN_MS && (reason === 'peer_closed' || reason === 'peer_reset' || reason === 'protocol_error');
+    if (isRefusal) {
       this.scheduleRefill(true);
     } else {
-      if (conn.hasBeenLeased || reason === 'peer_closed' || reason === 'peer_reset') this.spareRefusals = 0;
+      // A leased connection, or one that lived past the refusal window whatever ended it, ends a refusal run.
+      if (conn.hasBeenLeased || ageMs >= SPARE_REFUSED_WITHIN_MS) this.spareRefusals = 0;
       this.fill();
     }
   }

@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { readSockopts } from '../../src/sockopts/index.js';
 import { acceptThenClose, acceptThenReset, closedPort, echoServer, echoThenReset, finFirstServer, greetingEchoServer, greetingThenClose, hashingServer, serveIdleTimeout, randomChunk } from '../fixtures/upstreams.js';
 import type { Fixture } from '../fixtures/upstreams.js';
-import { connectClient, readUntil, startTestSidecar, tcpRoute, whenClosed } from '../helpers/sidecar.js';
+import { connectClient, httpRoute, readUntil, startTestSidecar, tcpRoute, whenClosed } from '../helpers/sidecar.js';
 import type { TestSidecar } from '../helpers/sidecar.js';
 
 describe('tcp mode', () => {
@@ -243,6 +243,26 @@ describe('warm spares refused by the upstream', () => {
       const client = await connectClient(sc.port());
       await readUntil(client, '-ERR max number of clients reached');
       client.destroy();
+    } finally {
+      await sc.stop();
+      await up.close();
+    }
+  });
+});
+
+describe('warm spares refused by an HTTP upstream', () => {
+  it('backs off on an http route too (a server at its connection limit writes 503, Connection: close, and closes)', async () => {
+    // The idle reader closes such a spare protocol_error (bytes on an idle connection) before the FIN is seen;
+    // before the fix that was not counted as a refusal: ~14 000 connects in 3 s.
+    const up = await greetingThenClose('HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+    const sc = await startTestSidecar({ routes: [httpRoute(up.port, { warmSpares: 2 })] });
+    try {
+      const pool = sc.sidecar.routes[0]!.pool;
+      const reasons = new Map<string, number>();
+      pool.on('closed', (_c: unknown, info: { reason: string }) => reasons.set(info.reason, (reasons.get(info.reason) ?? 0) + 1));
+      await new Promise((r) => setTimeout(r, 2000));
+      assert.ok(up.sockets.length <= 16, `${up.sockets.length} connects in 2 s; closes ${JSON.stringify([...reasons])}`);
+      assert.ok(reasons.size > 0, 'the upstream closed the spares');
     } finally {
       await sc.stop();
       await up.close();
