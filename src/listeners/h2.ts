@@ -14,7 +14,7 @@ import type { Http2Server, ServerHttp2Session } from 'node:http2';
 import type { AddressInfo, Socket } from 'node:net';
 import type { H2Config, RouteConfig } from '../config/index.js';
 import type { DownstreamRejectReason, DownstreamResetReason } from '../errors.js';
-import { H2_LIMITS, H2_SESSION_WINDOW, H2_STALL_CHECK_MS, H2_STALL_VERDICT_MS, H2_STREAM_WINDOW, isH2Stalled } from '../pool/h2-driver.js';
+import { H2_LIMITS, H2_SESSION_WINDOW, H2_STALL_CHECK_MS, H2_STREAM_WINDOW, StallWatch } from '../pool/h2-driver.js';
 import type { H2Pool } from '../pool/h2-pool.js';
 import { grpcMethodMatcher, proxyH2Stream } from '../proxy/h2-exchange.js';
 import type { H2ErrorReason, H2ExchangeHost, H2StreamOutcome } from '../proxy/h2-exchange.js';
@@ -34,13 +34,6 @@ import { listenOn } from './listen.js';
  */
 const APP_STALL_SWEEP_MS = 2 * H2_STALL_CHECK_MS;
 
-interface AppSessionWatch {
-  /** bytesRead at the last sweep, and at (or after the ACK of) the last check. */
-  tickBytes: number;
-  checkedBytes: number;
-  isOutstanding: boolean;
-}
-
 /** Streams one app session may have open (SETTINGS_MAX_CONCURRENT_STREAMS we advertise downstream). */
 export const DOWNSTREAM_MAX_STREAMS = 1000;
 
@@ -59,7 +52,7 @@ export class H2Listener extends EventEmitter<H2ListenerEvents> implements H2Exch
   readonly h2: H2Config;
   private readonly downstreams = new Set<Socket>();
   /** Open app sessions, with their stall-check state. */
-  private readonly sessions = new Map<ServerHttp2Session, AppSessionWatch>();
+  private readonly sessions = new Map<ServerHttp2Session, StallWatch>();
   private stallSweep: Timer | undefined;
   readonly isGrpcIdempotent: (path: string) => boolean;
   private inflight = 0;
@@ -105,7 +98,16 @@ export class H2Listener extends EventEmitter<H2ListenerEvents> implements H2Exch
       session.on('error', () => {
         // The app's session failed (bad frames, reset): its streams' close handlers clean up.
       });
-      this.sessions.set(session, { tickBytes: session.socket.bytesRead, checkedBytes: -1, isOutstanding: false });
+      this.sessions.set(
+        session,
+        new StallWatch(session, session.socket as Socket, this.clock, {
+          onStalled: () => {
+            // Destroys its socket too (session.socket is node:http2's proxy: it may not be destroyed directly).
+            session.destroy(new Error('protocol_error'), http2.constants.NGHTTP2_PROTOCOL_ERROR);
+            this.emit('downstreamReset', 'protocol_error');
+          },
+        }),
+      );
       session.once('close', () => this.sessions.delete(session));
       this.armStallSweep();
       try {
@@ -193,37 +195,9 @@ export class H2Listener extends EventEmitter<H2ListenerEvents> implements H2Exch
 
   private readonly onStallSweep = (): void => {
     this.stallSweep = undefined;
-    for (const [session, w] of this.sessions) {
-      if (session.destroyed) continue;
-      const socket = session.socket as Socket;
-      const b = socket.bytesRead;
-      const wasSilent = b === w.tickBytes;
-      w.tickBytes = b;
-      if (wasSilent && b !== w.checkedBytes && !w.isOutstanding) this.stallCheck(session, socket, w);
-    }
+    for (const [session, watch] of this.sessions) if (!session.destroyed) watch.tick();
     this.armStallSweep();
   };
-
-  private stallCheck(session: ServerHttp2Session, socket: Socket, w: AppSessionWatch): void {
-    const writtenAt = socket.bytesWritten;
-    w.checkedBytes = socket.bytesRead;
-    w.isOutstanding = true;
-    try {
-      session.settings({}, (err: Error | null) => {
-        w.isOutstanding = false;
-        if (err === null && !session.destroyed) w.checkedBytes = socket.bytesRead;
-      });
-    } catch {
-      w.isOutstanding = false;
-      return;
-    }
-    this.clock.setTimeout(() => {
-      if (!isH2Stalled(session, socket, writtenAt)) return;
-      // Destroys its socket too (session.socket is node:http2's proxy: it may not be destroyed directly).
-      session.destroy(new Error('protocol_error'), http2.constants.NGHTTP2_PROTOCOL_ERROR);
-      this.emit('downstreamReset', 'protocol_error');
-    }, H2_STALL_VERDICT_MS);
-  }
 
   private reject(s: Socket, reason: DownstreamRejectReason): void {
     resetSocket(s);

@@ -108,6 +108,71 @@ export function isH2Stalled(session: Http2Session, socket: Socket, writtenAt: nu
   return (session.state.outboundQueueSize ?? 0) > 0;
 }
 
+/** What a StallWatch's owner does around a check. */
+export interface StallHooks {
+  /** Just before the check is submitted. */
+  readonly onSend?: () => void;
+  /** Its ACK came (its bytes are then already counted as checked). */
+  readonly onAck?: () => void;
+  /** The check was never written: nghttp2 ended the session without telling JS. */
+  readonly onStalled: () => void;
+}
+
+/**
+ * One session's stall check (H2_STALL_CHECK_MS), for the upstream driver and the app-facing listener alike: a
+ * session silent for a whole tick since it last spoke gets one empty SETTINGS frame (no server polices those,
+ * unlike PING); if node:http2 has not written it H2_STALL_VERDICT_MS later (isH2Stalled), `onStalled` runs.
+ * At most one check per silence: the next only after the peer has sent something other than its ACK.
+ */
+export class StallWatch {
+  /** bytesRead at the last tick, and at (or after the ACK of) the last check. */
+  private tickBytes: number;
+  private checkedBytes = -1;
+  private isOutstanding = false;
+
+  constructor(
+    private readonly session: Http2Session,
+    private readonly socket: Socket,
+    private readonly clock: Clock,
+    private readonly hooks: StallHooks,
+  ) {
+    this.tickBytes = socket.bytesRead;
+  }
+
+  /** Starts the silence count afresh (the first tick after the owner's timer was idle). */
+  restart(): void {
+    this.tickBytes = this.socket.bytesRead;
+  }
+
+  /** One tick of the owner's timer: sends a check when one is due. */
+  tick(): void {
+    const socket = this.socket;
+    const b = socket.bytesRead;
+    const wasSilent = b === this.tickBytes;
+    this.tickBytes = b;
+    if (!wasSilent || b === this.checkedBytes || this.isOutstanding) return;
+    const writtenAt = socket.bytesWritten;
+    this.checkedBytes = b;
+    this.isOutstanding = true;
+    this.hooks.onSend?.();
+    try {
+      this.session.settings({}, (err: Error | null) => {
+        this.isOutstanding = false;
+        if (err !== null) return;
+        this.checkedBytes = socket.bytesRead;
+        this.hooks.onAck?.();
+      });
+    } catch {
+      // Session closing, or SETTINGS ACKs outstanding: its close (or the next tick) tells.
+      this.isOutstanding = false;
+      return;
+    }
+    this.clock.setTimeout(() => {
+      if (isH2Stalled(this.session, socket, writtenAt)) this.hooks.onStalled();
+    }, H2_STALL_VERDICT_MS);
+  }
+}
+
 /**
  * node:http2's flood and abuse limits, set explicitly on both sides (README "Limits and hostile input"); the
  * values follow node's defaults where Envoy and nghttpx agree with them, else theirs. Past a session limit
@@ -214,9 +279,7 @@ export class H2Driver {
   private periodicTimer: Timer | undefined;
   /** Stall check (H2_STALL_CHECK_MS): its timer, bytesRead at its last tick and after the last check. */
   private stallTimer: Timer | undefined;
-  private stallTickBytes = -1;
-  private stallCheckedBytes = -1;
-  private isStallCheckOutstanding = false;
+  private readonly stallWatch: StallWatch;
   /** socket.bytesWritten when the stall verdict (or an unwritten PING) ended this session (before our GOAWAY). */
   private stalledWrittenAt: number | undefined;
   /** socket.bytesWritten when each open stream was submitted (isNeverWritten). */
@@ -254,6 +317,18 @@ export class H2Driver {
     };
     this.session = http2.connect(origin, options);
     const session = this.session;
+    this.stallWatch = new StallWatch(session, socket, clock, {
+      // Bytes read so far are dated now (TCP_INFO), so that the ACK alone can be told apart below.
+      onSend: () => this.heardAt(this.clock.now()),
+      // Its ACK's bytes are not "the upstream said something": when the ACK (9 bytes) is all that came, it
+      // moves neither ping-before-use nor the periodic PING.
+      onAck: () => {
+        if (socket.bytesRead === this.bytesSeen + H2_SETTINGS_ACK_BYTES) this.bytesSeen = socket.bytesRead;
+      },
+      onStalled: () => {
+        if (this.conn.closeReason === undefined) this.stalled();
+      },
+    });
     session.on('error', (err: unknown) => this.onSessionError(err));
     // node:http2 destroys the session with its own error (ERR_HTTP2_TOO_MANY_INVALID_FRAMES, ...) but emits
     // it only after the streams' errors and the socket's close: a stream's ERR_HTTP2_STREAM_ERROR would
@@ -352,7 +427,7 @@ export class H2Driver {
     if (this.openStreams++ === 0) {
       this.armPeriodic();
       // Silence counts from the first stream on (not from the first tick).
-      if (this.stallTimer === undefined) this.stallTickBytes = this.socket.bytesRead;
+      if (this.stallTimer === undefined) this.stallWatch.restart();
       this.armStallCheck();
       this.hooks.sessionBusy(this);
     }
@@ -564,40 +639,9 @@ export class H2Driver {
   private readonly onStallTick = (): void => {
     this.stallTimer = undefined;
     if (this.openStreams === 0 || this.session.destroyed || this.conn.closeReason !== undefined) return;
-    const b = this.socket.bytesRead;
-    const wasSilent = b === this.stallTickBytes;
-    this.stallTickBytes = b;
-    // Silent for a whole tick, something read since the last check, none outstanding: check once.
-    if (wasSilent && b !== this.stallCheckedBytes && !this.isStallCheckOutstanding) this.sendStallCheck();
+    this.stallWatch.tick();
     this.armStallCheck();
   };
-
-  private sendStallCheck(): void {
-    const session = this.session;
-    const socket = this.socket;
-    const writtenAt = socket.bytesWritten;
-    this.stallCheckedBytes = socket.bytesRead;
-    this.isStallCheckOutstanding = true;
-    // Bytes read so far are dated now (TCP_INFO), so that the ACK alone can be told apart below.
-    this.heardAt(this.clock.now());
-    try {
-      session.settings({}, (err: Error | null) => {
-        this.isStallCheckOutstanding = false;
-        if (err !== null) return;
-        // Its ACK's bytes are not "the upstream said something": no new check for them, and when the ACK
-        // (9 bytes) is all that came, it moves neither ping-before-use nor the periodic PING (as before).
-        this.stallCheckedBytes = socket.bytesRead;
-        if (socket.bytesRead === this.bytesSeen + H2_SETTINGS_ACK_BYTES) this.bytesSeen = socket.bytesRead;
-      });
-    } catch {
-      // Session closing, or SETTINGS ACKs outstanding: its close (or the next tick) tells.
-      this.isStallCheckOutstanding = false;
-      return;
-    }
-    this.clock.setTimeout(() => {
-      if (this.conn.closeReason === undefined && isH2Stalled(session, socket, writtenAt)) this.stalled();
-    }, H2_STALL_VERDICT_MS);
-  }
 
   /** nghttp2 ended the session without telling node:http2's JS (H2_STALL_CHECK_MS): it is failed now. */
   private stalled(): void {
