@@ -77,6 +77,12 @@ export class Endpoint {
   /** Slow start begins here; -Infinity for the first resolution's endpoints (full weight at once). */
   warmFrom: number;
   timer: Timer | undefined;
+  /** Warm spares to it closed unused within the refusal window, in a row (Pool's refill back-off exponent). */
+  spareRefusals = 0;
+  /** Failed spare connects to it in a row (the other refill back-off exponent). */
+  spareFailures = 0;
+  /** Clock ms before which no new spare goes to it (its refill back-off). */
+  spareNotBefore = -Infinity;
 
   constructor(
     readonly address: string,
@@ -273,10 +279,14 @@ export class EndpointSet extends EventEmitter<EndpointSetEvents> {
     return best;
   }
 
-  /** Where a new warm spare goes: the eligible endpoint with the fewest idle + connecting connections. */
-  pickForSpare(): Endpoint | undefined {
+  /**
+   * Where a new warm spare goes: the eligible endpoint with the fewest idle + connecting connections, among
+   * those whose spare back-off is over at `now`.
+   */
+  pickForSpare(now = this.clock.now()): Endpoint | undefined {
     let best: Endpoint | undefined;
     for (const ep of this.eligible) {
+      if (ep.spareNotBefore > now) continue;
       if (best === undefined || ep.conns.idle.size + ep.conns.connecting.size < best.conns.idle.size + best.conns.connecting.size) best = ep;
     }
     return best;

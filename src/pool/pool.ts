@@ -126,10 +126,9 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner, Endpoin
   };
   private nextId = 1;
   private isClosing = false;
-  private refillFailures = 0;
-  /** Spares in a row the upstream closed unused within SPARE_REFUSED_WITHIN_MS of connect (see connClosed). */
-  private spareRefusals = 0;
+  /** One timer for the earliest end of an endpoint's spare back-off (Endpoint.spareNotBefore), and when. */
   private refillTimer: Timer | undefined;
+  private refillAt = Infinity;
   private readonly pending: PendingQueue;
   private readonly batch: CheckoutBatch<LeaseRequester>;
   private readonly evictor: Evictor;
@@ -521,7 +520,10 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner, Endpoin
     this.apply(conn, { type: 'connect_failed', reason }, true);
     this.emit('connectFailed', reason, err, this.clock.now() - conn.openedAt);
     this.ejectEndpoint(conn, reason, err, true);
-    if (!pc.forLease && !pc.isProbe) this.scheduleRefill();
+    if (!pc.forLease && !pc.isProbe) {
+      this.scheduleRefill(conn.endpoint);
+      this.fill();
+    }
     const { host } = this.config.upstream;
     pc.reject(new AcquireError(reason, `connect to ${host} (${conn.endpoint.key}) failed: ${reason}`, { cause: err }));
   }
@@ -537,7 +539,7 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner, Endpoin
     if (pc === undefined) return;
     const now = this.clock.now();
     for (const f of establish(conn, this.config, now)) this.emit('sockoptFailed', conn, f);
-    if (!pc.forLease) this.refillFailures = 0;
+    if (!pc.forLease) conn.endpoint.spareFailures = 0;
     this.endpoints.noteConnected(conn.endpoint);
     this.apply(conn, { type: 'connected' });
     this.emit('connected', conn, now - conn.openedAt);
@@ -588,10 +590,12 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner, Endpoin
     const ageMs = now - (conn.connectedAt ?? now);
     const isRefusal = !conn.hasBeenLeased && ageMs < SPARE_REFUSED_WITHIN_MS && (reason === 'peer_closed' || reason === 'peer_reset' || reason === 'protocol_error');
     if (isRefusal) {
-      this.scheduleRefill(true);
+      this.scheduleRefill(conn.endpoint, true);
+      // Its slot goes to another endpoint's spare (none while this one is the only one: it backs off).
+      this.fill();
     } else {
       // A leased connection, or one that lived past the refusal window whatever ended it, ends a refusal run.
-      if (conn.hasBeenLeased || ageMs >= SPARE_REFUSED_WITHIN_MS) this.spareRefusals = 0;
+      if (conn.hasBeenLeased || ageMs >= SPARE_REFUSED_WITHIN_MS) conn.endpoint.spareRefusals = 0;
       this.fill();
     }
   }
@@ -647,7 +651,8 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner, Endpoin
 
   private fill(): void {
     // Waiters first: a freed slot goes to a queued request, not to a new spare.
-    if (this.isClosing || this.config.warmSpares === 0 || this.refillTimer !== undefined || this.pending.size > 0) return;
+    // An endpoint in its spare back-off gets none; the others still do (pickForSpare).
+    if (this.isClosing || this.config.warmSpares === 0 || this.pending.size > 0) return;
     // Only idle connections that may be handed out count: an ejected endpoint's keep their slots, not the job.
     let spares = 0;
     for (const ep of this.endpoints.list()) if (ep.conns.idle.size > 0 && this.endpoints.isEligible(ep)) spares += ep.conns.idle.size;
@@ -663,15 +668,32 @@ export class Pool extends EventEmitter<PoolEvents> implements ConnOwner, Endpoin
     }
   }
 
-  /** `isRefused`: a spare the upstream closed unused (counted apart: a successful connect does not reset it). */
-  private scheduleRefill(isRefused = false): void {
-    if (this.isClosing || this.refillTimer !== undefined) return;
-    const n = isRefused ? ++this.spareRefusals : ++this.refillFailures;
-    const delay = Math.min(MAX_REFILL_BACKOFF_MS, 100 * 2 ** Math.min(n, 10));
+  /**
+   * Backs off new spares to `ep` after a failed spare connect or, `isRefused`, a spare it closed unused (counted
+   * apart: a successful connect does not reset that run). Per endpoint: one refusing pod of a headless Service
+   * does not hold back the spares of the others.
+   */
+  private scheduleRefill(ep: Endpoint, isRefused = false): void {
+    if (this.isClosing) return;
+    const n = isRefused ? ++ep.spareRefusals : ++ep.spareFailures;
+    ep.spareNotBefore = this.clock.now() + Math.min(MAX_REFILL_BACKOFF_MS, 100 * 2 ** Math.min(n, 10));
+    this.armRefill();
+  }
+
+  /** Arms the one refill timer for the earliest spare back-off still running (none: no timer). */
+  private armRefill(): void {
+    const now = this.clock.now();
+    let at = Infinity;
+    for (const e of this.endpoints.list()) if (e.spareNotBefore > now && e.spareNotBefore < at) at = e.spareNotBefore;
+    if (this.isClosing || at === Infinity || (this.refillTimer !== undefined && this.refillAt <= at)) return;
+    this.refillTimer?.clear();
+    this.refillAt = at;
     this.refillTimer = this.clock.setTimeout(() => {
       this.refillTimer = undefined;
+      this.refillAt = Infinity;
       this.fill();
-    }, delay);
+      this.armRefill();
+    }, at - now);
   }
 }
 

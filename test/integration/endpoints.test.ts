@@ -214,6 +214,37 @@ describe('pool over several endpoints (real sockets on 127.0.0.2-4, a fake resol
     return { p, clock, closes };
   }
 
+  it('warm spares: an endpoint that hangs up on every spare backs off alone, the others keep their spares', async (t) => {
+    // 127.0.0.2 accepts, writes an error and closes (redis at maxclients); 127.0.0.4 is healthy. The refill
+    // back-off is per endpoint: before, the refusing endpoint's back-off timer held back every spare of the route.
+    const up = await tcpEchoEndpoints(['127.0.0.4']);
+    t.after(() => up.close());
+    let refused = 0;
+    const refuser = net.createServer((s) => {
+      refused++;
+      s.on('error', () => {});
+      s.end('-ERR max number of clients reached\r\n');
+    });
+    refuser.listen(up.port, '127.0.0.2');
+    await once(refuser, 'listening');
+    t.after(() => refuser.close());
+    const { p, clock, closes } = await pool(t, () => v4('127.0.0.2', '127.0.0.4'), up.port, { warmSpares: 2 });
+    const at = (a: string): Endpoint => [...p.endpoints.list()].find((e) => e.address === a)!;
+    await waitFor(() => closes.some((c) => c.conn.endpoint.address === '127.0.0.2') && at('127.0.0.4').conns.idle.size === 2, 3000, 'a refusal on .2 and two spares on .4');
+    assert.ok(at('127.0.0.2').spareNotBefore > clock.now(), '.2 is in its spare back-off');
+    // The fake clock stands still: .2's back-off never ends in this test. Leasing both spares of .4 must
+    // still get .4 new spares at once.
+    const leases = [await p.acquire(), await p.acquire()];
+    assert.deepEqual(leases.map((l) => l.conn.endpoint.address), ['127.0.0.4', '127.0.0.4']);
+    await waitFor(() => at('127.0.0.4').conns.idle.size === 2, 3000, 'two new spares on .4 while .2 backs off');
+    const refusedBefore = refused;
+    // .2's back-off ends: one new spare to it (it is refused again, and backs off longer).
+    clock.advance(60_000);
+    await waitFor(() => refused > refusedBefore, 3000, 'a spare to .2 after its back-off');
+    assert.ok(refused <= refusedBefore + 2, `${refused - refusedBefore} connects to .2 after one back-off`);
+    for (const l of leases) l.release();
+  });
+
   it('a refused endpoint: every acquire still succeeds (the connect moves on), it is ejected once, later acquires avoid it; a probe restores it', async (t) => {
     // 127.0.0.3 has no server on the port: its connects are refused (RST), like a pod that is gone.
     const up = await tcpEchoEndpoints(['127.0.0.2', '127.0.0.4']);
