@@ -63,7 +63,7 @@ describe('Evictor: lazy idle and max-age timers', () => {
     lease();
     clock.advance(2000);
     assert.deepEqual(evicted, []);
-    assert.equal(conn.idleTimer, undefined);
+    assert.equal(conn.idleTimerAt, Infinity); // its heap entry was dropped
     idle();
     clock.advance(1000);
     assert.deepEqual(evicted, [[3010, 'idle_evicted']]);
