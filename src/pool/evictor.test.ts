@@ -63,7 +63,7 @@ describe('Evictor: lazy idle and max-age timers', () => {
     lease();
     clock.advance(2000);
     assert.deepEqual(evicted, []);
-    assert.equal(conn.idleTimer, undefined);
+    assert.equal(conn.idleTimerAt, Infinity); // its heap entry was dropped
     idle();
     clock.advance(1000);
     assert.deepEqual(evicted, [[3010, 'idle_evicted']]);
@@ -112,6 +112,49 @@ describe('Evictor: lazy idle and max-age timers', () => {
     idle();
     assert.equal(clock.pendingTimers, 2);
     ev.clear(conn);
+    assert.equal(clock.pendingTimers, 0);
+  });
+  it('many connections share one timer; each is retired at min(idle timeout, hint) after its last release', () => {
+    const clock = new FakeClock();
+    const off: number[] = [];
+    const ev = new Evictor(clock, 1000, (c, r) => {
+      assert.equal(r, 'idle_evicted');
+      const since = c.state.state === 'idle' ? c.state.idleSince : NaN;
+      off.push(clock.now() - since - Math.min(1000, c.idleTimeoutHintMs ?? Infinity));
+      c.state = { state: 'closed', closeReason: r, closedAt: clock.now() };
+      ev.clear(c);
+    });
+    const conns = Array.from({ length: 50 }, (_v, i) => {
+      const c = new UpstreamConn(i, 'r', new net.Socket(), 0, false, owner, 0, undefined, new Endpoint('127.0.0.1', 1, 4, 0));
+      c.state = { state: 'leased', leasedAt: 0 };
+      return c;
+    });
+    let seed = 7;
+    const rnd = (n: number): number => (seed = (seed * 1103515245 + 12345) % 2147483648) % n;
+    for (let t = 0; t < 5000; t += 7) {
+      clock.advance(7);
+      for (let k = 0; k < 3; k++) {
+        const c = conns[rnd(conns.length)]!;
+        if (c.state.state === 'closed') continue;
+        if (c.state.state === 'idle') {
+          c.state = { state: 'leased', leasedAt: clock.now() };
+          continue;
+        }
+        if (rnd(5) === 0) c.idleTimeoutHintMs = 200 + rnd(1500);
+        c.state = { state: 'idle', idleSince: clock.now() };
+        ev.arm(c, clock.now());
+        assert.ok(clock.pendingTimers <= 1, 'one shared idle timer');
+      }
+    }
+    for (const c of conns) {
+      if (c.state.state === 'leased') {
+        c.state = { state: 'idle', idleSince: clock.now() };
+        ev.arm(c, clock.now());
+      }
+    }
+    clock.advance(2000);
+    assert.equal(off.length, conns.length);
+    assert.deepEqual(off.filter((d) => d !== 0), []);
     assert.equal(clock.pendingTimers, 0);
   });
 });
