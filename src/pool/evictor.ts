@@ -38,9 +38,14 @@ export class Evictor {
 
   /** The connection just went idle at `now`. */
   arm(conn: UpstreamConn, now: number): void {
+    // The lower of the configured idle timeout and the upstream's Keep-Alive hint (already minus a margin):
+    // we retire the socket before the upstream closes it, so a request never races the upstream's FIN.
     const idleMs = Math.min(this.idleTimeoutMs ?? Infinity, conn.idleTimeoutHintMs ?? Infinity);
     conn.idleDeadline = now + idleMs;
+    // A max-age timer only when max age comes first in this idle period: otherwise the idle entry retires the
+    // connection before it, and the next release decides again.
     if (conn.maxAgeAt < conn.idleDeadline) conn.maxAgeTimer ??= this.clock.setTimeout(() => this.onMaxAge(conn), Math.max(0, conn.maxAgeAt - now));
+    // An entry already due before the new deadline is kept (it re-schedules for the rest when it comes up).
     if (idleMs !== Infinity && conn.idleDeadline < conn.idleTimerAt) {
       this.schedule(conn, conn.idleDeadline);
       if (conn.idleDeadline < this.timerAt) this.armTimer(now);
