@@ -74,6 +74,17 @@ function onResponseClose(this: ExchangeResponse): void {
   this[kExchange]?.onResponseClosed();
 }
 
+/**
+ * The 'close' listener of a pipelined request queued behind an earlier response (`this` is the request).
+ * Node never emits 'close' on a queued response whose socket closes (only the response attached to the socket
+ * gets one); the request does get 'close' (abortIncoming). Without this the request stayed in flight for ever:
+ * its upstream attempt ran on and the drain waited for drainTimeoutMs. The request also closes early in a normal
+ * exchange (body read), so only a destroyed socket counts.
+ */
+function onQueuedRequestClose(this: IncomingMessage & { [kExchange]?: HttpExchange }): void {
+  if (this.socket?.destroyed === true) this[kExchange]?.onResponseClosed();
+}
+
 const FIRST_TRY: AcquireOptions = { isFresh: false };
 
 /** Proxies one request; never throws (every failure becomes a generated response or a reset). */
@@ -92,6 +103,8 @@ class HttpExchange implements LeaseRequester {
   /** True while a failed attempt may be sent again (safe method, body buffered). */
   isReplayable: boolean;
   isDownstreamGone = false;
+  /** onResponseClosed ran (from the response's 'close', or the queued request's: once only). */
+  private isClosed = false;
   tries = 0;
   private current: Attempt | undefined;
   /** The endpoint of the last attempt: a retry avoids it when another endpoint is eligible (issue 14). */
@@ -116,6 +129,11 @@ class HttpExchange implements LeaseRequester {
     // function (the exchange rides on the response) spares a closure per request.
     (this.res as ExchangeResponse)[kExchange] = this;
     this.res.on('close', onResponseClose);
+    if (this.res.socket === null) {
+      // Pipelined behind an unfinished response: see onQueuedRequestClose.
+      (this.req as IncomingMessage & { [kExchange]?: HttpExchange })[kExchange] = this;
+      this.req.on('close', onQueuedRequestClose);
+    }
     // From the raw head, not `req.headers`: that getter builds a whole object per request on first use.
     const framing = requestBodyFraming(this.req.rawHeaders);
     if (framing === 0) {
@@ -155,6 +173,8 @@ class HttpExchange implements LeaseRequester {
 
   /** The response closed (finished or not). */
   onResponseClosed(): void {
+    if (this.isClosed) return;
+    this.isClosed = true;
     this.host.requestClosed();
     if (this.res.writableFinished) return;
     // The app went away before its response was complete: stop the upstream side too.
