@@ -124,6 +124,28 @@ describe('h2 route: plain HTTP/2', () => {
     await waitForMetric(sc, 'keepalive_sidecar_upstream_connections_closed_total', { route: 'g1', reason: 'protocol_error' }, 4);
   });
 
+  it('upstream that accepts and never sends SETTINGS: the session fails ping_timeout after pingTimeoutMs, nothing was sent on it, the app gets 502 ping_timeout', async (t) => {
+    const silent = net.createServer((sock) => {
+      sock.on('error', () => {});
+      sock.resume();
+    });
+    silent.listen(0, '127.0.0.1');
+    await once(silent, 'listening');
+    const sc = await startTestSidecar({ routes: [h2Route((silent.address() as net.AddressInfo).port, { h2: { pingTimeoutMs: 200 } })] });
+    const c = connect(sc.port());
+    t.after(async () => {
+      c.close();
+      await sc.stop();
+      await new Promise<void>((resolve) => silent.close(() => resolve()));
+    });
+    const r = await h2Request(c, { ':method': 'POST', ':path': '/' }, Buffer.from('x'));
+    assert.equal(r.status, 502);
+    assert.equal(r.headers['x-sidecar-error'], 'ping_timeout');
+    assert.ok((await metricValue(sc, 'keepalive_sidecar_upstream_connections_closed_total', { route: 'g1', reason: 'ping_timeout' })) >= 1);
+    // A POST placed again after its session failed: only streams that never left are (any method).
+    assert.ok((await metricValue(sc, 'keepalive_sidecar_h2_streams_rescued_total', { route: 'g1', reason: 'ping_timeout' })) >= 1);
+  });
+
   it('GOAWAY from the upstream: streams above lastStreamId are replayed on a fresh session (POST included)', async (t) => {
     let first: http2.ServerHttp2Session | undefined;
     const held: http2.ServerHttp2Stream[] = [];
