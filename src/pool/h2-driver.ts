@@ -55,7 +55,11 @@ export interface H2DriverHooks {
   sessionChanged(driver: H2Driver): void;
   /** The session's first stream opened (the pool's ACK-evidence sweep runs while sessions are busy). */
   sessionBusy(driver: H2Driver): void;
-  /** Requesters held for a PING that was answered: each gets its slot (onSession). */
+  /** The session's first SETTINGS arrived with this SETTINGS_MAX_CONCURRENT_STREAMS (Infinity: none sent). */
+  settingsReceived(driver: H2Driver, maxConcurrentStreams: number): void;
+  /** No SETTINGS from the upstream within pingTimeoutMs of the connect: the session is failed with `reason`. */
+  settingsTimedOut(driver: H2Driver, reason: CloseReason): void;
+  /** Requesters held for a PING that was answered (or for the first SETTINGS): each gets its slot (onSession). */
   grant(driver: H2Driver, requesters: readonly H2Requester[]): void;
   /** Requesters held for a session (`from`) that died or drains before their stream opened: place them again. */
   requeue(requesters: readonly H2Requester[], reason: CloseReason, from: H2Driver): void;
@@ -259,8 +263,19 @@ export class H2Driver {
   readonly session: ClientHttp2Session;
   /** Streams opened on this session and not closed yet. */
   openStreams = 0;
-  /** The server's SETTINGS_MAX_CONCURRENT_STREAMS (unlimited until its SETTINGS arrive). */
-  private remoteMax = Infinity;
+  /**
+   * The server's SETTINGS_MAX_CONCURRENT_STREAMS; until its first SETTINGS arrive, the pool's hint (what this
+   * endpoint's last session was told, else our cap): no stream is opened before then (hasSettings).
+   */
+  private remoteMax: number;
+  /**
+   * The upstream's first SETTINGS arrived. Before that no stream is opened on the session (grpc-go's client
+   * is not READY before the server preface, nghttpx's neither): requesters placed on it are held (they count
+   * against the capacity) and granted up to the real limit once it is known; at most pingTimeoutMs after the
+   * connect, else the session is failed (settingsTimedOut) and they go elsewhere (they never left).
+   */
+  hasSettings = false;
+  private settingsTimer: Timer | undefined;
   /** GOAWAY arrived (or we retire the session): no new streams; it closes when its streams end. */
   isDraining = false;
   /** Last-Stream-ID of the GOAWAY received: streams above it were never processed (RFC 9113 §6.8). */
@@ -294,8 +309,10 @@ export class H2Driver {
     private readonly config: H2Config,
     private readonly clock: Clock,
     private readonly hooks: H2DriverHooks,
+    remoteMaxHint = Infinity,
   ) {
     const now = clock.now();
+    this.remoteMax = remoteMaxHint;
     this.lastReadAt = now;
     this.idleSince = now;
     this.bytesSeen = socket.bytesRead;
@@ -340,8 +357,18 @@ export class H2Driver {
     };
     session.on('remoteSettings', (settings) => {
       this.remoteMax = settings.maxConcurrentStreams ?? Infinity;
+      if (!this.hasSettings) {
+        this.hasSettings = true;
+        this.settingsTimer?.clear();
+        this.settingsTimer = undefined;
+        this.noteBytes(this.clock.now());
+        hooks.settingsReceived(this, this.remoteMax);
+        // Not while a PING is outstanding (its ACK releases them).
+        if (this.probe === undefined) this.releaseHeld();
+      }
       hooks.sessionChanged(this);
     });
+    this.settingsTimer = clock.setTimeout(() => this.onSettingsTimeout(), config.pingTimeoutMs);
     session.on('goaway', (code: number, lastStreamId: number, data: Buffer | undefined) => this.onGoaway(code, lastStreamId, data));
     session.once('connect', () => {
       try {
@@ -391,6 +418,11 @@ export class H2Driver {
    * silent for pingIdleMs or a PING is outstanding: then `r` is held until the ACK or any byte.
    */
   use(r: H2Requester): void {
+    if (!this.hasSettings) {
+      this.held.push(r);
+      this.hooks.sessionChanged(this);
+      return;
+    }
     if (this.probe === undefined) {
       const now = this.clock.now();
       if (now - this.heardAt(now) < this.config.pingIdleMs) {
@@ -592,7 +624,7 @@ export class H2Driver {
   }
 
   private releaseHeld(): void {
-    if (this.held.length === 0) return;
+    if (this.held.length === 0 || !this.hasSettings) return;
     const held = this.held;
     this.held = [];
     if (this.isUsable) this.hooks.grant(this, held);
@@ -653,7 +685,23 @@ export class H2Driver {
     this.hooks.sessionChanged(this);
   }
 
+  /**
+   * No SETTINGS within pingTimeoutMs of the connect: an upstream that sent nothing at all is as silent as one
+   * that does not answer a PING (ping_timeout, a dead-peer reason: its endpoint is ejected); one that sent
+   * bytes but no SETTINGS does not speak HTTP/2 (protocol_error). The held requesters go elsewhere.
+   */
+  private onSettingsTimeout(): void {
+    this.settingsTimer = undefined;
+    if (this.hasSettings || this.session.destroyed || this.conn.closeReason !== undefined) return;
+    const reason: CloseReason = this.socket.bytesRead === 0 ? 'ping_timeout' : 'protocol_error';
+    const decided = this.conn.decideReason({ kind: 'local', reason });
+    this.hooks.settingsTimedOut(this, decided);
+    this.destroy(decided);
+  }
+
   private clearTimers(): void {
+    this.settingsTimer?.clear();
+    this.settingsTimer = undefined;
     this.stallTimer?.clear();
     this.stallTimer = undefined;
     this.periodicTimer?.clear();

@@ -96,6 +96,11 @@ export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2Dri
   /** Connect failures each requester met (failure path only): it tries another endpoint at most once each. */
   private readonly connectTries = new WeakMap<H2Requester, number>();
   private readonly idleTimers = new Map<UpstreamConn, Timer>();
+  /**
+   * SETTINGS_MAX_CONCURRENT_STREAMS each endpoint's last session was sent: the stream budget of its next
+   * connecting session (so a burst opens about ceil(N / limit) sessions, not N / our cap and then a re-queue).
+   */
+  private readonly learnedMax = new WeakMap<Endpoint, number>();
   private sweepTimer: Timer | undefined;
   private nextId = 1;
   private isClosing = false;
@@ -205,13 +210,7 @@ export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2Dri
       driver.use(r);
       return;
     }
-    for (const conn of ep.conns.connecting) {
-      const list = this.connectWaiters.get(conn);
-      if (list !== undefined && list.length < this.h2.maxConcurrentStreams && conn.closeReason === undefined) {
-        list.push(r);
-        return;
-      }
-    }
+    if (this.joinConnect(ep, r)) return;
     if (this.total < this.config.maxConnections) {
       this.connect(ep, [r]);
       return;
@@ -237,6 +236,33 @@ export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2Dri
       }, H2_PENDING_TIMEOUT_MS),
     };
     this.waiters.set(r, waiter);
+  }
+
+  /** The stream budget of a session to `ep` before its SETTINGS: the last one learned, else our cap. */
+  private budgetOf(ep: Endpoint): number {
+    return Math.min(this.h2.maxConcurrentStreams, this.learnedMax.get(ep) ?? Infinity);
+  }
+
+  private hasConnectRoom(ep: Endpoint): boolean {
+    const budget = this.budgetOf(ep);
+    for (const conn of ep.conns.connecting) {
+      const list = this.connectWaiters.get(conn);
+      if (list !== undefined && list.length < budget && conn.closeReason === undefined) return true;
+    }
+    return false;
+  }
+
+  /** Joins a connect under way to `ep` that has room in its budget (false: none). */
+  private joinConnect(ep: Endpoint, r: H2Requester): boolean {
+    const budget = this.budgetOf(ep);
+    for (const conn of ep.conns.connecting) {
+      const list = this.connectWaiters.get(conn);
+      if (list !== undefined && list.length < budget && conn.closeReason === undefined) {
+        list.push(r);
+        return true;
+      }
+    }
+    return false;
   }
 
   /**
@@ -408,7 +434,7 @@ export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2Dri
     const now = this.clock.now();
     for (const f of establish(conn, this.config, now)) this.emit('sockoptFailed', conn, f);
     this.setConnState(conn, transition(conn.state, CONNECTED, now).next);
-    conn.h2 = new H2Driver(conn, socket, this.origin, this.h2, this.clock, this);
+    conn.h2 = new H2Driver(conn, socket, this.origin, this.h2, this.clock, this, this.learnedMax.get(conn.endpoint));
     this.place(conn);
     this.emit('connected', conn, now - conn.openedAt);
     this.endpoints.noteConnected(conn.endpoint);
@@ -421,9 +447,9 @@ export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2Dri
       this.serveWaiters();
       return;
     }
-    // A brand-new session was just heard from (the handshake): no ping-before-use.
+    // Held until the upstream's first SETTINGS (its real stream limit), then granted up to it (grant).
     for (const r of live) {
-      if (driver.isUsable && driver.capacity > 0) r.onSession(driver);
+      if (driver.isUsable && driver.capacity > 0) driver.use(r);
       else this.checkout(r);
     }
     this.serveWaiters();
@@ -516,6 +542,16 @@ export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2Dri
       }
     }
     if (isAnyBusy) this.sweepTimer = this.clock.setTimeout(() => this.sweep(), SWEEP_MS);
+  }
+
+  settingsReceived(driver: H2Driver, maxConcurrentStreams: number): void {
+    this.learnedMax.set(driver.conn.endpoint, maxConcurrentStreams);
+  }
+
+  settingsTimedOut(driver: H2Driver, reason: CloseReason): void {
+    // As a PING timeout: ejected before the held streams are placed again (they go to another endpoint).
+    this.place(driver.conn);
+    if (DEAD_PEER_REASONS.has(reason)) this.ejectEndpoint(driver.conn, reason as EjectReason, undefined);
   }
 
   grant(driver: H2Driver, requesters: readonly H2Requester[]): void {
@@ -654,11 +690,12 @@ export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2Dri
       const ep = this.endpoints.pick();
       if (ep === undefined) return;
       const driver = this.pickReady(ep) ?? this.pickReady(undefined);
-      if (driver === undefined && this.total >= this.config.maxConnections) return;
+      // A connect under way with room takes it before a new session is opened (no session per waiter).
+      if (driver === undefined && this.total >= this.config.maxConnections && !this.hasConnectRoom(ep)) return;
       this.waiters.delete(w.r);
       w.timer?.clear();
       if (driver !== undefined) driver.use(w.r);
-      else this.connect(ep, [w.r]);
+      else if (!this.joinConnect(ep, w.r)) this.connect(ep, [w.r]);
     }
   }
 }

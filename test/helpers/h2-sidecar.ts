@@ -100,6 +100,8 @@ export interface PingPolicyServer {
   /** Calls received, by method, in order. */
   readonly calls: string[];
   stop(): Promise<void>;
+  /** Most Hold calls the server ran at once on one connection. */
+  readonly maxActive: number;
 }
 
 export interface PingPolicy {
@@ -107,6 +109,8 @@ export interface PingPolicy {
   readonly minPingIntervalMs?: number;
   /** grpc.http2.max_ping_strikes (default 2). */
   readonly maxPingStrikes?: number;
+  /** grpc.max_concurrent_streams (SETTINGS_MAX_CONCURRENT_STREAMS; default unlimited). */
+  readonly maxConcurrentStreams?: number;
   /** grpc.keepalive_permit_without_calls (default 0: 2 h between pings without calls). */
   readonly permitWithoutCalls?: boolean;
 }
@@ -116,10 +120,12 @@ export async function startPingPolicyServer(t: TestContext, policy: PingPolicy =
   const args: string[] = [];
   if (policy.minPingIntervalMs !== undefined) args.push('--min-ping-interval-ms', String(policy.minPingIntervalMs));
   if (policy.maxPingStrikes !== undefined) args.push('--max-ping-strikes', String(policy.maxPingStrikes));
+  if (policy.maxConcurrentStreams !== undefined) args.push('--max-concurrent-streams', String(policy.maxConcurrentStreams));
   if (policy.permitWithoutCalls !== undefined) args.push('--permit-without-calls', policy.permitWithoutCalls ? '1' : '0');
   // stdin is a pipe we never write: the server exits when it closes (i.e. when this process dies).
   const child = spawn(PYTHON, [SCRIPT, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
   const calls: string[] = [];
+  const server = { port: 0, calls, stop: async (): Promise<void> => stop(), maxActive: 0 };
   let err = '';
   child.stderr.on('data', (d: Buffer) => (err += d.toString()));
   const port = await new Promise<number>((resolve, reject) => {
@@ -130,9 +136,10 @@ export async function startPingPolicyServer(t: TestContext, policy: PingPolicy =
       while ((i = buf.indexOf('\n')) >= 0) {
         const line = buf.slice(0, i);
         buf = buf.slice(i + 1);
-        const o = JSON.parse(line) as { port?: number; call?: string };
+        const o = JSON.parse(line) as { port?: number; call?: string; active?: number };
         if (o.port !== undefined) resolve(o.port);
         if (o.call !== undefined) calls.push(o.call);
+        if (o.active !== undefined) server.maxActive = Math.max(server.maxActive, o.active);
       }
     });
     child.once('exit', (code) => reject(new Error(`grpc_ping_server.py exited (${code}): ${err}`)));
@@ -146,5 +153,6 @@ export async function startPingPolicyServer(t: TestContext, policy: PingPolicy =
     clearTimeout(timer);
   };
   t.after(stop);
-  return { port, calls, stop };
+  server.port = port;
+  return server;
 }

@@ -119,7 +119,31 @@ describe('h2 route: plain HTTP/2', () => {
     const g = await h2Request(c, { ':method': 'POST', ':path': '/x.Y/Z', 'content-type': 'application/grpc' }, Buffer.alloc(5));
     assert.equal(g.headers['grpc-status'], '14');
     assert.equal(g.headers['grpc-message'], 'sidecar: protocol_error');
-    await waitForMetric(sc, 'keepalive_sidecar_upstream_connections_closed_total', { route: 'g1', reason: 'protocol_error' }, 3);
+    // Two sessions per request: no stream is opened before the upstream's SETTINGS (which an HTTP/1 server
+    // never sends), so the first session fails with nothing sent and the request is placed again once more.
+    await waitForMetric(sc, 'keepalive_sidecar_upstream_connections_closed_total', { route: 'g1', reason: 'protocol_error' }, 4);
+  });
+
+  it('upstream that accepts and never sends SETTINGS: the session fails ping_timeout after pingTimeoutMs, nothing was sent on it, the app gets 502 ping_timeout', async (t) => {
+    const silent = net.createServer((sock) => {
+      sock.on('error', () => {});
+      sock.resume();
+    });
+    silent.listen(0, '127.0.0.1');
+    await once(silent, 'listening');
+    const sc = await startTestSidecar({ routes: [h2Route((silent.address() as net.AddressInfo).port, { h2: { pingTimeoutMs: 200 } })] });
+    const c = connect(sc.port());
+    t.after(async () => {
+      c.close();
+      await sc.stop();
+      await new Promise<void>((resolve) => silent.close(() => resolve()));
+    });
+    const r = await h2Request(c, { ':method': 'POST', ':path': '/' }, Buffer.from('x'));
+    assert.equal(r.status, 502);
+    assert.equal(r.headers['x-sidecar-error'], 'ping_timeout');
+    assert.ok((await metricValue(sc, 'keepalive_sidecar_upstream_connections_closed_total', { route: 'g1', reason: 'ping_timeout' })) >= 1);
+    // A POST placed again after its session failed: only streams that never left are (any method).
+    assert.ok((await metricValue(sc, 'keepalive_sidecar_h2_streams_rescued_total', { route: 'g1', reason: 'ping_timeout' })) >= 1);
   });
 
   it('GOAWAY from the upstream: streams above lastStreamId are replayed on a fresh session (POST included)', async (t) => {
