@@ -166,7 +166,9 @@ async function main(): Promise<void> {
     peers: args.quick ? undefined : peerVersions(),
   };
 
-  const allHttp: TargetName[] = ['direct', 'haproxy', 'nginx', 'node-http-proxy', 'minimal', 'sidecar-http', 'sidecar-tcp'];
+  const allHttp: TargetName[] = ['direct', 'haproxy', 'nginx', 'node-http-proxy', 'node-self', 'relay', 'minimal', 'sidecar-http', 'sidecar-tcp'];
+  // The llhttp-binding prototype (research, bench/peers/llhttp-proto.ts) runs only when named in --targets.
+  if (args.targets?.includes('llhttp-proto') === true) allHttp.splice(allHttp.indexOf('minimal'), 0, 'llhttp-proto');
   // A/B of two sidecar builds in one run: BENCH_BASE_SIDECAR_DIR=<built checkout> --targets sidecar-base,sidecar-http.
   if (process.env.BENCH_BASE_SIDECAR_DIR !== undefined) allHttp.splice(allHttp.indexOf('sidecar-http'), 0, 'sidecar-base');
   const allTcp: TargetName[] = ['direct', 'haproxy', 'nginx', 'sidecar-tcp'];
@@ -238,7 +240,7 @@ async function main(): Promise<void> {
       say('fault matrix skipped: needs root, nft and ss');
     } else {
       say('fault matrix');
-      const faultTargets = pick(args.quick ? ['direct', 'sidecar-http', 'sidecar-tcp'] : allHttp.filter((t) => t !== 'minimal'));
+      const faultTargets = pick(args.quick ? ['direct', 'sidecar-http', 'sidecar-tcp'] : allHttp.filter((t) => t !== 'minimal' && t !== 'node-self' && t !== 'relay' && t !== 'llhttp-proto'));
       const f = await runFault({
         quick: args.quick,
         variants: args.variants ?? (args.quick ? ['steady'] : ['steady', 'burst', 'idle', 'early-resume']),

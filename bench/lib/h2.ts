@@ -25,10 +25,10 @@ import { fmt, fmtSpread, spread } from './stats.js';
 
 const benchDist = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
-export type H2TargetName = 'direct' | 'nghttpx' | 'sidecar-h2' | 'sidecar-h2-base';
+export type H2TargetName = 'direct' | 'nghttpx' | 'h2-self' | 'sidecar-h2' | 'sidecar-h2-base';
 /** sidecar-h2-base: the h2 route of BENCH_BASE_SIDECAR_DIR, for an A/B in one run (listed only when that is set). */
-export const H2_TARGETS: readonly H2TargetName[] = ['direct', 'nghttpx', ...(process.env.BENCH_BASE_SIDECAR_DIR !== undefined ? (['sidecar-h2-base'] as const) : []), 'sidecar-h2'];
-const LABEL: Record<H2TargetName, string> = { direct: 'direct (no proxy)', nghttpx: 'nghttpx', 'sidecar-h2': 'sidecar (h2 route)', 'sidecar-h2-base': 'sidecar base (h2 route, BENCH_BASE_SIDECAR_DIR)' };
+export const H2_TARGETS: readonly H2TargetName[] = ['direct', 'nghttpx', 'h2-self', ...(process.env.BENCH_BASE_SIDECAR_DIR !== undefined ? (['sidecar-h2-base'] as const) : []), 'sidecar-h2'];
+const LABEL: Record<H2TargetName, string> = { direct: 'direct (no proxy)', nghttpx: 'nghttpx', 'h2-self': 'h2-self (node:http2 answers itself, floor)', 'sidecar-h2': 'sidecar (h2 route)', 'sidecar-h2-base': 'sidecar base (h2 route, BENCH_BASE_SIDECAR_DIR)' };
 
 
 interface H2Target {
@@ -165,6 +165,12 @@ async function startSidecarH2(upPort: number, cpu: string | undefined, dir: stri
 async function startH2Target(name: H2TargetName, upPort: number, o: H2Options): Promise<H2Target> {
   if (name === 'direct') return { name, proc: undefined, port: upPort, stop: async () => {} };
   if (name === 'nghttpx') return startNghttpx(upPort, o.proxyCpu, o.dir);
+  if (name === 'h2-self') {
+    // The floor: node:http2 answering the upstream's response itself (a second h2-upstream process, pinned
+    // where the proxies run). No streams are held through it: it has no upstream (openStreams skips it).
+    const u = await startUpstream(o.proxyCpu);
+    return { name, proc: u.proc, port: u.port, stop: () => u.proc.stop() };
+  }
   if (name === 'sidecar-h2-base') {
     const base = process.env.BENCH_BASE_SIDECAR_DIR;
     if (base === undefined) throw new H2Unavailable('set BENCH_BASE_SIDECAR_DIR to a built checkout');
@@ -354,7 +360,7 @@ export async function runH2(o: H2Options): Promise<H2Raw> {
           load.push(s);
           o.say(`  round ${round} ${t.name} ${rate}/s: ${s.rps.toFixed(0)} req/s, ${s.failed} failed, mean ${fmt(s.meanMs)} ms, max ${fmt(s.maxMs)} ms, CPU ${fmt(s.cpuUsPerReq)} µs/req (ticks ${fmt(s.cpuTickUsPerReq)}${s.cpuPrecise || t.proc === undefined ? '' : ', a thread exited: ticks used'})`);
         }
-        if (t.proc !== undefined && o.openStreams > 0) {
+        if (t.proc !== undefined && t.name !== 'h2-self' && o.openStreams > 0) {
           // A fresh process each time: one that already held streams keeps that memory (malloc, V8 heap) and
           // would report less than a stream costs.
           const fresh = await startH2Target(t.name, up.port, o);

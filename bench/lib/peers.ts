@@ -42,7 +42,7 @@ export function ensureCommands(cmds: readonly string[], say: (s: string) => void
   for (const c of missing) if (!hasCommand(c)) throw new Error(`${c} still missing after installing ${pkgs.join(' ')}`);
 }
 
-export type TargetName = 'direct' | 'haproxy' | 'nginx' | 'node-http-proxy' | 'minimal' | 'sidecar-http' | 'sidecar-base' | 'sidecar-tcp';
+export type TargetName = 'direct' | 'haproxy' | 'nginx' | 'node-http-proxy' | 'minimal' | 'node-self' | 'relay' | 'llhttp-proto' | 'sidecar-http' | 'sidecar-base' | 'sidecar-tcp';
 
 export const TARGET_LABEL: Record<TargetName, string> = {
   direct: 'direct (no proxy)',
@@ -50,6 +50,9 @@ export const TARGET_LABEL: Record<TargetName, string> = {
   nginx: 'nginx',
   'node-http-proxy': 'node-http-proxy',
   minimal: 'minimal node:http + undici',
+  'node-self': 'node-self (node:http answers itself, floor)',
+  relay: 'relay (net pipe, no HTTP, floor)',
+  'llhttp-proto': 'prototype: llhttp binding + undici (research)',
   'sidecar-http': 'sidecar (http route)',
   'sidecar-base': 'sidecar (http route, BENCH_BASE_SIDECAR_DIR)',
   'sidecar-tcp': 'sidecar (tcp route)',
@@ -103,6 +106,12 @@ export async function startTarget(name: TargetName, ports: TargetPorts, ctx: Sta
       return startNodeHttpProxy(ports, ctx);
     case 'minimal':
       return startNodePeer('minimal', 'minimal.js', ports, ctx);
+    case 'node-self':
+      return startNodePeer('node-self', 'node-self.js', ports, ctx);
+    case 'relay':
+      return startNodePeer('relay', 'relay.js', ports, ctx);
+    case 'llhttp-proto':
+      return startNodePeer('llhttp-proto', 'llhttp-proto.js', ports, ctx);
     case 'sidecar-http':
     case 'sidecar-tcp':
       return startSidecar(name, ports, ctx, { nodeArgs: sidecarNodeArgs(false) });
