@@ -218,6 +218,8 @@ export const H2_SESSION_WINDOW = 8 << 20;
  */
 const REQUEST_BODYLESS = Object.freeze({ endStream: true, weight: 16, parent: 0, exclusive: false, silent: false });
 const REQUEST_WITH_BODY = Object.freeze({ endStream: false, weight: 16, parent: 0, exclusive: false, silent: false });
+/** A body that may end with trailers: the stream stays open after its last DATA until 'wantTrailers' is answered. */
+const REQUEST_WITH_BODY_TRAILERS = Object.freeze({ ...REQUEST_WITH_BODY, waitForTrailers: true });
 
 /**
  * Node 20's ClientHttp2Session.request() wraps its connect callback in a fresh AsyncResource's bind(), and
@@ -237,11 +239,11 @@ export function scopeBind(this: AsyncResource, fn: (...args: unknown[]) => unkno
 }
 
 /** session.request() with the cheap bind in place for exactly its duration (node's is back when it returns or throws). */
-export function requestStream(session: ClientHttp2Session, headers: OutgoingHttpHeaders, isBodyless: boolean): ClientHttp2Stream {
+export function requestStream(session: ClientHttp2Session, headers: OutgoingHttpHeaders, isBodyless: boolean, canHaveTrailers = false): ClientHttp2Stream {
   const proto = AsyncResource.prototype as { bind: unknown };
   proto.bind = scopeBind;
   try {
-    return session.request(headers, isBodyless ? REQUEST_BODYLESS : REQUEST_WITH_BODY);
+    return session.request(headers, isBodyless ? REQUEST_BODYLESS : canHaveTrailers ? REQUEST_WITH_BODY_TRAILERS : REQUEST_WITH_BODY);
   } finally {
     proto.bind = nodeBind;
   }
@@ -451,9 +453,12 @@ export class H2Driver {
     return this.goawayLastStreamId !== undefined ? 'goaway' : 'peer_reset';
   }
 
-  /** Opens one stream (throws what session.request throws). The caller listens for its 'close' first thing. */
-  request(headers: OutgoingHttpHeaders, isBodyless: boolean): ClientHttp2Stream {
-    const stream = requestStream(this.session, headers, isBodyless);
+  /**
+   * Opens one stream (throws what session.request throws). The caller listens for its 'close' first thing.
+   * `canHaveTrailers`: the body may end with trailers (the caller answers 'wantTrailers').
+   */
+  request(headers: OutgoingHttpHeaders, isBodyless: boolean, canHaveTrailers = false): ClientHttp2Stream {
+    const stream = requestStream(this.session, headers, isBodyless, canHaveTrailers);
     // node:http2 writes the HEADERS later (its write is scheduled, never done inside request()).
     this.writtenAtOpen.set(stream, this.socket.bytesWritten);
     if (this.openStreams++ === 0) {

@@ -171,6 +171,12 @@ function downOnClose(this: DownStream): void {
   (this as Partial<DownStream>)[kExchange] = undefined;
   ex.onDownClose();
 }
+function downOnTrailers(this: DownStream, t: IncomingHttpHeaders): void {
+  this[kExchange].onDownTrailers(t);
+}
+function upOnWantTrailers(this: ExchangeStream): void {
+  this[kExchange].onUpWantTrailers(this);
+}
 function downOnWantTrailers(this: DownStream): void {
   this[kExchange].onWantTrailers();
 }
@@ -216,6 +222,8 @@ class H2Exchange implements H2Requester {
   private infos = 0;
   private isUpEnded = false;
   private trailers: OutgoingHttpHeaders | undefined;
+  /** The app's request trailers (plain h2 only; kept for a replay like the body). */
+  private reqTrailers: OutgoingHttpHeaders | undefined;
   private unsafeReplays = 0;
   private freeReplays = 0;
   private requeues = 0;
@@ -248,7 +256,12 @@ class H2Exchange implements H2Requester {
     down.on('error', ignore);
     down.on('close', downOnClose);
     // node:http2 emits 'end' of an empty body by itself (read(0) after END_STREAM), listener or not.
-    if (!this.isDownEnded) down.on('end', downOnEnd);
+    if (!this.isDownEnded) {
+      down.on('end', downOnEnd);
+      // Request trailers (RFC 9113 §8.1) are forwarded for plain h2; a gRPC request never has any (its
+      // request ends with END_STREAM on the last DATA), so gRPC streams keep the plain end.
+      if (!this.isGrpc) down.on('trailers', downOnTrailers);
+    }
     this.host.pool.checkout(this);
   }
 
@@ -265,7 +278,7 @@ class H2Exchange implements H2Requester {
     const isBodyless = this.isDownEnded && this.bodyBytes === 0;
     let up: ClientHttp2Stream;
     try {
-      up = driver.request(this.upHeaders, isBodyless);
+      up = driver.request(this.upHeaders, isBodyless, !isBodyless && !this.isGrpc);
     } catch {
       // Refused by node:http2 before anything was sent. A closing or closed session: the stream never left
       // us (replay). A live session: the request itself cannot be sent as HTTP/2 (a CONNECT, a bad field),
@@ -286,6 +299,7 @@ class H2Exchange implements H2Requester {
     up.on('error', upOnError);
     up.on('close', upOnClose);
     if (isBodyless) return;
+    if (!this.isGrpc) up.on('wantTrailers', upOnWantTrailers);
     for (const chunk of this.body) up.write(chunk);
     if (this.isDownEnded) {
       up.end();
@@ -341,6 +355,21 @@ class H2Exchange implements H2Requester {
     }
   }
 
+
+  onDownTrailers(t: IncomingHttpHeaders): void {
+    this.reqTrailers = forwardable(t);
+  }
+
+  /** The upstream stream sent its last DATA: end it with the app's trailers (none: an empty END_STREAM DATA). */
+  onUpWantTrailers(up: ClientHttp2Stream): void {
+    if (up.destroyed) return;
+    try {
+      up.sendTrailers(this.reqTrailers ?? {});
+    } catch {
+      // A field node:http2 refuses in trailers (a pseudo-header): end the request without them.
+      if (!up.destroyed) up.sendTrailers({});
+    }
+  }
 
   onDownEnd(): void {
     this.isDownEnded = true;

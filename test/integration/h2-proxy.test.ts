@@ -79,6 +79,42 @@ describe('h2 route: plain HTTP/2', () => {
     assert.equal(await metricValue(sc, 'keepalive_sidecar_h2_sessions', { route: 'g1', state: 'ready' }), 1, 'both streams on one upstream session');
   });
 
+  it('request trailers from the app reach the upstream (plain h2); a body without trailers ends as before', async (t) => {
+    const up = await h2Upstream((s) => {
+      let n = 0;
+      let got = 'none';
+      s.on('data', (c: Buffer) => (n += c.length));
+      s.on('trailers', (tr) => (got = String(tr['x-checksum'])));
+      s.on('end', () => {
+        s.respond({ ':status': 200, 'x-got-trailer': got, 'x-len': String(n) });
+        s.end();
+      });
+    });
+    const sc = await startTestSidecar({ routes: [h2Route(up.port)] });
+    const c = connect(sc.port());
+    t.after(async () => {
+      c.close();
+      await sc.stop();
+      await up.close();
+    });
+    const send = (trailers: Record<string, string> | undefined): Promise<Record<string, unknown>> =>
+      new Promise((resolve, reject) => {
+        const r = c.request({ ':method': 'POST', ':path': '/up' }, { waitForTrailers: true });
+        r.on('wantTrailers', () => r.sendTrailers(trailers ?? {}));
+        r.on('response', (h) => resolve(h as Record<string, unknown>));
+        r.on('error', reject);
+        r.resume();
+        r.end(Buffer.alloc(70_000, 1));
+      });
+    const withT = await send({ 'x-checksum': 'abc123' });
+    assert.equal(withT[':status'], 200);
+    assert.equal(withT['x-got-trailer'], 'abc123');
+    assert.equal(withT['x-len'], '70000');
+    const without = await send(undefined);
+    assert.equal(without['x-got-trailer'], 'none');
+    assert.equal(without['x-len'], '70000');
+  });
+
   it('unreachable upstream: plain 502 x-sidecar-error: connect_refused; gRPC trailers-only grpc-status 14', async (t) => {
     const sc = await startTestSidecar({ routes: [h2Route(await deadPort())] });
     const c = connect(sc.port());
