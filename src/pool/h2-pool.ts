@@ -86,9 +86,9 @@ export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2Dri
     full: new Set(),
     draining: new Set(),
   };
-  /** Requesters waiting for a connecting session, by session (at most maxConcurrentStreams each). */
   /** The set each live session is in (so `place` moves it only when its state changed). */
   private readonly filed = new Map<UpstreamConn, H2SessionState>();
+  /** Requesters waiting for a connecting session, by session (at most maxConcurrentStreams each). */
   private readonly connectWaiters = new Map<UpstreamConn, H2Requester[]>();
   private readonly connectTimers = new Map<UpstreamConn, Timer>();
   /** The bounded FIFO of callers waiting for a stream slot (insertion order; a cancelled one leaves at once). */

@@ -14,8 +14,8 @@
  * pingTimeoutMs stays 1000 (a loopback ACK deadline, not a rate: the server's policy never sees it).
  * Two routes of one sidecar run at the same time against one server (its policy is per connection):
  *   sparse: 80 unary calls 300 ms apart (> pingIdleMs), so ping-before-use fires before every one;
- *   held:   one long server-streaming call on which the server sends nothing for 27 s, so only the periodic
- *           PING (streams open, nothing read) runs, twice at >= 12 s.
+ *   held:   one long server-streaming call on which the server sends nothing for 30 s, so only the periodic
+ *           PING (streams open, nothing read) runs, twice at 12-13.2 s each (jitter +0-10 %: the second is due by 26.4 s, 3.6 s before the end).
  * Neither may ever draw a GOAWAY. The negative control proves the test can fail: a route whose
  * pingIntervalMs (1000 ms, the schema's floor) is far below the server's 12 s floor DOES draw GOAWAY
  * enhance_your_calm, counts it, logs it, and backs off (the interval doubles, so the next session survives
@@ -119,7 +119,7 @@ describe('grpcio ping policy, direct (the server really polices; no sidecar)', (
 });
 
 describe('h2 route PINGs vs the grpcio ping policy (timings scaled by K = 25, see the header)', () => {
-  it('defaults scaled: 80 sparse calls with ping-before-use + a 27 s silent streaming call with periodic PINGs -> no GOAWAY, every call OK', async (t) => {
+  it('defaults scaled: 80 sparse calls with ping-before-use + a 30 s silent streaming call with periodic PINGs -> no GOAWAY, every call OK', async (t) => {
     if (!requirePythonGrpc(t)) return;
     const up = await startPingPolicyServer(t, { minPingIntervalMs: FLOOR_MS });
     const sc = await startH2Sidecar(t, [h2Route(up.port, SCALED, {}, 'sparse'), h2Route(up.port, SCALED, {}, 'held')]);
@@ -130,7 +130,7 @@ describe('h2 route PINGs vs the grpcio ping policy (timings scaled by K = 25, se
       sparse.close();
       heldClient.close();
     });
-    const held = openServerStream(heldClient, HOLD, '27', { deadlineMs: 40_000 });
+    const held = openServerStream(heldClient, HOLD, '30', { deadlineMs: 40_000 });
     const codes: number[] = [];
     for (let i = 0; i < 80; i++) {
       const r = await unary(sparse, UNARY, `s${i}`, { deadlineMs: 5000 });
