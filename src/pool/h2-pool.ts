@@ -243,26 +243,25 @@ export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2Dri
     return Math.min(this.h2.maxConcurrentStreams, this.learnedMax.get(ep) ?? Infinity);
   }
 
-  private hasConnectRoom(ep: Endpoint): boolean {
+  /** The waiter list of a connect under way to `ep` with room in its budget (undefined: none). */
+  private connectWithRoom(ep: Endpoint): H2Requester[] | undefined {
     const budget = this.budgetOf(ep);
     for (const conn of ep.conns.connecting) {
       const list = this.connectWaiters.get(conn);
-      if (list !== undefined && list.length < budget && conn.closeReason === undefined) return true;
+      if (list !== undefined && list.length < budget && conn.closeReason === undefined) return list;
     }
-    return false;
+    return undefined;
+  }
+
+  private hasConnectRoom(ep: Endpoint): boolean {
+    return this.connectWithRoom(ep) !== undefined;
   }
 
   /** Joins a connect under way to `ep` that has room in its budget (false: none). */
   private joinConnect(ep: Endpoint, r: H2Requester): boolean {
-    const budget = this.budgetOf(ep);
-    for (const conn of ep.conns.connecting) {
-      const list = this.connectWaiters.get(conn);
-      if (list !== undefined && list.length < budget && conn.closeReason === undefined) {
-        list.push(r);
-        return true;
-      }
-    }
-    return false;
+    const list = this.connectWithRoom(ep);
+    list?.push(r);
+    return list !== undefined;
   }
 
   /**
