@@ -25,10 +25,10 @@ import { fmt, fmtSpread, spread } from './stats.js';
 
 const benchDist = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
-export type H2TargetName = 'direct' | 'nghttpx' | 'h2-self' | 'sidecar-h2' | 'sidecar-h2-base';
+export type H2TargetName = 'direct' | 'nghttpx' | 'h2-self' | 'h2-minimal' | 'sidecar-h2' | 'sidecar-h2-base';
 /** sidecar-h2-base: the h2 route of BENCH_BASE_SIDECAR_DIR, for an A/B in one run (listed only when that is set). */
-export const H2_TARGETS: readonly H2TargetName[] = ['direct', 'nghttpx', 'h2-self', ...(process.env.BENCH_BASE_SIDECAR_DIR !== undefined ? (['sidecar-h2-base'] as const) : []), 'sidecar-h2'];
-const LABEL: Record<H2TargetName, string> = { direct: 'direct (no proxy)', nghttpx: 'nghttpx', 'h2-self': 'h2-self (node:http2 answers itself, floor)', 'sidecar-h2': 'sidecar (h2 route)', 'sidecar-h2-base': 'sidecar base (h2 route, BENCH_BASE_SIDECAR_DIR)' };
+export const H2_TARGETS: readonly H2TargetName[] = ['direct', 'nghttpx', 'h2-self', 'h2-minimal', ...(process.env.BENCH_BASE_SIDECAR_DIR !== undefined ? (['sidecar-h2-base'] as const) : []), 'sidecar-h2'];
+const LABEL: Record<H2TargetName, string> = { direct: 'direct (no proxy)', nghttpx: 'nghttpx', 'h2-self': 'h2-self (node:http2 answers itself, floor)', 'h2-minimal': 'h2-minimal (bare node:http2 proxy, no features, floor)', 'sidecar-h2': 'sidecar (h2 route)', 'sidecar-h2-base': 'sidecar base (h2 route, BENCH_BASE_SIDECAR_DIR)' };
 
 
 interface H2Target {
@@ -170,6 +170,12 @@ async function startH2Target(name: H2TargetName, upPort: number, o: H2Options): 
     // where the proxies run). No streams are held through it: it has no upstream (openStreams skips it).
     const u = await startUpstream(o.proxyCpu);
     return { name, proc: u.proc, port: u.port, stop: () => u.proc.stop() };
+  }
+  if (name === 'h2-minimal') {
+    // The floor of a proxy on node:http2 both sides (bench/peers/h2-minimal.ts: one upstream session, pipes).
+    const proc = spawnProc('h2-minimal', process.execPath, [join(benchDist, 'peers', 'h2-minimal.js'), String(upPort)], { cpu: o.proxyCpu, nofile: 65536 });
+    const port = await proc.waitLine((l) => (l.startsWith('{"port"') ? (JSON.parse(l) as { port: number }).port : undefined));
+    return { name, proc, port, stop: () => proc.stop() };
   }
   if (name === 'sidecar-h2-base') {
     const base = process.env.BENCH_BASE_SIDECAR_DIR;
