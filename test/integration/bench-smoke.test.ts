@@ -78,7 +78,7 @@ interface H2SmokeSummary {
   };
 }
 
-test('npm run bench -- --quick --only h2: h2load through direct, nghttpx and the sidecar h2 route, CPU per request and RSS per open stream', { timeout: 120_000 }, async (t) => {
+test('npm run bench -- --quick --only h2: h2load through direct, nghttpx, the h2-minimal floor and the sidecar h2 route, CPU per request and RSS per open stream', { timeout: 120_000 }, async (t) => {
   const missing = ['h2load', 'nghttpx'].filter((c) => !hasCommand(c));
   if (missing.length > 0) {
     const why = `${missing.join(', ')} missing (Debian nghttp2-client, nghttp2-proxy)`;
@@ -103,7 +103,7 @@ test('npm run bench -- --quick --only h2: h2load through direct, nghttpx and the
   const h2 = (JSON.parse(readFileSync(join(h2out, 'summary.json'), 'utf8')) as H2SmokeSummary).h2;
   assert.ok(h2, `h2 section present:\n${stderr}`);
   assert.deepEqual(h2.unavailable, {}, 'every target ran');
-  for (const target of ['direct', 'nghttpx', 'sidecar-h2']) {
+  for (const target of ['direct', 'nghttpx', 'h2-minimal', 'sidecar-h2']) {
     const row = h2.load.find((r) => r.target === target);
     assert.ok(row && row.rps.median > 0 && row.failed === 0, `${target}: requests served without failures: ${JSON.stringify(row)}`);
   }
