@@ -35,6 +35,11 @@ export const CLOSE_REASONS = [
   'ping_timeout',
   /** h2: the upstream sent GOAWAY; the session drained and closed (issue 13). */
   'goaway',
+  /**
+   * h2: we reset so many of the session's streams (the app cancelled them) that the server's rapid-reset
+   * defence would soon close it with every other stream on it; retired first (drains, closes when its streams end).
+   */
+  'reset_budget',
   /** Anything else; the raw error goes to the log. */
   'other',
 ] as const;

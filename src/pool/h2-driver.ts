@@ -69,6 +69,8 @@ export interface H2DriverHooks {
   goawayReceived(driver: H2Driver, code: number, lastStreamId: number, debug: string): void;
   /** Current periodic PING interval of the route (doubled on GOAWAY too_many_pings). */
   pingIntervalMs(): number;
+  /** The session spent its reset budget (noteReset): retire it gracefully (reset_budget). */
+  resetBudgetSpent(driver: H2Driver): void;
 }
 
 /** The error a session is destroyed with (never without one: streams would close with rstCode 0, no error). */
@@ -94,6 +96,21 @@ const { NGHTTP2_CANCEL, NGHTTP2_NO_ERROR } = http2.constants;
  * gets the same verdict (onPingTimeout), not ping_timeout.
  */
 export const H2_STALL_CHECK_MS = 500;
+
+/**
+ * Reset budget of one upstream session (noteReset). Servers close a connection whose client resets too many
+ * streams (rapid reset, CVE-2023-44487): nghttp2 (node:http2, nghttpx, Apache httpd) after a burst of 1000
+ * RST_STREAMs, 33/s regenerated, with GOAWAY INTERNAL_ERROR; Envoy once 250 streams were reset within 1 s of
+ * opening (or half of them after 500). Every stream still open dies with the session, and an h2 route puts
+ * the cancels of all its app connections on the same few sessions. So a session is retired (drains: its open
+ * streams finish; new ones go to a fresh session) while well inside both limits: a bucket of 400 resets, 16/s
+ * regenerated (nghttp2's at 40 % and half its rate), or RESET_MIN resets once they are a quarter of the
+ * streams opened (Envoy's). The margin covers the streams a draining session still carries (at most
+ * maxConcurrentStreams, 100 by default), which may be cancelled too.
+ */
+const RESET_BUCKET = 400;
+const RESET_REFILL_PER_S = 16;
+const RESET_MIN = 120;
 /** A SETTINGS ACK: a frame header and no payload. */
 const H2_SETTINGS_ACK_BYTES = 9;
 export const H2_STALL_VERDICT_MS = 50;
@@ -303,6 +320,11 @@ export class H2Driver {
   private readonly writtenAtOpen = new WeakMap<ClientHttp2Stream, number>();
   /** Idle since (no stream open), for the pool's idle timer. */
   idleSince: number;
+  /** Streams opened and RST_STREAMs we sent on this session, and the reset bucket (RESET_BUCKET). */
+  private streamsOpened = 0;
+  private resetsSent = 0;
+  private resetTokens = RESET_BUCKET;
+  private resetTokensAt: number;
 
   constructor(
     readonly conn: UpstreamConn,
@@ -315,6 +337,7 @@ export class H2Driver {
   ) {
     const now = clock.now();
     this.remoteMax = remoteMaxHint;
+    this.resetTokensAt = now;
     this.lastReadAt = now;
     this.idleSince = now;
     this.bytesSeen = socket.bytesRead;
@@ -461,6 +484,7 @@ export class H2Driver {
     const stream = requestStream(this.session, headers, isBodyless, canHaveTrailers);
     // node:http2 writes the HEADERS later (its write is scheduled, never done inside request()).
     this.writtenAtOpen.set(stream, this.socket.bytesWritten);
+    this.streamsOpened++;
     if (this.openStreams++ === 0) {
       this.armPeriodic();
       // Silence counts from the first stream on (not from the first tick).
@@ -490,6 +514,19 @@ export class H2Driver {
     if (this.openStreams === 0) this.idleSince = now;
     this.hooks.sessionChanged(this);
   };
+
+  /**
+   * We reset one of this session's streams (RST_STREAM CANCEL: the app went away). Spends the reset budget
+   * (RESET_BUCKET); once spent, the pool retires the session before the server's rapid-reset defence kills it.
+   */
+  noteReset(): void {
+    const now = this.clock.now();
+    this.resetTokens = Math.min(RESET_BUCKET, this.resetTokens + ((now - this.resetTokensAt) * RESET_REFILL_PER_S) / 1000) - 1;
+    this.resetTokensAt = now;
+    this.resetsSent++;
+    if (!this.isUsable) return;
+    if (this.resetTokens <= 0 || (this.resetsSent >= RESET_MIN && this.resetsSent * 4 >= this.streamsOpened)) this.hooks.resetBudgetSpent(this);
+  }
 
   /** No new streams from now on (`reason` decided by the caller); the session closes once its streams ended. */
   drain(reason: CloseReason): void {

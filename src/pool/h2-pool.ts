@@ -602,6 +602,10 @@ export class H2Pool extends EventEmitter<PoolEvents> implements ConnOwner, H2Dri
     return this.currentPingIntervalMs;
   }
 
+  resetBudgetSpent(driver: H2Driver): void {
+    this.retire(driver.conn, 'reset_budget');
+  }
+
   // --------------------------------------------------------------------------------------------------------
 
   /**

@@ -382,7 +382,7 @@ class H2Exchange implements H2Requester {
     const wasGone = this.isGone;
     this.isGone = true;
     const up = this.up;
-    if (up !== undefined && !up.destroyed && !(this.isUpEnded && up.writableEnded)) up.close(NGHTTP2_CANCEL);
+    if (up !== undefined && !up.destroyed && !(this.isUpEnded && up.writableEnded)) this.cancelUp(up);
     // Still queued for a slot (no upstream stream yet): out of the pool's bounded queue now, not at its timeout.
     else if (up === undefined) this.host.pool.cancel(this);
     if (wasGone) return;
@@ -460,7 +460,7 @@ class H2Exchange implements H2Requester {
     } catch {
       // The upstream sent a header node:http2 will not forward (e.g. a bad :status): a broken answer.
       this.down.close(NGHTTP2_INTERNAL_ERROR);
-      up.close(NGHTTP2_CANCEL);
+      this.cancelUp(up);
       this.isGone = true;
       this.host.streamEnded('reset', 'protocol_error');
     }
@@ -528,11 +528,18 @@ class H2Exchange implements H2Requester {
     this.host.pool.checkout(this, this.driver?.conn.endpoint);
   }
 
+  /** RST_STREAM CANCEL to the upstream stream, counted against its session's reset budget (H2Driver.noteReset). */
+  private cancelUp(up: ClientHttp2Stream): void {
+    if (up.destroyed || up.closed) return;
+    up.close(NGHTTP2_CANCEL);
+    if (this.up === up) this.driver?.noteReset();
+  }
+
   /** Answers the app ourselves (or resets its stream once response headers went out). */
   private fail(reason: H2ErrorReason): void {
     this.isGone = true;
     const down = this.down;
-    this.up?.close(NGHTTP2_CANCEL);
+    if (this.up !== undefined) this.cancelUp(this.up);
     if (down.destroyed || down.closed) {
       this.host.streamEnded('reset', reason);
       return;
