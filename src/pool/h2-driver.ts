@@ -98,19 +98,43 @@ const { NGHTTP2_CANCEL, NGHTTP2_NO_ERROR } = http2.constants;
 export const H2_STALL_CHECK_MS = 500;
 
 /**
- * Reset budget of one upstream session (noteReset). Servers close a connection whose client resets too many
- * streams (rapid reset, CVE-2023-44487): nghttp2 (node:http2, nghttpx, Apache httpd) after a burst of 1000
- * RST_STREAMs, 33/s regenerated, with GOAWAY INTERNAL_ERROR; Envoy once 250 streams were reset within 1 s of
- * opening (or half of them after 500). Every stream still open dies with the session, and an h2 route puts
+ * Reset budget of one upstream session (H2Driver.noteReset). Servers close a connection whose client resets
+ * too many streams (rapid reset, CVE-2023-44487): nghttp2 (node:http2, nghttpx, Apache httpd) after a burst of
+ * 1000 RST_STREAMs, 33/s regenerated, with GOAWAY INTERNAL_ERROR; Envoy once 250 streams were reset within 1 s
+ * of opening (or half of them after 500). Every stream still open dies with the session, and an h2 route puts
  * the cancels of all its app connections on the same few sessions. So a session is retired (drains: its open
- * streams finish; new ones go to a fresh session) while well inside both limits: a bucket of 400 resets, 16/s
+ * streams finish; new ones go to a fresh session) well inside both limits: a bucket of 400 resets, 16/s
  * regenerated (nghttp2's at 40 % and half its rate), or RESET_MIN resets once they are a quarter of the
  * streams opened (Envoy's). The margin covers the streams a draining session still carries (at most
  * maxConcurrentStreams, 100 by default), which may be cancelled too.
  */
-const RESET_BUCKET = 400;
-const RESET_REFILL_PER_S = 16;
-const RESET_MIN = 120;
+export const RESET_BUCKET = 400;
+export const RESET_REFILL_PER_S = 16;
+export const RESET_MIN = 120;
+
+export class ResetBudget {
+  private streams = 0;
+  private resets = 0;
+  private tokens = RESET_BUCKET;
+  private at: number;
+
+  constructor(private readonly clock: Clock) {
+    this.at = clock.now();
+  }
+
+  noteStream(): void {
+    this.streams++;
+  }
+
+  /** One RST_STREAM sent; true once the budget is spent (the session should be retired). */
+  noteReset(): boolean {
+    const now = this.clock.now();
+    this.tokens = Math.min(RESET_BUCKET, this.tokens + ((now - this.at) * RESET_REFILL_PER_S) / 1000) - 1;
+    this.at = now;
+    this.resets++;
+    return this.tokens <= 0 || (this.resets >= RESET_MIN && this.resets * 4 >= this.streams);
+  }
+}
 /** A SETTINGS ACK: a frame header and no payload. */
 const H2_SETTINGS_ACK_BYTES = 9;
 export const H2_STALL_VERDICT_MS = 50;
@@ -320,11 +344,8 @@ export class H2Driver {
   private readonly writtenAtOpen = new WeakMap<ClientHttp2Stream, number>();
   /** Idle since (no stream open), for the pool's idle timer. */
   idleSince: number;
-  /** Streams opened and RST_STREAMs we sent on this session, and the reset bucket (RESET_BUCKET). */
-  private streamsOpened = 0;
-  private resetsSent = 0;
-  private resetTokens = RESET_BUCKET;
-  private resetTokensAt: number;
+  /** Streams opened and RST_STREAMs we sent on this session (ResetBudget). */
+  private readonly resets: ResetBudget;
 
   constructor(
     readonly conn: UpstreamConn,
@@ -337,7 +358,7 @@ export class H2Driver {
   ) {
     const now = clock.now();
     this.remoteMax = remoteMaxHint;
-    this.resetTokensAt = now;
+    this.resets = new ResetBudget(clock);
     this.lastReadAt = now;
     this.idleSince = now;
     this.bytesSeen = socket.bytesRead;
@@ -484,7 +505,7 @@ export class H2Driver {
     const stream = requestStream(this.session, headers, isBodyless, canHaveTrailers);
     // node:http2 writes the HEADERS later (its write is scheduled, never done inside request()).
     this.writtenAtOpen.set(stream, this.socket.bytesWritten);
-    this.streamsOpened++;
+    this.resets.noteStream();
     if (this.openStreams++ === 0) {
       this.armPeriodic();
       // Silence counts from the first stream on (not from the first tick).
@@ -520,12 +541,7 @@ export class H2Driver {
    * (RESET_BUCKET); once spent, the pool retires the session before the server's rapid-reset defence kills it.
    */
   noteReset(): void {
-    const now = this.clock.now();
-    this.resetTokens = Math.min(RESET_BUCKET, this.resetTokens + ((now - this.resetTokensAt) * RESET_REFILL_PER_S) / 1000) - 1;
-    this.resetTokensAt = now;
-    this.resetsSent++;
-    if (!this.isUsable) return;
-    if (this.resetTokens <= 0 || (this.resetsSent >= RESET_MIN && this.resetsSent * 4 >= this.streamsOpened)) this.hooks.resetBudgetSpent(this);
+    if (this.resets.noteReset() && this.isUsable) this.hooks.resetBudgetSpent(this);
   }
 
   /** No new streams from now on (`reason` decided by the caller); the session closes once its streams ended. */
