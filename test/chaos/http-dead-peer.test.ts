@@ -30,7 +30,8 @@ interface Rig {
 /** Upstream + sidecar for one test, torn down by t.after. `/delay` answers after 50 ms. */
 async function rig(t: TestContext, http: Record<string, unknown> = {}): Promise<Rig> {
   const up = await httpUpstream((req, res) => {
-    if (req.url === '/delay') setTimeout(() => res.end('ok'), 50);
+    // Long enough for the warm-up's concurrent requests to overlap on a loaded box (each its own connection).
+    if (req.url === '/delay') setTimeout(() => res.end('ok'), 300);
     else res.end('ok');
   });
   const sc = await startTestSidecar({ routes: [httpRoute(up.port, { keepalive: KEEPALIVE, http: { earlyRetry: { enabled: false }, ...http } })] });

@@ -26,7 +26,8 @@ interface Rig {
 /** Default http keepalive (UT 10 s) and early retry; `/delay` answers after 50 ms, `/slow` after 3 s. */
 async function rig(t: TestContext, route: Record<string, unknown> = {}): Promise<Rig> {
   const up = await httpUpstream((req, res) => {
-    if (req.url === '/delay') setTimeout(() => res.end('ok'), 50);
+    // Long enough for the warm-up's concurrent requests to overlap on a loaded box (each its own connection).
+    if (req.url === '/delay') setTimeout(() => res.end('ok'), 300);
     else if (req.url === '/slow') setTimeout(() => res.end('slow ok'), 3000);
     else res.end('ok');
   });

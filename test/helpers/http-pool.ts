@@ -15,6 +15,10 @@ export function idlePorts(pool: Pool): number[] {
 export async function warmIdle(pool: Pool, port: number, n: number, delayedPath = '/delay'): Promise<number[]> {
   const rs = await Promise.all(Array.from({ length: n }, () => request(port, { path: delayedPath })));
   for (const r of rs) if (r.status !== 200) throw new Error(`warm-up request got ${r.status}`);
-  await waitFor(() => pool.stats().idle === n && pool.stats().leased === 0, 2000, `${n} idle connections`);
+  try {
+    await waitFor(() => pool.stats().idle === n && pool.stats().leased === 0, 5000, `${n} idle connections`);
+  } catch (err) {
+    throw new Error(`${(err as Error).message} (pool: ${JSON.stringify(pool.stats())})`);
+  }
   return idlePorts(pool);
 }
