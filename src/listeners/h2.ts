@@ -33,6 +33,8 @@ import { listenOn } from './listen.js';
  * empty SETTINGS frame; unwritten H2_STALL_VERDICT_MS later, it is destroyed (downstreamReset protocol_error).
  */
 const APP_STALL_SWEEP_MS = 2 * H2_STALL_CHECK_MS;
+/** :method, :scheme, :authority, :path: counted by node:http2 among a request's fields, not by http.maxHeaderCount. */
+const H2_PSEUDO_HEADERS = 4;
 
 /** Streams one app session may have open (SETTINGS_MAX_CONCURRENT_STREAMS we advertise downstream). */
 export const DOWNSTREAM_MAX_STREAMS = 1000;
@@ -79,7 +81,9 @@ export class H2Listener extends EventEmitter<H2ListenerEvents> implements H2Exch
       maxSettings: H2_LIMITS.maxSettings,
       maxOutstandingSettings: H2_LIMITS.maxOutstandingSettings,
       maxOutstandingPings: H2_LIMITS.maxOutstandingPings,
-      maxHeaderListPairs: H2_LIMITS.maxHeaderListPairsDownstream,
+      // Far above our own bound (the 'stream' handler answers past http.maxHeaderCount), so an app that sends a
+      // few too many gets an answer; nghttp2 resets only a flood (the 64 KiB list size bounds it too).
+      maxHeaderListPairs: Math.max(H2_LIMITS.maxHeaderListPairsDownstream, 4 * (route.http.maxHeaderCount + H2_PSEUDO_HEADERS)),
       unknownProtocolTimeout: 10_000,
       settings: { maxConcurrentStreams: DOWNSTREAM_MAX_STREAMS, initialWindowSize: H2_STREAM_WINDOW, enablePush: false, maxHeaderListSize: H2_LIMITS.maxHeaderListSize },
     };
@@ -117,10 +121,12 @@ export class H2Listener extends EventEmitter<H2ListenerEvents> implements H2Exch
       }
       if (this.isDraining) session.close();
     });
-    this.server.on('stream', (stream, headers) => {
+    const maxFields = route.http.maxHeaderCount + H2_PSEUDO_HEADERS;
+    this.server.on('stream', (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, _flags: number, rawHeaders: string[]) => {
       this.inflight++;
       stream.on('close', this.onStreamClose);
-      proxyH2Stream(this, stream, headers);
+      if (rawHeaders.length / 2 > maxFields) this.refuseHeaders(stream, headers, route.http.maxHeaderCount);
+      else proxyH2Stream(this, stream, headers);
     });
     // accept() failures (EMFILE...) must not crash the process.
     this.server.on('error', (err: Error) => this.emit('downstreamRejected', 'accept_error', err));
@@ -198,6 +204,33 @@ export class H2Listener extends EventEmitter<H2ListenerEvents> implements H2Exch
     for (const [session, watch] of this.sessions) if (!session.destroyed) watch.tick();
     this.armStallSweep();
   };
+
+  /**
+   * More header fields than http.maxHeaderCount (+ the 4 request pseudo-headers), as the HTTP/1 listener's 431
+   * (RFC 6585 §5): answered here, nothing sent upstream. gRPC: trailers-only RESOURCE_EXHAUSTED (8), what gRPC
+   * uses for metadata over a limit; plain h2: 431. The rest of an upload is dropped (RST_STREAM NO_ERROR).
+   */
+  private refuseHeaders(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, max: number): void {
+    stream.on('error', () => {});
+    const msg = `request has more than ${max} header fields`;
+    const ct = headers['content-type'];
+    try {
+      if (typeof ct === 'string' && ct.startsWith('application/grpc')) {
+        stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '8', 'grpc-message': `sidecar: ${msg}`, 'x-sidecar-error': 'protocol_error' }, { endStream: true });
+      } else {
+        const body = `${msg}\n`;
+        stream.respond({ ':status': 431, 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), 'x-sidecar-error': 'protocol_error' });
+        stream.end(body);
+      }
+      if (!stream.endAfterHeaders) {
+        stream.resume();
+        stream.close(http2.constants.NGHTTP2_NO_ERROR);
+      }
+    } catch {
+      stream.close(http2.constants.NGHTTP2_PROTOCOL_ERROR);
+    }
+    this.emit('streamEnded', 'failed', 'protocol_error');
+  }
 
   private reject(s: Socket, reason: DownstreamRejectReason): void {
     resetSocket(s);

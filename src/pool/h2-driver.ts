@@ -232,8 +232,10 @@ export class StallWatch {
  * - maxSettings 32 (node's and nghttp2's): entries per SETTINGS frame; maxOutstandingSettings 10: our SETTINGS
  *   unacknowledged (the stall check keeps one); maxOutstandingPings 10: ours unacknowledged (we keep one).
  * - header list: maxHeaderListSize 64 KiB (advertised and enforced: Envoy max_request_headers_kb 60, nghttpx
- *   64 KiB request and response header buffers); maxHeaderListPairs 104 from the app (Envoy's and nghttpx's
- *   100 fields, + 4 pseudo-headers), 128 from the upstream (node's; nghttpx allows 500 response fields).
+ *   64 KiB request and response header buffers). Fields per block from the app: past http.maxHeaderCount (100:
+ *   Envoy's and nghttpx's) + the 4 pseudo-headers the listener answers 431 / RESOURCE_EXHAUSTED itself;
+ *   nghttp2's maxHeaderListPairs (4x that, at least 104) resets only a flood. From the upstream 128 (node's;
+ *   nghttpx allows 500 response fields).
  * nghttp2's own bounds (not settable through node:http2) stay: 1000 queued outbound ACKs (Envoy's
  * max_outbound_control_frames), the rapid-reset rate limit, the CONTINUATION frame cap.
  */
