@@ -6,16 +6,16 @@
  * grpc-status-details-bin, gzip both ways, 7 MiB messages, DEADLINE_EXCEEDED (not UNAVAILABLE), cancels that
  * reach the server; the C-core client's keepalive PINGs (answered by the sidecar, never forwarded); grpcio's
  * max_connection_age GOAWAYs under load (0 failed calls); 1000 calls in flight over an upstream limit of 100
- * streams per session; and odd upstreams (HTTP 404/503, no grpc-status, RST_STREAM codes, HTTP/1 only).
+ * streams per session; an upstream transport dying mid-stream (UNAVAILABLE, as direct); and odd upstreams (HTTP 404/503, no grpc-status, RST_STREAM codes, HTTP/1 only).
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import http from 'node:http';
 import http2 from 'node:http2';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { describe, it } from 'node:test';
 import type { TestContext } from 'node:test';
-import { Status, grpcClient, grpcServer, unary } from '../fixtures/grpc.js';
+import { Status, grpcClient, grpcServer, serverStream, unary } from '../fixtures/grpc.js';
 import { PYTHON, h2Route, requirePythonGrpc, startH2Sidecar } from '../helpers/h2-sidecar.js';
 
 const SCRIPT = new URL('../../../test/fixtures/grpc_real.py', import.meta.url).pathname;
@@ -202,6 +202,37 @@ describe('gRPC with real C-core (grpcio) and grpc-js stacks through the h2 route
     );
     const opened = await sc.metric('keepalive_sidecar_upstream_connections_opened_total');
     assert.ok(opened >= 10 && opened <= 12, `sessions opened: ${opened} (1000 streams / 100 per session)`);
+  });
+
+  it('the upstream transport dies mid-stream (after the head, mid-message): both clients see UNAVAILABLE, as direct (not INTERNAL)', async (t) => {
+    if (!requirePythonGrpc(t)) return;
+    // A server stream: the head, one whole message, 2 bytes of the next, then the server's socket goes (as a
+    // crashed or force-stopped server, or max_connection_age_grace running out on a long stream).
+    const up = http2.createServer();
+    let last: Socket | undefined;
+    up.on('connection', (c: Socket) => (last = c));
+    up.on('stream', (st) => {
+      st.on('error', () => {});
+      st.resume();
+      st.respond({ ':status': 200, 'content-type': 'application/grpc' });
+      st.write(Buffer.from([0, 0, 0, 0, 2, 65, 66, 0, 0, 0, 0, 10, 1, 2]));
+      const sock = last;
+      setTimeout(() => sock?.destroy(), 100);
+    });
+    await new Promise<void>((r) => up.listen(0, '127.0.0.1', r));
+    t.after(() => up.close());
+    const upPort = (up.address() as AddressInfo).port;
+    const sc = await startH2Sidecar(t, [h2Route(upPort)]);
+    t.after(() => sc.stop());
+    for (const [via, port] of [['direct', upPort], ['sidecar', sc.port]] as const) {
+      const py = await pyClient<PyUnary & { got: number }>(port, 'stream_until_error', {});
+      assert.deepEqual([py.got, py.code], [1, Status.UNAVAILABLE], `${via} C-core: ${py.details}`);
+      const js = grpcClient(port);
+      t.after(() => js.close());
+      const r = await serverStream(js, '/test.Echo/ServerStream', 's', { deadlineMs: 10_000 });
+      assert.deepEqual([r.messages.length, r.code], [1, Status.UNAVAILABLE], `${via} grpc-js: ${r.details}`);
+      if (via === 'sidecar') assert.deepEqual([r.details, r.trailers['x-sidecar-error']], ['sidecar: peer_closed', 'peer_closed']);
+    }
   });
 
   it('odd upstreams: HTTP 404/503, no grpc-status, RST_STREAM codes: both clients see what they see direct; HTTP/1-only: UNAVAILABLE', async (t) => {
