@@ -16,7 +16,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { describe, it } from 'node:test';
 import type { TestContext } from 'node:test';
 import { Status, grpcClient, grpcServer, serverStream, unary } from '../fixtures/grpc.js';
-import { PYTHON, h2Route, requirePythonGrpc, startH2Sidecar } from '../helpers/h2-sidecar.js';
+import { PYTHON, h2Route, onJsonLines, requirePythonGrpc, startH2Sidecar } from '../helpers/h2-sidecar.js';
 
 const SCRIPT = new URL('../../../test/fixtures/grpc_real.py', import.meta.url).pathname;
 const MIB7 = 7 * 1024 * 1024;
@@ -43,18 +43,11 @@ async function pyServer(t: TestContext, args: string[] = []): Promise<PyServer> 
   let err = '';
   child.stderr.on('data', (d: Buffer) => (err += d.toString()));
   const port = await new Promise<number>((resolve, reject) => {
-    let buf = '';
-    child.stdout.on('data', (d: Buffer) => {
-      buf += d.toString();
-      let i;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const o = JSON.parse(buf.slice(0, i)) as { port?: number; call?: string; id?: string | null; cancelled?: string; stopped?: number };
-        buf = buf.slice(i + 1);
-        if (o.port !== undefined) resolve(o.port);
-        if (o.call !== undefined) calls.push({ call: o.call, id: o.id ?? null });
-        if (o.cancelled !== undefined) cancelled.add(o.cancelled);
-        if (o.stopped !== undefined) onStopped?.();
-      }
+    onJsonLines<{ port?: number; call?: string; id?: string | null; cancelled?: string; stopped?: number }>(child.stdout, (o) => {
+      if (o.port !== undefined) resolve(o.port);
+      if (o.call !== undefined) calls.push({ call: o.call, id: o.id ?? null });
+      if (o.cancelled !== undefined) cancelled.add(o.cancelled);
+      if (o.stopped !== undefined) onStopped?.();
     });
     child.once('exit', (code) => reject(new Error(`grpc_real.py server exited (${code}): ${err}`)));
   });
