@@ -184,7 +184,8 @@ describe('gRPC with real C-core (grpcio) and grpc-js stacks through the h2 route
   it('1000 calls in flight from one grpc-js channel, upstream max_concurrent_streams 100: all OK, sessions bounded', async (t) => {
     if (!requirePythonGrpc(t)) return;
     const up = await pyServer(t, ['--max-concurrent-streams', '100']);
-    const sc = await startH2Sidecar(t, [h2Route(up.port)]);
+    // The route would allow 1000 streams per session: the server's SETTINGS (100) is what bounds them.
+    const sc = await startH2Sidecar(t, [h2Route(up.port, { maxConcurrentStreams: 1000 })]);
     t.after(() => sc.stop());
     const client = grpcClient(sc.port);
     t.after(() => client.close());
