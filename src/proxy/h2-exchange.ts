@@ -9,7 +9,8 @@
  *   Idempotency-Key, or a gRPC method on h2.retry.grpcIdempotentMethods; no response header forwarded yet;
  *   body kept (<= retry.maxBodyBytes); grpc-timeout not passed; attempts and the retry budget left;
  * - anything else: gRPC gets a trailers-only UNAVAILABLE (grpc-status 14) naming the reason, plain h2 a 502
- *   (503 for overflow and the like) with x-sidecar-error, and after response headers an RST_STREAM.
+ *   (503 for overflow and the like) with x-sidecar-error; after response headers gRPC gets the same status in
+ *   trailers (what a direct client sees when its transport drops), plain h2 an RST_STREAM.
  * A stream-level RST_STREAM from a live upstream session is the upstream's answer and is passed on as is,
  * except PROTOCOL_ERROR before any response header (a malformed response, which node:http2 resets itself):
  * the app gets 502 / grpc-status 14 `protocol_error`.
@@ -542,6 +543,19 @@ class H2Exchange implements H2Requester {
     if (this.up !== undefined) this.cancelUp(this.up);
     if (down.destroyed || down.closed) {
       this.host.streamEnded('reset', reason);
+      return;
+    }
+    if (this.isGrpc && this.isResponseStarted && !down.writableEnded) {
+      // The upstream's transport died mid-response. Connected directly, a gRPC client would see its transport
+      // drop: UNAVAILABLE (grpc-js "Connection dropped", C-core "Socket closed", grpc-go "transport is
+      // closing"), which retry policies and watch-stream reconnect logic act on. No RST_STREAM code says that
+      // (gRPC's HTTP/2 mapping: INTERNAL_ERROR -> INTERNAL; REFUSED_STREAM -> UNAVAILABLE would claim the call
+      // was never processed), so the response head already sent is ended with trailers (status 14) instead,
+      // after whatever DATA was forwarded (onWantTrailers sends them).
+      this.trailers ??= { 'grpc-status': '14', 'grpc-message': `sidecar: ${reason}`, 'x-sidecar-error': reason };
+      down.end();
+      this.host.streamEnded('failed', reason);
+      if (!this.isDownEnded && !down.destroyed) this.closeDownUnread();
       return;
     }
     if (this.isResponseStarted || down.headersSent) {

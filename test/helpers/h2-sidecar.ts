@@ -95,6 +95,20 @@ export function requirePythonGrpc(t: TestContext): boolean {
   return false;
 }
 
+/** Calls `f` with each JSON line a child process's stdout prints (the python fixtures' protocol). */
+export function onJsonLines<T>(out: NodeJS.ReadableStream, f: (o: T) => void): void {
+  let buf = '';
+  out.on('data', (d: Buffer) => {
+    buf += d.toString();
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      f(JSON.parse(line) as T);
+    }
+  });
+}
+
 export interface PingPolicyServer {
   readonly port: number;
   /** Calls received, by method, in order. */
@@ -129,18 +143,10 @@ export async function startPingPolicyServer(t: TestContext, policy: PingPolicy =
   let err = '';
   child.stderr.on('data', (d: Buffer) => (err += d.toString()));
   const port = await new Promise<number>((resolve, reject) => {
-    let buf = '';
-    child.stdout.on('data', (d: Buffer) => {
-      buf += d.toString();
-      let i;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        const o = JSON.parse(line) as { port?: number; call?: string; active?: number };
-        if (o.port !== undefined) resolve(o.port);
-        if (o.call !== undefined) calls.push(o.call);
-        if (o.active !== undefined) server.maxActive = Math.max(server.maxActive, o.active);
-      }
+    onJsonLines<{ port?: number; call?: string; active?: number }>(child.stdout, (o) => {
+      if (o.port !== undefined) resolve(o.port);
+      if (o.call !== undefined) calls.push(o.call);
+      if (o.active !== undefined) server.maxActive = Math.max(server.maxActive, o.active);
     });
     child.once('exit', (code) => reject(new Error(`grpc_ping_server.py exited (${code}): ${err}`)));
   });

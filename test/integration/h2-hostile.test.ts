@@ -397,7 +397,7 @@ describe('h2 route under hostile peers (real CLI)', { timeout: 120_000 }, () => 
     const sc = await startH2Sidecar(t, [h2Route(up.port, {}, {}, 'good'), h2Route(evil.port, { pingIdleMs: 60_000 }, {}, 'evil')]);
     const evilPort = sc.ports.get('evil')!;
 
-    const oneEvil = async (port: number, path = '/ok', grpc = false): Promise<{ status: number; rstCode: number; headers: http2.IncomingHttpHeaders; ms: number }> => {
+    const oneEvil = async (port: number, path = '/ok', grpc = false): Promise<{ status: number; rstCode: number; headers: http2.IncomingHttpHeaders; trailers?: http2.IncomingHttpHeaders | undefined; ms: number }> => {
       const c = http2.connect(`http://127.0.0.1:${port}`);
       c.on('error', () => {});
       const headers: http2.OutgoingHttpHeaders = { ':path': path, ':method': 'POST' };
@@ -451,9 +451,11 @@ describe('h2 route under hostile peers (real CLI)', { timeout: 120_000 }, () => 
         const before = closedBy('protocol_error');
         for (const grpc of [false, true]) {
           const r = await oneEvil(evilPort, '/ok', grpc);
-          // The head (200) was forwarded before the flood: the app's stream is reset.
+          // The head (200) was forwarded before the flood: the app's stream is reset; a gRPC one is ended with
+          // trailers grpc-status 14 instead (UNAVAILABLE, what a direct client sees when a transport drops).
           assert.equal(r.status, 200);
-          assert.notEqual(r.rstCode, 0, `rst ${r.rstCode}`);
+          if (grpc) assert.deepEqual([r.trailers?.['grpc-status'], r.trailers?.['x-sidecar-error']], ['14', 'protocol_error'], `rst ${r.rstCode}`);
+          else assert.notEqual(r.rstCode, 0, `rst ${r.rstCode}`);
           assert.ok(r.ms < 1000, `reset after ${r.ms.toFixed(0)} ms`);
         }
         await new Promise((res) => setTimeout(res, 100));
