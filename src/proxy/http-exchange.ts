@@ -432,6 +432,17 @@ export class Attempt implements Dispatcher.DispatchHandler {
     const reason = conn.decideReason({ kind: 'error', err });
     this.lease.h1.requestEnded();
     this.lease.destroy(reason);
+    if (this.hasResponseStarted && this.status === 304 && (err as { code?: unknown }).code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') {
+      // A 304 may carry the Content-Length of the representation it validates (RFC 9110 §8.6) and never has a
+      // body (RFC 9112 §6.3), but undici 7 compares that field with the 0 bytes read and destroys the socket.
+      // The response itself was complete: finish it for the app. The connection is gone (undici destroyed it),
+      // so whatever followed on it (stray bytes) can never reach another response.
+      const host = this.ex.host;
+      this.ex.res.end();
+      host.completed(this.status, host.clock.now() - this.ex.startedAt);
+      this.ex.attemptDone();
+      return;
+    }
     if (this.hasResponseStarted) {
       // Part of the response went out: the only honest signal left is to cut the downstream response.
       this.ex.res.destroy();
