@@ -19,7 +19,7 @@ import type { RouteConfig } from '../config/index.js';
 import type { CloseReason, DownstreamRejectReason } from '../errors.js';
 import { hasNoAckEvidence } from '../liveness/index.js';
 import type { Pool } from '../pool/index.js';
-import { proxyHttpRequest, proxyWebSocket, resetSocket, RetryBudget, upgradeTokens } from '../proxy/index.js';
+import { absoluteToOriginForm, proxyHttpRequest, proxyWebSocket, resetSocket, RetryBudget, upgradeTokens } from '../proxy/index.js';
 import type { Attempt, SidecarErrorReason, TunnelHost } from '../proxy/index.js';
 import { readTcpInfo } from '../sockopts/index.js';
 import type { Clock, Timer } from '../util/clock.js';
@@ -252,6 +252,13 @@ export class HttpListener extends EventEmitter<HttpListenerEvents> implements Tu
     socket.on('error', () => {
       // The tunnel (tcp-pipe) or the reply below handles it; a listener must exist from the first tick.
     });
+    // The same head checks as a plain request (Host count, target form): a tunnel must not carry a head the
+    // sidecar would refuse, nor an absolute-form target next to another Host.
+    const refusal = refuseRequest(req, this.route.http.maxHeaderCount);
+    if (refusal !== undefined) {
+      socket.end(localAnswer(refusal.status, refusal.body, true));
+      return;
+    }
     const tokens = upgradeTokens(req.headers.upgrade);
     if (req.method === 'GET' && tokens.includes('websocket')) {
       this.tunnels.add(socket);
@@ -322,7 +329,11 @@ interface Refusal {
  * - more header fields than maxHeaderCount → 431 (RFC 6585 §5), never a silently truncated head;
  * - more than one Host field → 400 (RFC 9112 §3.2: "MUST respond with 400");
  * - `OPTIONS *` (asterisk-form, RFC 9112 §3.2.4) → 501: undici can send only origin-form targets, and the
- *   sidecar will not claim to know what the upstream allows.
+ *   sidecar will not claim to know what the upstream allows;
+ * - a target that is neither origin-form nor absolute-form http(s) with an authority → 400.
+ * An absolute-form target is rewritten in place to origin-form, its authority replacing every Host field
+ * (RFC 9112 §3.2.2, see absoluteToOriginForm); `req.url` and `req.rawHeaders` are what the exchange and the
+ * tunnel read. Only a target not starting with '/' pays for this.
  */
 function refuseRequest(req: http.IncomingMessage, maxHeaderCount: number): Refusal | undefined {
   const raw = req.rawHeaders;
@@ -334,7 +345,17 @@ function refuseRequest(req: http.IncomingMessage, maxHeaderCount: number): Refus
     if (raw[i]!.length === 4 && raw[i]!.toLowerCase() === 'host') hosts++;
   }
   if (hosts > 1) return { status: 400, body: 'request has more than one Host header field\n', isClosing: true };
-  if (req.url === '*') return { status: 501, body: 'asterisk-form request targets (OPTIONS *) are not forwarded\n', isClosing: false };
+  const url = req.url ?? '/';
+  if (url.charCodeAt(0) === 47 /* '/' */) return undefined;
+  if (url === '*') return { status: 501, body: 'asterisk-form request targets (OPTIONS *) are not forwarded\n', isClosing: false };
+  const target = absoluteToOriginForm(url);
+  if (target === undefined) return { status: 400, body: 'request-target is neither origin-form nor absolute-form http(s)\n', isClosing: true };
+  req.url = target.path;
+  const rewritten: string[] = ['Host', target.authority];
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i]!.length !== 4 || raw[i]!.toLowerCase() !== 'host') rewritten.push(raw[i]!, raw[i + 1]!);
+  }
+  req.rawHeaders = rewritten;
   return undefined;
 }
 

@@ -159,6 +159,21 @@ export function responseHeaders(raw: readonly Buffer[]): ResponseHead {
   return { headers: kept, keepAliveTimeoutMs: hintMs, isClosing };
 }
 
+/**
+ * An absolute-form request-target (`http://host:port/path?q`, RFC 9112 §3.2.2) split into the origin-form
+ * path the upstream gets and the authority that replaces the received Host ("MUST ignore the received Host
+ * header field ... and instead replace it with the host information of the request-target"). Forwarding the
+ * target as sent, next to a Host that names another authority, leaves the upstream to pick one of two hosts
+ * (routing, ACL and cache-key confusion). Undefined for anything else that is not origin-form: another
+ * scheme, no authority, userinfo (RFC 9110 §4.2.4), a fragment.
+ */
+export function absoluteToOriginForm(target: string): { path: string; authority: string } | undefined {
+  const m = /^https?:\/\/([^/?#@\s]+)([/?][^#\s]*)?$/i.exec(target);
+  if (m === null) return undefined;
+  const rest = m[2] ?? '/';
+  return { path: rest.startsWith('?') ? `/${rest}` : rest, authority: m[1]! };
+}
+
 /** The Upgrade tokens a request asks for, lower-case (RFC 9110 §7.8). */
 export function upgradeTokens(value: string | undefined): string[] {
   if (value === undefined) return [];
