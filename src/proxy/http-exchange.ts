@@ -258,11 +258,30 @@ class HttpExchange implements LeaseRequester {
       res.destroy();
       return;
     }
+    // The upstream failed while the app was still sending its body (an upload slower than the upstream's own
+    // timeout): the app gets this answer at once and its connection closes, instead of it uploading the rest
+    // of a body nobody will read only to keep a connection alive.
+    closeAfterUnfinishedBody(this.req, res);
     const body = `${status === 504 ? 'upstream response timeout' : status === 503 ? 'sidecar overloaded or shutting down' : 'upstream connection failed'}: ${reason}\n`;
     res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), 'x-sidecar-error': reason });
     res.end(this.req.method === 'HEAD' ? undefined : body);
     this.host.completed(status, this.host.clock.now() - this.startedAt);
   }
+}
+
+/**
+ * A response goes out while the request body is still arriving: answer with `Connection: close` and close the
+ * app connection after it, as nginx does (the rest of the body can no longer be framed for this connection).
+ * Meanwhile the rest of the body is read and dropped, never left to hang the connection.
+ */
+function closeAfterUnfinishedBody(req: IncomingMessage, res: ServerResponse): void {
+  if (req.complete) return;
+  res.shouldKeepAlive = false;
+  res.once('finish', () => {
+    // Node closes the connection after this response (shouldKeepAlive false).
+    req.unpipe();
+    req.resume();
+  });
 }
 
 /**
@@ -357,20 +376,9 @@ export class Attempt implements Dispatcher.DispatchHandler {
     if (head.keepAliveTimeoutMs !== undefined) conn.idleTimeoutHintMs = head.keepAliveTimeoutMs - KEEPALIVE_HINT_MARGIN_MS;
     this.isUpstreamClosing = head.isClosing;
     this.status = statusCode;
-    const req = this.ex.req;
-    if (!req.complete && req.method !== 'HEAD') {
-      // A final response before the app's body was all read (an early 413/401, RFC 9110 §15.5.14): the
-      // rest of the body can no longer be framed for this connection, so answer with `Connection: close`
-      // and close the app connection after it, as nginx does. undici destroys the upstream connection
-      // itself (its request was still being written), so it is never reused either.
-      res.shouldKeepAlive = false;
-      res.once('finish', () => {
-        // Node closes the connection after this response (shouldKeepAlive false); the rest of the body
-        // is read and dropped meanwhile, never left to hang the connection.
-        req.unpipe();
-        req.resume();
-      });
-    }
+    // A final response before the app's body was all read (an early 413/401, RFC 9110 §15.5.14): undici
+    // destroys the upstream connection itself (its request was still being written), so it is never reused.
+    if (this.ex.req.method !== 'HEAD') closeAfterUnfinishedBody(this.ex.req, res);
     try {
       res.writeHead(statusCode, statusText || undefined, head.headers);
     } catch {
