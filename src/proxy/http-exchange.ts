@@ -373,6 +373,8 @@ export class Attempt implements Dispatcher.DispatchHandler {
     this.ex.host.unwatch(this);
     this.lease.h1.headReceived();
     const head = responseHeaders(rawHeaders);
+    // A body still carrying a coding undici does not decode is never passed on as the content.
+    if (head.hasForeignTransferCoding) return this.refuseResponse();
     if (head.keepAliveTimeoutMs !== undefined) conn.idleTimeoutHintMs = head.keepAliveTimeoutMs - KEEPALIVE_HINT_MARGIN_MS;
     this.isUpstreamClosing = head.isClosing;
     this.status = statusCode;

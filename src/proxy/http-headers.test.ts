@@ -47,4 +47,14 @@ describe('http headers', () => {
     assert.equal(absoluteToOriginForm('http://a.example/p#frag'), undefined);
     assert.equal(absoluteToOriginForm('a.example:443'), undefined);
   });
+  it('flags transfer-codings undici does not decode (anything but one plain chunked)', () => {
+    const te = (...values: string[]) => responseHeaders(values.flatMap((v) => ['Transfer-Encoding', v]).map((x) => Buffer.from(x))).hasForeignTransferCoding;
+    assert.equal(te(), false);
+    assert.equal(te('chunked'), false);
+    assert.equal(te(' Chunked '), false);
+    assert.equal(te('gzip, chunked'), true);
+    assert.equal(te('chunked', 'chunked'), true);
+    assert.equal(te('chunked, chunked'), true);
+    assert.equal(te('gzip'), true);
+  });
 });
