@@ -325,9 +325,17 @@ interface Refusal {
 }
 
 /**
+ * A Host value: uri-host [ ":" port ] (RFC 9112 §3.2, RFC 3986 §3.2.2-3.2.3), empty allowed (RFC 9112 §3.2).
+ * llhttp only refuses control characters; a Host carrying `/`, `@`, `?`, `#`, `\` or a space would reach the
+ * upstream, whose URL building may then read a path or userinfo out of it (nginx answers 400 too).
+ */
+const HOST_VALUE = /^(?:\[[0-9A-Fa-f:.vV]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[0-9]*)?$/;
+
+/**
  * Requests the sidecar answers itself instead of forwarding (none touches an upstream connection):
  * - more header fields than maxHeaderCount → 431 (RFC 6585 §5), never a silently truncated head;
- * - more than one Host field → 400 (RFC 9112 §3.2: "MUST respond with 400");
+ * - more than one Host field, or one whose value is not uri-host[:port] → 400 (RFC 9112 §3.2: "MUST respond
+ *   with a 400 ... more than one Host header field line or a Host header field with an invalid field value");
  * - `OPTIONS *` (asterisk-form, RFC 9112 §3.2.4) → 501: undici can send only origin-form targets, and the
  *   sidecar will not claim to know what the upstream allows;
  * - a target that is neither origin-form nor absolute-form http(s) with an authority → 400.
@@ -341,15 +349,20 @@ function refuseRequest(req: http.IncomingMessage, maxHeaderCount: number): Refus
     return { status: 431, body: `request has more than ${maxHeaderCount} header fields\n`, isClosing: true };
   }
   let hosts = 0;
+  let isHostValid = true;
   for (let i = 0; i < raw.length; i += 2) {
-    if (raw[i]!.length === 4 && raw[i]!.toLowerCase() === 'host') hosts++;
+    if (raw[i]!.length === 4 && raw[i]!.toLowerCase() === 'host') {
+      hosts++;
+      isHostValid &&= HOST_VALUE.test(raw[i + 1]!);
+    }
   }
   if (hosts > 1) return { status: 400, body: 'request has more than one Host header field\n', isClosing: true };
+  if (!isHostValid) return { status: 400, body: 'request has an invalid Host header field\n', isClosing: true };
   const url = req.url ?? '/';
   if (url.charCodeAt(0) === 47 /* '/' */) return undefined;
   if (url === '*') return { status: 501, body: 'asterisk-form request targets (OPTIONS *) are not forwarded\n', isClosing: false };
   const target = absoluteToOriginForm(url);
-  if (target === undefined) return { status: 400, body: 'request-target is neither origin-form nor absolute-form http(s)\n', isClosing: true };
+  if (target === undefined || !HOST_VALUE.test(target.authority)) return { status: 400, body: 'request-target is neither origin-form nor absolute-form http(s)\n', isClosing: true };
   req.url = target.path;
   const rewritten: string[] = ['Host', target.authority];
   for (let i = 0; i < raw.length; i += 2) {
