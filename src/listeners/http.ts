@@ -333,6 +333,7 @@ const HOST_VALUE = /^(?:\[[0-9A-Fa-f:.vV]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[
 
 /**
  * Requests the sidecar answers itself instead of forwarding (none touches an upstream connection):
+ * - an HTTP version other than 1.x → 505;
  * - more header fields than maxHeaderCount → 431 (RFC 6585 §5), never a silently truncated head;
  * - more than one Host field, or one whose value is not uri-host[:port] → 400 (RFC 9112 §3.2: "MUST respond
  *   with a 400 ... more than one Host header field line or a Host header field with an invalid field value");
@@ -344,6 +345,9 @@ const HOST_VALUE = /^(?:\[[0-9A-Fa-f:.vV]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[
  * tunnel read. Only a target not starting with '/' pays for this.
  */
 function refuseRequest(req: http.IncomingMessage, maxHeaderCount: number): Refusal | undefined {
+  // Node's parser also takes `HTTP/2.0` and a bare HTTP/0.9 line (no version, no fields); both would go
+  // upstream as HTTP/1.1 requests, the 0.9 one with undici's own Host. RFC 9110 §15.6.6: 505.
+  if (req.httpVersionMajor !== 1) return { status: 505, body: `HTTP/${req.httpVersion} is not supported, use HTTP/1.1\n`, isClosing: true };
   const raw = req.rawHeaders;
   if (raw.length / 2 > maxHeaderCount) {
     return { status: 431, body: `request has more than ${maxHeaderCount} header fields\n`, isClosing: true };
