@@ -133,7 +133,26 @@ class HttpExchange implements LeaseRequester {
       // Pipelined behind an unfinished response: see onQueuedRequestClose.
       (this.req as IncomingMessage & { [kExchange]?: HttpExchange })[kExchange] = this;
       this.req.on('close', onQueuedRequestClose);
+      // Sent upstream only when its turn comes (Node hands the response the socket once the one before it
+      // finished), as nginx and HAProxy serve pipelined requests. Started at once, each queued request took
+      // an upstream connection and buffered its response for an app that reads them in order: one app
+      // connection pipelining 2000 GETs without reading held all 1024 upstream connections of the route and
+      // >1 GiB of 1 MiB responses in flight. Node stops parsing further requests once the response at the
+      // head backs up the socket, so what waits here is bounded by one read's worth of request heads.
+      // One microtask later: the response before finished in a nextTick, ahead of the microtask in which its
+      // attempt releases the upstream connection; starting now would connect a second one instead of reusing it.
+      this.res.once('socket', () => {
+        queueMicrotask(() => {
+          if (!this.isDownstreamGone) this.begin();
+        });
+      });
+      return;
     }
+    this.begin();
+  }
+
+  /** Reads (or streams) the body and asks for a connection: the response now owns the app's socket. */
+  private begin(): void {
     // From the raw head, not `req.headers`: that getter builds a whole object per request on first use.
     const framing = requestBodyFraming(this.req.rawHeaders);
     if (framing === 0) {

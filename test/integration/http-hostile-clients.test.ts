@@ -140,6 +140,35 @@ describe('http mode: hostile app clients', () => {
     await waitFor(() => closes.some((c) => c.reason === 'downstream_closed'), 3000, 'upstream closed with downstream_closed');
   });
 
+  it('an app pipelining 2000 GETs in one write and never reading: requests go upstream one at a time, not 2000 connections', async () => {
+    let seen = 0;
+    const big = Buffer.alloc(1 << 20, 0x61);
+    const up = await httpUpstream((_req, res) => {
+      seen++;
+      res.writeHead(200, { 'content-length': big.length });
+      res.end(big);
+    });
+    cleanups.push(() => up.close());
+    const { sc } = await sidecar(up.port);
+    const pool = sc.sidecar.routes[0]!.pool;
+    let most = 0;
+    pool.on('connected', () => (most = Math.max(most, pool.stats().total)));
+    const rssBefore = process.memoryUsage().rss;
+    const app = await rawConn(sc.port());
+    app.s.pause();
+    app.s.write('GET /big HTTP/1.1\r\nHost: x\r\n\r\n'.repeat(2000));
+    // Give a runaway fan-out time to show (it reached ~1000 upstream requests within 6 s before the fix).
+    await new Promise((r) => setTimeout(r, 1500));
+    const rssGrowth = process.memoryUsage().rss - rssBefore;
+    console.log(`# non-reading pipeliner: ${seen} upstream requests, at most ${most} upstream connections, RSS growth ${(rssGrowth / 1048576).toFixed(1)} MiB`);
+    // The first response fills the socket buffers (a few MiB on loopback), the rest wait their turn.
+    assert.ok(seen <= 16, `${seen} of the 2000 pipelined requests went upstream`);
+    assert.ok(pool.stats().total <= 2, `pool holds ${pool.stats().total} connections`);
+    assert.ok(rssGrowth < 64 * 1024 * 1024, `RSS grew ${(rssGrowth / 1048576).toFixed(1)} MiB`);
+    app.s.destroy();
+    await waitFor(() => sc.sidecar.routes[0]!.listener.activeCount === 0, 3000, 'app connection gone');
+  });
+
   for (const mode of ['408 then close', 'FIN', 'RST'] as const) {
     it(`a request body slower than the upstream's timeout (upstream: ${mode}): one clear answer, no retry of the POST, connection not reused`, async () => {
       let conns = 0;
