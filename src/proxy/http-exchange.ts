@@ -304,6 +304,34 @@ function closeAfterUnfinishedBody(req: IncomingMessage, res: ServerResponse): vo
 }
 
 /**
+ * Passes the upstream's trailer section on (chunked responses; Node sends trailers only with chunked coding,
+ * so an HTTP/1.0 app gets none, as RFC 9112 §7.1.2 allows). Before this they were dropped while the `Trailer`
+ * field announcing them was forwarded. Hop-by-hop fields and those a trailer must not carry (RFC 9110 §6.5.1:
+ * framing, routing, Host) are left out; a field Node refuses drops the whole section, never the response.
+ * Returns true when the section says `Connection: close` (see onComplete).
+ */
+function forwardTrailers(res: ServerResponse, raw: ReadonlyArray<Buffer | string>): boolean {
+  // undici 7 hands Buffers (its types say strings).
+  const section = responseHeaders(raw.map((x) => (typeof x === 'string' ? Buffer.from(x, 'latin1') : x)));
+  const fields = section.headers;
+  const pairs: Array<[string, string]> = [];
+  for (let i = 0; i < fields.length; i += 2) {
+    if (!NOT_IN_TRAILERS.has(fields[i]!.toLowerCase())) pairs.push([fields[i]!, fields[i + 1]!]);
+  }
+  if (pairs.length > 0) {
+    try {
+      res.addTrailers(pairs);
+    } catch {
+      // An invalid name or value (llhttp let it through, Node's writer does not): the trailers are advisory.
+    }
+  }
+  return section.isClosing;
+}
+
+/** Fields never forwarded in a trailer section (RFC 9110 §6.5.1), beyond the hop-by-hop ones. */
+const NOT_IN_TRAILERS: ReadonlySet<string> = new Set(['content-length', 'content-type', 'content-encoding', 'content-range', 'host', 'trailer', 'set-cookie', 'authorization', 'cache-control', 'expires', 'date', 'location', 'retry-after', 'vary']);
+
+/**
  * One try of an exchange on one leased connection; also the undici dispatch handler (legacy callback API,
  * which undici 7's Request calls directly, without a wrapper). Settles exactly once.
  */
@@ -433,13 +461,15 @@ export class Attempt implements Dispatcher.DispatchHandler {
     return false;
   }
 
-  onComplete(): void {
+  onComplete(trailers?: ReadonlyArray<Buffer | string> | null): void {
     if (this.isSettled) return;
     this.isSettled = true;
     const host = this.ex.host;
     const now = host.clock.now();
     this.lease.conn.noteReceived(now);
     this.lease.h1.requestEnded();
+    // llhttp takes a `Connection: close` even from the trailer section: the connection is then done for it.
+    if (trailers !== undefined && trailers !== null && trailers.length > 0 && forwardTrailers(this.ex.res, trailers)) this.isUpstreamClosing = true;
     this.ex.res.end();
     host.completed(this.status, now - this.ex.startedAt);
     if (this.isUpstreamClosing) {
