@@ -259,6 +259,15 @@ export class HttpListener extends EventEmitter<HttpListenerEvents> implements Tu
       socket.end(localAnswer(refusal.status, refusal.body, true));
       return;
     }
+    const te = req.headers['transfer-encoding'];
+    const cl = req.headers['content-length'];
+    if (te !== undefined || (cl !== undefined && cl !== '0')) {
+      // Node's parser stops at the header section of an upgrade request, so a body cannot be framed: it would
+      // reach the upstream as tunnel bytes after a 101 (a WebSocket handshake has no body, RFC 6455 §4.1), or
+      // be misread. Refused for every upgrade.
+      socket.end('HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
+      return;
+    }
     const tokens = upgradeTokens(req.headers.upgrade);
     if (req.method === 'GET' && tokens.includes('websocket')) {
       this.tunnels.add(socket);
@@ -272,13 +281,6 @@ export class HttpListener extends EventEmitter<HttpListenerEvents> implements Tu
     // Any other upgrade (h2c above all) is never tunnelled: a tunnel would hand the app a raw HTTP/2 stream
     // past every check of ours (the h2c smuggling hole). RFC 9110 §7.8 lets a server ignore Upgrade, so the
     // request is served as plain HTTP/1.1 without the Upgrade/Connection fields, and the connection closes.
-    const te = req.headers['transfer-encoding'];
-    const cl = req.headers['content-length'];
-    if (te !== undefined || (cl !== undefined && cl !== '0')) {
-      // The parser stopped at the header section, so the body cannot be read reliably: refuse.
-      socket.end('HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
-      return;
-    }
     const res = new http.ServerResponse(req);
     res.assignSocket(socket);
     res.shouldKeepAlive = false;
