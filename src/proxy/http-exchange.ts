@@ -403,6 +403,9 @@ export class Attempt implements Dispatcher.DispatchHandler {
       // More fields than we forward: never a silently truncated head. 502, connection not trusted.
       return this.refuseResponse();
     }
+    // llhttp takes any three digits; undici hands 0xx on as if informational and then fails an assertion of
+    // its own (reason `other`). No status below 100 exists (RFC 9110 §15): the framing is not HTTP.
+    if (statusCode < 100) return this.refuseResponse();
     if (statusCode < 200) {
       // 1xx: forward 103 Early Hints (RFC 8297); others (102) carry nothing the app needs. 100 Continue never
       // comes: the sidecar answers Expect itself and does not forward it (RFC 9110 §10.1.1). An upstream that
