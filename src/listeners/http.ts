@@ -306,6 +306,7 @@ export class HttpListener extends EventEmitter<HttpListenerEvents> implements Tu
     const { responseTimeoutMs, earlyRetry } = this.route.http;
     // A copy: timeOut() and abandon() unwatch (swap-remove) while we walk. Every 100 ms, not per request.
     for (const attempt of this.outstanding.slice()) {
+      if (attempt.isBodyStreaming) continue;
       const ageMs = now - attempt.writtenAt;
       if (responseTimeoutMs > 0 && ageMs >= responseTimeoutMs) {
         attempt.timeOut();

@@ -336,8 +336,18 @@ const NOT_IN_TRAILERS: ReadonlySet<string> = new Set(['content-length', 'content
  * which undici 7's Request calls directly, without a wrapper). Settles exactly once.
  */
 export class Attempt implements Dispatcher.DispatchHandler {
-  /** When the request was handed to the connection (clock ms); the sweep measures from here. */
-  readonly writtenAt: number;
+  /**
+   * When the request was handed to the connection (clock ms), or, for a body streamed from the app, when its
+   * last byte was written: the sweep measures from here.
+   */
+  writtenAt: number;
+  /**
+   * The app is still sending the body (streamed, not buffered): the upstream cannot be expected to answer
+   * yet, so responseTimeoutMs ("time to wait for response headers") does not run. Measured from dispatch it
+   * cut every upload slower than the bound with a 504 mid-body (Envoy likewise starts its route timeout at
+   * the request's end of stream). Node's requestTimeout still bounds the upload as a whole.
+   */
+  isBodyStreaming: boolean;
   /** The listener's slot for this attempt in its sweep list while watched, else -1 (ExchangeHost.watch). */
   watchIndex = -1;
   private isSettled = false;
@@ -353,6 +363,14 @@ export class Attempt implements Dispatcher.DispatchHandler {
     readonly lease: Lease,
   ) {
     this.writtenAt = ex.host.clock.now();
+    this.isBodyStreaming = ex.body instanceof PassThrough;
+  }
+
+  /** undici wrote the whole request (head and body) to the socket. Not in undici's types, called all the same. */
+  onRequestSent(): void {
+    if (!this.isBodyStreaming) return;
+    this.isBodyStreaming = false;
+    this.writtenAt = this.ex.host.clock.now();
   }
 
   /** True when the sweep may retry this attempt early (safe, replayable, no response byte, attempts left). */

@@ -169,6 +169,36 @@ describe('http mode: hostile app clients', () => {
     await waitFor(() => sc.sidecar.routes[0]!.listener.activeCount === 0, 3000, 'app connection gone');
   });
 
+  for (const framing of ['content-length', 'chunked'] as const) {
+    it(`responseTimeoutMs counts from the request's last byte: an upload (${framing}) slower than the bound is answered, a hung upstream after it still 504s`, async () => {
+      const up = await httpUpstream((req, res, body) => {
+        if (req.url === '/hang') return;
+        res.end(`got ${body.length}`);
+      });
+      cleanups.push(() => up.close());
+      const { sc } = await sidecar(up.port, { responseTimeoutMs: 500 });
+      const upload = async (path: string): Promise<string> => {
+        const app = await rawConn(sc.port());
+        app.s.write(`POST ${path} HTTP/1.1\r\nHost: x\r\n${framing === 'chunked' ? 'Transfer-Encoding: chunked' : 'Content-Length: 150'}\r\n\r\n`);
+        // 150 bytes over ~1.5 s: three times the response timeout. Bounded: 15 writes.
+        for (let k = 0; k < 15; k++) {
+          await new Promise((r) => setTimeout(r, 100));
+          app.s.write(framing === 'chunked' ? 'a\r\nxxxxxxxxxx\r\n' : 'x'.repeat(10));
+        }
+        if (framing === 'chunked') app.s.write('0\r\n\r\n');
+        await waitFor(() => /\r\n\r\n/.test(app.got()), 5000, 'an answer');
+        await waitFor(() => /got 150$|response_timeout\n$/.test(app.got()), 2000, 'the body');
+        app.s.destroy();
+        return app.got();
+      };
+      const ok = await upload('/slow-upload');
+      assert.match(ok, /^HTTP\/1\.1 200 /);
+      assert.match(ok, /got 150$/);
+      const hung = await upload('/hang');
+      assert.match(hung, /^HTTP\/1\.1 504 /);
+    });
+  }
+
   for (const mode of ['408 then close', 'FIN', 'RST'] as const) {
     it(`a request body slower than the upstream's timeout (upstream: ${mode}): one clear answer, no retry of the POST, connection not reused`, async () => {
       let conns = 0;
