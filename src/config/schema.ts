@@ -265,7 +265,7 @@ export const routeSchema = {
       default: 10,
     },
     responseTimeoutMs: {
-      doc: 'http: time to wait for response headers (0 = off); on expiry 504 and the connection is destroyed.',
+      doc: 'http: time to wait for response headers, counted from the request\'s last byte (0 = off); on expiry 504 and the connection is destroyed.',
       format: 'nat',
       default: 0,
     },
