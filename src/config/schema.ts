@@ -275,6 +275,11 @@ export const routeSchema = {
       format: 'positive-int',
       default: 75000,
     },
+    downstreamWriteTimeoutMs: {
+      doc: 'http: how long a response may stay blocked on an app that does not read it (its socket backed up, no drain) before the app connection is closed and the upstream connection with it (downstream_closed); 0 = never. Without it an app that stops reading holds an upstream connection for ever (nginx send_timeout is 60 s).',
+      format: 'nat',
+      default: 60000,
+    },
     // Issue 11 (drain/slowloris/exhaustion) -------------------------------------------------------------
     requestHeadTimeoutMs: {
       doc: 'http: time an app connection may take to send a complete request head, counted from its first byte (or from accept for a new connection); past it the app gets 408 and the connection closes (within ~0.5 s). Idle keep-alive connections between requests are governed by downstreamIdleTimeoutMs, not this.',

@@ -22,7 +22,7 @@ import type { RouteConfig } from '../config/index.js';
 import type { AcquireFailure, CloseReason } from '../errors.js';
 import { AcquireError } from '../errors.js';
 import type { AcquireOptions, Endpoint, Lease, LeaseRequester, Pool } from '../pool/index.js';
-import type { Clock } from '../util/clock.js';
+import type { Clock, Timer } from '../util/clock.js';
 import { isRetrySafe, requestBodyFraming, requestHeaders, responseHeaders } from './http-headers.js';
 import type { RetryBudget } from './retry-budget.js';
 
@@ -478,9 +478,34 @@ export class Attempt implements Dispatcher.DispatchHandler {
     if (this.isSettled) return false;
     if (this.ex.res.write(chunk)) return true;
     // Backpressure: undici pauses its parser (and so the upstream socket) until the app reads again.
-    if (this.resumeUpstream !== undefined) this.ex.res.once('drain', this.resumeUpstream);
+    if (this.resumeUpstream !== undefined) {
+      this.ex.res.once('drain', this.onDrained);
+      const ms = this.ex.host.route.http.downstreamWriteTimeoutMs;
+      // Only while backed up: no timer on the fast path.
+      if (ms > 0) this.stallTimer = this.ex.host.clock.setTimeout(this.onStalled, ms);
+    }
     return false;
   }
+
+  private stallTimer: Timer | undefined;
+
+  private readonly onDrained = (): void => {
+    this.stallTimer?.clear();
+    this.stallTimer = undefined;
+    this.resumeUpstream?.();
+  };
+
+  /**
+   * The app has not read for downstreamWriteTimeoutMs: close its connection. Its response's 'close' then
+   * cancels this attempt (downstream_closed), so the upstream connection is released from an app that may
+   * never read again.
+   */
+  private readonly onStalled = (): void => {
+    this.stallTimer = undefined;
+    if (this.isSettled) return;
+    this.ex.host.failed('downstream_closed', this.status);
+    this.ex.res.destroy();
+  };
 
   onComplete(trailers?: ReadonlyArray<Buffer | string> | null): void {
     if (this.isSettled) return;
@@ -504,6 +529,7 @@ export class Attempt implements Dispatcher.DispatchHandler {
   }
 
   onError(err: Error): void {
+    this.stallTimer?.clear();
     if (this.isSettled) return;
     this.isSettled = true;
     this.ex.host.unwatch(this);
@@ -558,6 +584,7 @@ export class Attempt implements Dispatcher.DispatchHandler {
 
   /** The downstream went away: close the upstream connection (its response has nowhere to go). */
   cancel(): void {
+    this.stallTimer?.clear();
     if (this.isSettled) return;
     this.isSettled = true;
     this.ex.host.unwatch(this);

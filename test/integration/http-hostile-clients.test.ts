@@ -140,6 +140,36 @@ describe('http mode: hostile app clients', () => {
     await waitFor(() => closes.some((c) => c.reason === 'downstream_closed'), 3000, 'upstream closed with downstream_closed');
   });
 
+  it('downstreamWriteTimeoutMs (default 60 s): an app that stops reading is closed after it, and the upstream connection it held with it', async () => {
+    const chunk = Buffer.alloc(64 * 1024, 0x62);
+    let written = 0;
+    const up = await httpUpstream((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/octet-stream' });
+      // Bounded: at most 256 MiB; stops when the connection closes.
+      const pump = (): void => {
+        while (!res.destroyed && written < 256 * 1024 * 1024) {
+          written += chunk.length;
+          if (!res.write(chunk)) return void res.once('drain', pump);
+        }
+        res.end();
+      };
+      pump();
+    });
+    cleanups.push(() => up.close());
+    const dflt = await startTestSidecar({ routes: [httpRoute(up.port)] });
+    assert.equal(dflt.config.routes[0]?.http.downstreamWriteTimeoutMs, 60000);
+    await dflt.stop();
+    const { sc, closes } = await sidecar(up.port, { downstreamWriteTimeoutMs: 800 });
+    const app = await rawConn(sc.port());
+    app.s.pause();
+    const t0 = performance.now();
+    app.s.write('GET /big HTTP/1.1\r\nHost: x\r\n\r\n');
+    await waitFor(() => closes.some((c) => c.reason === 'downstream_closed'), 10000, 'the upstream connection closed downstream_closed');
+    console.log(`# stalled app: upstream connection closed ${(performance.now() - t0).toFixed(0)} ms after the request (${(written / 1048576).toFixed(1)} MiB written)`);
+    assert.equal(sc.sidecar.routes[0]!.pool.stats().total, 0);
+    app.s.destroy();
+  });
+
   it('an app pipelining 2000 GETs in one write and never reading: requests go upstream one at a time, not 2000 connections', async () => {
     let seen = 0;
     const big = Buffer.alloc(1 << 20, 0x61);
