@@ -265,7 +265,7 @@ export const routeSchema = {
       default: 10,
     },
     responseTimeoutMs: {
-      doc: 'http: time to wait for response headers (0 = off); on expiry 504 and the connection is destroyed.',
+      doc: 'http: time to wait for response headers, counted from the request\'s last byte (0 = off); on expiry 504 and the connection is destroyed.',
       format: 'nat',
       default: 0,
     },
@@ -274,6 +274,11 @@ export const routeSchema = {
       doc: 'http: how long an idle app (downstream) keep-alive connection is kept open. Longer than the usual client pool idle timeouts, so the app closes first and never reuses a connection we are closing (Node\'s own default of 5 s races with clients that keep connections longer).',
       format: 'positive-int',
       default: 75000,
+    },
+    downstreamWriteTimeoutMs: {
+      doc: 'http: how long a response may stay blocked on an app that does not read it (its socket backed up, no drain) before the app connection is closed and the upstream connection with it (downstream_closed); 0 = never. Without it an app that stops reading holds an upstream connection for ever (nginx send_timeout is 60 s).',
+      format: 'nat',
+      default: 60000,
     },
     // Issue 11 (drain/slowloris/exhaustion) -------------------------------------------------------------
     requestHeadTimeoutMs: {

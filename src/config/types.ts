@@ -40,6 +40,7 @@ export interface HttpConfig {
   readonly responseTimeoutMs: number;
   readonly maxHeaderBytes: number;
   readonly downstreamIdleTimeoutMs: number;
+  readonly downstreamWriteTimeoutMs: number;
   readonly requestHeadTimeoutMs: number;
   readonly maxDownstreamConnections: number;
   readonly siblingEviction: boolean;

@@ -19,7 +19,7 @@ import type { RouteConfig } from '../config/index.js';
 import type { CloseReason, DownstreamRejectReason } from '../errors.js';
 import { hasNoAckEvidence } from '../liveness/index.js';
 import type { Pool } from '../pool/index.js';
-import { proxyHttpRequest, proxyWebSocket, resetSocket, RetryBudget, upgradeTokens } from '../proxy/index.js';
+import { absoluteToOriginForm, proxyHttpRequest, proxyWebSocket, resetSocket, RetryBudget, upgradeTokens } from '../proxy/index.js';
 import type { Attempt, SidecarErrorReason, TunnelHost } from '../proxy/index.js';
 import { readTcpInfo } from '../sockopts/index.js';
 import type { Clock, Timer } from '../util/clock.js';
@@ -252,6 +252,22 @@ export class HttpListener extends EventEmitter<HttpListenerEvents> implements Tu
     socket.on('error', () => {
       // The tunnel (tcp-pipe) or the reply below handles it; a listener must exist from the first tick.
     });
+    // The same head checks as a plain request (Host count, target form): a tunnel must not carry a head the
+    // sidecar would refuse, nor an absolute-form target next to another Host.
+    const refusal = refuseRequest(req, this.route.http.maxHeaderCount);
+    if (refusal !== undefined) {
+      socket.end(localAnswer(refusal.status, refusal.body, true));
+      return;
+    }
+    const te = req.headers['transfer-encoding'];
+    const cl = req.headers['content-length'];
+    if (te !== undefined || (cl !== undefined && cl !== '0')) {
+      // Node's parser stops at the header section of an upgrade request, so a body cannot be framed: it would
+      // reach the upstream as tunnel bytes after a 101 (a WebSocket handshake has no body, RFC 6455 §4.1), or
+      // be misread. Refused for every upgrade.
+      socket.end('HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
+      return;
+    }
     const tokens = upgradeTokens(req.headers.upgrade);
     if (req.method === 'GET' && tokens.includes('websocket')) {
       this.tunnels.add(socket);
@@ -265,13 +281,6 @@ export class HttpListener extends EventEmitter<HttpListenerEvents> implements Tu
     // Any other upgrade (h2c above all) is never tunnelled: a tunnel would hand the app a raw HTTP/2 stream
     // past every check of ours (the h2c smuggling hole). RFC 9110 §7.8 lets a server ignore Upgrade, so the
     // request is served as plain HTTP/1.1 without the Upgrade/Connection fields, and the connection closes.
-    const te = req.headers['transfer-encoding'];
-    const cl = req.headers['content-length'];
-    if (te !== undefined || (cl !== undefined && cl !== '0')) {
-      // The parser stopped at the header section, so the body cannot be read reliably: refuse.
-      socket.end('HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
-      return;
-    }
     const res = new http.ServerResponse(req);
     res.assignSocket(socket);
     res.shouldKeepAlive = false;
@@ -297,6 +306,7 @@ export class HttpListener extends EventEmitter<HttpListenerEvents> implements Tu
     const { responseTimeoutMs, earlyRetry } = this.route.http;
     // A copy: timeOut() and abandon() unwatch (swap-remove) while we walk. Every 100 ms, not per request.
     for (const attempt of this.outstanding.slice()) {
+      if (attempt.isBodyStreaming) continue;
       const ageMs = now - attempt.writtenAt;
       if (responseTimeoutMs > 0 && ageMs >= responseTimeoutMs) {
         attempt.timeOut();
@@ -318,23 +328,54 @@ interface Refusal {
 }
 
 /**
+ * A Host value: uri-host [ ":" port ] (RFC 9112 §3.2, RFC 3986 §3.2.2-3.2.3), empty allowed (RFC 9112 §3.2).
+ * llhttp only refuses control characters; a Host carrying `/`, `@`, `?`, `#`, `\` or a space would reach the
+ * upstream, whose URL building may then read a path or userinfo out of it (nginx answers 400 too).
+ */
+const HOST_VALUE = /^(?:\[[0-9A-Fa-f:.vV]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[0-9]*)?$/;
+
+/**
  * Requests the sidecar answers itself instead of forwarding (none touches an upstream connection):
+ * - an HTTP version other than 1.x → 505;
  * - more header fields than maxHeaderCount → 431 (RFC 6585 §5), never a silently truncated head;
- * - more than one Host field → 400 (RFC 9112 §3.2: "MUST respond with 400");
+ * - more than one Host field, or one whose value is not uri-host[:port] → 400 (RFC 9112 §3.2: "MUST respond
+ *   with a 400 ... more than one Host header field line or a Host header field with an invalid field value");
  * - `OPTIONS *` (asterisk-form, RFC 9112 §3.2.4) → 501: undici can send only origin-form targets, and the
- *   sidecar will not claim to know what the upstream allows.
+ *   sidecar will not claim to know what the upstream allows;
+ * - a target that is neither origin-form nor absolute-form http(s) with an authority → 400.
+ * An absolute-form target is rewritten in place to origin-form, its authority replacing every Host field
+ * (RFC 9112 §3.2.2, see absoluteToOriginForm); `req.url` and `req.rawHeaders` are what the exchange and the
+ * tunnel read. Only a target not starting with '/' pays for this.
  */
 function refuseRequest(req: http.IncomingMessage, maxHeaderCount: number): Refusal | undefined {
+  // Node's parser also takes `HTTP/2.0` and a bare HTTP/0.9 line (no version, no fields); both would go
+  // upstream as HTTP/1.1 requests, the 0.9 one with undici's own Host. RFC 9110 §15.6.6: 505.
+  if (req.httpVersionMajor !== 1) return { status: 505, body: `HTTP/${req.httpVersion} is not supported, use HTTP/1.1\n`, isClosing: true };
   const raw = req.rawHeaders;
   if (raw.length / 2 > maxHeaderCount) {
     return { status: 431, body: `request has more than ${maxHeaderCount} header fields\n`, isClosing: true };
   }
   let hosts = 0;
+  let isHostValid = true;
   for (let i = 0; i < raw.length; i += 2) {
-    if (raw[i]!.length === 4 && raw[i]!.toLowerCase() === 'host') hosts++;
+    if (raw[i]!.length === 4 && raw[i]!.toLowerCase() === 'host') {
+      hosts++;
+      isHostValid &&= HOST_VALUE.test(raw[i + 1]!);
+    }
   }
   if (hosts > 1) return { status: 400, body: 'request has more than one Host header field\n', isClosing: true };
-  if (req.url === '*') return { status: 501, body: 'asterisk-form request targets (OPTIONS *) are not forwarded\n', isClosing: false };
+  if (!isHostValid) return { status: 400, body: 'request has an invalid Host header field\n', isClosing: true };
+  const url = req.url ?? '/';
+  if (url.charCodeAt(0) === 47 /* '/' */) return undefined;
+  if (url === '*') return { status: 501, body: 'asterisk-form request targets (OPTIONS *) are not forwarded\n', isClosing: false };
+  const target = absoluteToOriginForm(url);
+  if (target === undefined || !HOST_VALUE.test(target.authority)) return { status: 400, body: 'request-target is neither origin-form nor absolute-form http(s)\n', isClosing: true };
+  req.url = target.path;
+  const rewritten: string[] = ['Host', target.authority];
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i]!.length !== 4 || raw[i]!.toLowerCase() !== 'host') rewritten.push(raw[i]!, raw[i + 1]!);
+  }
+  req.rawHeaders = rewritten;
   return undefined;
 }
 

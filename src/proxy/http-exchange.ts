@@ -22,7 +22,7 @@ import type { RouteConfig } from '../config/index.js';
 import type { AcquireFailure, CloseReason } from '../errors.js';
 import { AcquireError } from '../errors.js';
 import type { AcquireOptions, Endpoint, Lease, LeaseRequester, Pool } from '../pool/index.js';
-import type { Clock } from '../util/clock.js';
+import type { Clock, Timer } from '../util/clock.js';
 import { isRetrySafe, requestBodyFraming, requestHeaders, responseHeaders } from './http-headers.js';
 import type { RetryBudget } from './retry-budget.js';
 
@@ -133,7 +133,26 @@ class HttpExchange implements LeaseRequester {
       // Pipelined behind an unfinished response: see onQueuedRequestClose.
       (this.req as IncomingMessage & { [kExchange]?: HttpExchange })[kExchange] = this;
       this.req.on('close', onQueuedRequestClose);
+      // Sent upstream only when its turn comes (Node hands the response the socket once the one before it
+      // finished), as nginx and HAProxy serve pipelined requests. Started at once, each queued request took
+      // an upstream connection and buffered its response for an app that reads them in order: one app
+      // connection pipelining 2000 GETs without reading held all 1024 upstream connections of the route and
+      // >1 GiB of 1 MiB responses in flight. Node stops parsing further requests once the response at the
+      // head backs up the socket, so what waits here is bounded by one read's worth of request heads.
+      // One microtask later: the response before finished in a nextTick, ahead of the microtask in which its
+      // attempt releases the upstream connection; starting now would connect a second one instead of reusing it.
+      this.res.once('socket', () => {
+        queueMicrotask(() => {
+          if (!this.isDownstreamGone) this.begin();
+        });
+      });
+      return;
     }
+    this.begin();
+  }
+
+  /** Reads (or streams) the body and asks for a connection: the response now owns the app's socket. */
+  private begin(): void {
     // From the raw head, not `req.headers`: that getter builds a whole object per request on first use.
     const framing = requestBodyFraming(this.req.rawHeaders);
     if (framing === 0) {
@@ -258,6 +277,10 @@ class HttpExchange implements LeaseRequester {
       res.destroy();
       return;
     }
+    // The upstream failed while the app was still sending its body (an upload slower than the upstream's own
+    // timeout): the app gets this answer at once and its connection closes, instead of it uploading the rest
+    // of a body nobody will read only to keep a connection alive.
+    closeAfterUnfinishedBody(this.req, res);
     const body = `${status === 504 ? 'upstream response timeout' : status === 503 ? 'sidecar overloaded or shutting down' : 'upstream connection failed'}: ${reason}\n`;
     res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), 'x-sidecar-error': reason });
     res.end(this.req.method === 'HEAD' ? undefined : body);
@@ -266,12 +289,65 @@ class HttpExchange implements LeaseRequester {
 }
 
 /**
+ * A response goes out while the request body is still arriving: answer with `Connection: close` and close the
+ * app connection after it, as nginx does (the rest of the body can no longer be framed for this connection).
+ * Meanwhile the rest of the body is read and dropped, never left to hang the connection.
+ */
+function closeAfterUnfinishedBody(req: IncomingMessage, res: ServerResponse): void {
+  if (req.complete) return;
+  res.shouldKeepAlive = false;
+  res.once('finish', () => {
+    // Node closes the connection after this response (shouldKeepAlive false).
+    req.unpipe();
+    req.resume();
+  });
+}
+
+/**
+ * Passes the upstream's trailer section on (chunked responses; Node sends trailers only with chunked coding,
+ * so an HTTP/1.0 app gets none, as RFC 9112 §7.1.2 allows). Before this they were dropped while the `Trailer`
+ * field announcing them was forwarded. Hop-by-hop fields and those a trailer must not carry (RFC 9110 §6.5.1:
+ * framing, routing, Host) are left out; a field Node refuses drops the whole section, never the response.
+ * Returns true when the section says `Connection: close` (see onComplete).
+ */
+function forwardTrailers(res: ServerResponse, raw: ReadonlyArray<Buffer | string>): boolean {
+  // undici 7 hands Buffers (its types say strings).
+  const section = responseHeaders(raw.map((x) => (typeof x === 'string' ? Buffer.from(x, 'latin1') : x)));
+  const fields = section.headers;
+  const pairs: Array<[string, string]> = [];
+  for (let i = 0; i < fields.length; i += 2) {
+    if (!NOT_IN_TRAILERS.has(fields[i]!.toLowerCase())) pairs.push([fields[i]!, fields[i + 1]!]);
+  }
+  if (pairs.length > 0) {
+    try {
+      res.addTrailers(pairs);
+    } catch {
+      // An invalid name or value (llhttp let it through, Node's writer does not): the trailers are advisory.
+    }
+  }
+  return section.isClosing;
+}
+
+/** Fields never forwarded in a trailer section (RFC 9110 §6.5.1), beyond the hop-by-hop ones. */
+const NOT_IN_TRAILERS: ReadonlySet<string> = new Set(['content-length', 'content-type', 'content-encoding', 'content-range', 'host', 'trailer', 'set-cookie', 'authorization', 'cache-control', 'expires', 'date', 'location', 'retry-after', 'vary']);
+
+/**
  * One try of an exchange on one leased connection; also the undici dispatch handler (legacy callback API,
  * which undici 7's Request calls directly, without a wrapper). Settles exactly once.
  */
 export class Attempt implements Dispatcher.DispatchHandler {
-  /** When the request was handed to the connection (clock ms); the sweep measures from here. */
-  readonly writtenAt: number;
+  /**
+   * When the request was handed to the connection (clock ms), or, for a body streamed from the app, when its
+   * last byte was written: the sweep measures from here.
+   */
+  writtenAt: number;
+  /**
+   * The app is still sending the body (streamed, not buffered): the upstream cannot be expected to answer
+   * yet, so responseTimeoutMs ("time to wait for response headers") does not run. Measured from dispatch it
+   * cut every upload slower than the bound with a 504 mid-body (Envoy likewise starts its route timeout at
+   * the request's end of stream). Node's requestTimeout still bounds the upload as a whole.
+   */
+  isBodyStreaming: boolean;
   /** The listener's slot for this attempt in its sweep list while watched, else -1 (ExchangeHost.watch). */
   watchIndex = -1;
   private isSettled = false;
@@ -287,6 +363,14 @@ export class Attempt implements Dispatcher.DispatchHandler {
     readonly lease: Lease,
   ) {
     this.writtenAt = ex.host.clock.now();
+    this.isBodyStreaming = ex.body instanceof PassThrough;
+  }
+
+  /** undici wrote the whole request (head and body) to the socket. Not in undici's types, called all the same. */
+  onRequestSent(): void {
+    if (!this.isBodyStreaming) return;
+    this.isBodyStreaming = false;
+    this.writtenAt = this.ex.host.clock.now();
   }
 
   /** True when the sweep may retry this attempt early (safe, replayable, no response byte, attempts left). */
@@ -337,6 +421,9 @@ export class Attempt implements Dispatcher.DispatchHandler {
       // More fields than we forward: never a silently truncated head. 502, connection not trusted.
       return this.refuseResponse();
     }
+    // llhttp takes any three digits; undici hands 0xx on as if informational and then fails an assertion of
+    // its own (reason `other`). No status below 100 exists (RFC 9110 §15): the framing is not HTTP.
+    if (statusCode < 100) return this.refuseResponse();
     if (statusCode < 200) {
       // 1xx: forward 103 Early Hints (RFC 8297); others (102) carry nothing the app needs. 100 Continue never
       // comes: the sidecar answers Expect itself and does not forward it (RFC 9110 §10.1.1). An upstream that
@@ -354,23 +441,14 @@ export class Attempt implements Dispatcher.DispatchHandler {
     this.ex.host.unwatch(this);
     this.lease.h1.headReceived();
     const head = responseHeaders(rawHeaders);
+    // A body still carrying a coding undici does not decode is never passed on as the content.
+    if (head.hasForeignTransferCoding) return this.refuseResponse();
     if (head.keepAliveTimeoutMs !== undefined) conn.idleTimeoutHintMs = head.keepAliveTimeoutMs - KEEPALIVE_HINT_MARGIN_MS;
     this.isUpstreamClosing = head.isClosing;
     this.status = statusCode;
-    const req = this.ex.req;
-    if (!req.complete && req.method !== 'HEAD') {
-      // A final response before the app's body was all read (an early 413/401, RFC 9110 §15.5.14): the
-      // rest of the body can no longer be framed for this connection, so answer with `Connection: close`
-      // and close the app connection after it, as nginx does. undici destroys the upstream connection
-      // itself (its request was still being written), so it is never reused either.
-      res.shouldKeepAlive = false;
-      res.once('finish', () => {
-        // Node closes the connection after this response (shouldKeepAlive false); the rest of the body
-        // is read and dropped meanwhile, never left to hang the connection.
-        req.unpipe();
-        req.resume();
-      });
-    }
+    // A final response before the app's body was all read (an early 413/401, RFC 9110 §15.5.14): undici
+    // destroys the upstream connection itself (its request was still being written), so it is never reused.
+    if (this.ex.req.method !== 'HEAD') closeAfterUnfinishedBody(this.ex.req, res);
     try {
       res.writeHead(statusCode, statusText || undefined, head.headers);
     } catch {
@@ -400,17 +478,44 @@ export class Attempt implements Dispatcher.DispatchHandler {
     if (this.isSettled) return false;
     if (this.ex.res.write(chunk)) return true;
     // Backpressure: undici pauses its parser (and so the upstream socket) until the app reads again.
-    if (this.resumeUpstream !== undefined) this.ex.res.once('drain', this.resumeUpstream);
+    if (this.resumeUpstream !== undefined) {
+      this.ex.res.once('drain', this.onDrained);
+      const ms = this.ex.host.route.http.downstreamWriteTimeoutMs;
+      // Only while backed up: no timer on the fast path.
+      if (ms > 0) this.stallTimer = this.ex.host.clock.setTimeout(this.onStalled, ms);
+    }
     return false;
   }
 
-  onComplete(): void {
+  private stallTimer: Timer | undefined;
+
+  private readonly onDrained = (): void => {
+    this.stallTimer?.clear();
+    this.stallTimer = undefined;
+    this.resumeUpstream?.();
+  };
+
+  /**
+   * The app has not read for downstreamWriteTimeoutMs: close its connection. Its response's 'close' then
+   * cancels this attempt (downstream_closed), so the upstream connection is released from an app that may
+   * never read again.
+   */
+  private readonly onStalled = (): void => {
+    this.stallTimer = undefined;
+    if (this.isSettled) return;
+    this.ex.host.failed('downstream_closed', this.status);
+    this.ex.res.destroy();
+  };
+
+  onComplete(trailers?: ReadonlyArray<Buffer | string> | null): void {
     if (this.isSettled) return;
     this.isSettled = true;
     const host = this.ex.host;
     const now = host.clock.now();
     this.lease.conn.noteReceived(now);
     this.lease.h1.requestEnded();
+    // llhttp takes a `Connection: close` even from the trailer section: the connection is then done for it.
+    if (trailers !== undefined && trailers !== null && trailers.length > 0 && forwardTrailers(this.ex.res, trailers)) this.isUpstreamClosing = true;
     this.ex.res.end();
     host.completed(this.status, now - this.ex.startedAt);
     if (this.isUpstreamClosing) {
@@ -424,6 +529,7 @@ export class Attempt implements Dispatcher.DispatchHandler {
   }
 
   onError(err: Error): void {
+    this.stallTimer?.clear();
     if (this.isSettled) return;
     this.isSettled = true;
     this.ex.host.unwatch(this);
@@ -432,6 +538,17 @@ export class Attempt implements Dispatcher.DispatchHandler {
     const reason = conn.decideReason({ kind: 'error', err });
     this.lease.h1.requestEnded();
     this.lease.destroy(reason);
+    if (this.hasResponseStarted && this.status === 304 && (err as { code?: unknown }).code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') {
+      // A 304 may carry the Content-Length of the representation it validates (RFC 9110 §8.6) and never has a
+      // body (RFC 9112 §6.3), but undici 7 compares that field with the 0 bytes read and destroys the socket.
+      // The response itself was complete: finish it for the app. The connection is gone (undici destroyed it),
+      // so whatever followed on it (stray bytes) can never reach another response.
+      const host = this.ex.host;
+      this.ex.res.end();
+      host.completed(this.status, host.clock.now() - this.ex.startedAt);
+      this.ex.attemptDone();
+      return;
+    }
     if (this.hasResponseStarted) {
       // Part of the response went out: the only honest signal left is to cut the downstream response.
       this.ex.res.destroy();
@@ -467,6 +584,7 @@ export class Attempt implements Dispatcher.DispatchHandler {
 
   /** The downstream went away: close the upstream connection (its response has nowhere to go). */
   cancel(): void {
+    this.stallTimer?.clear();
     if (this.isSettled) return;
     this.isSettled = true;
     this.ex.host.unwatch(this);

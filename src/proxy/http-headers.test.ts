@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { isRetrySafe, requestHeaders, responseHeaders, upgradeTokens } from './http-headers.js';
+import { absoluteToOriginForm, isRetrySafe, requestHeaders, responseHeaders, upgradeTokens } from './http-headers.js';
 
 describe('http headers', () => {
   it('removes hop-by-hop request fields and the fields Connection names, keeps Host and case', () => {
@@ -36,5 +36,25 @@ describe('http headers', () => {
     assert.deepEqual(upgradeTokens('WebSocket'), ['websocket']);
     assert.deepEqual(upgradeTokens('h2c, websocket/13'), ['h2c', 'websocket']);
     assert.deepEqual(upgradeTokens(undefined), []);
+  });
+  it('absolute-form targets become origin-form plus their authority as Host (RFC 9112 §3.2.2)', () => {
+    assert.deepEqual(absoluteToOriginForm('http://a.example:8080/p?q=1'), { path: '/p?q=1', authority: 'a.example:8080' });
+    assert.deepEqual(absoluteToOriginForm('HTTPS://a.example'), { path: '/', authority: 'a.example' });
+    assert.deepEqual(absoluteToOriginForm('http://a.example?x'), { path: '/?x', authority: 'a.example' });
+    assert.equal(absoluteToOriginForm('ftp://a.example/'), undefined);
+    assert.equal(absoluteToOriginForm('http://user@a.example/'), undefined);
+    assert.equal(absoluteToOriginForm('http:///p'), undefined);
+    assert.equal(absoluteToOriginForm('http://a.example/p#frag'), undefined);
+    assert.equal(absoluteToOriginForm('a.example:443'), undefined);
+  });
+  it('flags transfer-codings undici does not decode (anything but one plain chunked)', () => {
+    const te = (...values: string[]) => responseHeaders(values.flatMap((v) => ['Transfer-Encoding', v]).map((x) => Buffer.from(x))).hasForeignTransferCoding;
+    assert.equal(te(), false);
+    assert.equal(te('chunked'), false);
+    assert.equal(te(' Chunked '), false);
+    assert.equal(te('gzip, chunked'), true);
+    assert.equal(te('chunked', 'chunked'), true);
+    assert.equal(te('chunked, chunked'), true);
+    assert.equal(te('gzip'), true);
   });
 });

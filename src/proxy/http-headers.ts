@@ -117,6 +117,13 @@ export interface ResponseHead {
   readonly keepAliveTimeoutMs: number | undefined;
   /** The upstream announced it will close (`Connection: close`). */
   readonly isClosing: boolean;
+  /**
+   * Transfer-Encoding names a coding other than one `chunked` (gzip, chunked; chunked twice; gzip alone).
+   * undici decodes only chunked, so the body it hands over would still carry the other coding, and Node
+   * re-frames it as plain content with no field saying so: the app would read coded bytes as the content.
+   * RFC 9112 §6.1 forbids applying chunked twice; HAProxy refuses both. The exchange answers 502.
+   */
+  readonly hasForeignTransferCoding: boolean;
 }
 
 /** Buffer's own latin1 decoder (what toString('latin1') ends in, minus its argument handling); untyped in @types/node. */
@@ -129,6 +136,7 @@ export function responseHeaders(raw: readonly Buffer[]): ResponseHead {
   const out: string[] = [];
   let hintMs: number | undefined;
   let isClosing = false;
+  let transferCodings = 0;
   let listed: Set<string> | undefined;
   for (let i = 0; i < raw.length; i += 2) {
     const nameBuf = raw[i]!;
@@ -142,6 +150,10 @@ export function responseHeaders(raw: readonly Buffer[]): ResponseHead {
     const lower = name.toLowerCase();
     if (!HOP_BY_HOP.has(lower)) {
       out.push(name, value);
+    } else if (lower === 'transfer-encoding') {
+      // One field whose value is exactly `chunked` counts 1; anything else (another coding, a list, a
+      // second field) pushes the count past 1.
+      transferCodings += value.trim().toLowerCase() === 'chunked' ? 1 : 2;
     } else if (lower === 'keep-alive') {
       hintMs = keepAliveTimeoutMs(value) ?? hintMs;
     } else if (lower === 'connection') {
@@ -151,12 +163,28 @@ export function responseHeaders(raw: readonly Buffer[]): ResponseHead {
       }
     }
   }
-  if (listed === undefined) return { headers: out, keepAliveTimeoutMs: hintMs, isClosing };
+  const hasForeignTransferCoding = transferCodings > 1;
+  if (listed === undefined) return { headers: out, keepAliveTimeoutMs: hintMs, isClosing, hasForeignTransferCoding };
   const kept: string[] = [];
   for (let i = 0; i < out.length; i += 2) {
     if (!listed.has(out[i]!.toLowerCase())) kept.push(out[i]!, out[i + 1]!);
   }
-  return { headers: kept, keepAliveTimeoutMs: hintMs, isClosing };
+  return { headers: kept, keepAliveTimeoutMs: hintMs, isClosing, hasForeignTransferCoding };
+}
+
+/**
+ * An absolute-form request-target (`http://host:port/path?q`, RFC 9112 §3.2.2) split into the origin-form
+ * path the upstream gets and the authority that replaces the received Host ("MUST ignore the received Host
+ * header field ... and instead replace it with the host information of the request-target"). Forwarding the
+ * target as sent, next to a Host that names another authority, leaves the upstream to pick one of two hosts
+ * (routing, ACL and cache-key confusion). Undefined for anything else that is not origin-form: another
+ * scheme, no authority, userinfo (RFC 9110 §4.2.4), a fragment.
+ */
+export function absoluteToOriginForm(target: string): { path: string; authority: string } | undefined {
+  const m = /^https?:\/\/([^/?#@\s]+)([/?][^#\s]*)?$/i.exec(target);
+  if (m === null) return undefined;
+  const rest = m[2] ?? '/';
+  return { path: rest.startsWith('?') ? `/${rest}` : rest, authority: m[1]! };
 }
 
 /** The Upgrade tokens a request asks for, lower-case (RFC 9110 §7.8). */

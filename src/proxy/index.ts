@@ -6,5 +6,5 @@ export { Attempt, KEEPALIVE_HINT_MARGIN_MS, proxyHttpRequest } from './http-exch
 export type { ExchangeHost, SidecarErrorReason } from './http-exchange.js';
 export { proxyWebSocket } from './http-tunnel.js';
 export type { TunnelHost } from './http-tunnel.js';
-export { isRetrySafe, requestHeaders, responseHeaders, upgradeTokens } from './http-headers.js';
+export { absoluteToOriginForm, isRetrySafe, requestHeaders, responseHeaders, upgradeTokens } from './http-headers.js';
 export { RetryBudget } from './retry-budget.js';

@@ -52,6 +52,13 @@ describe('http mode: proxy correctness', () => {
         res.end();
         return;
       }
+      if (path.startsWith('/trailers')) {
+        res.setHeader('Trailer', 'x-checksum');
+        res.write('body');
+        res.addTrailers([['x-checksum', 'abc'], ['Connection', 'close'], ['x-also', '1']]);
+        res.end();
+        return;
+      }
       if (path.startsWith('/sha')) {
         res.end(createHash('sha256').update(body).digest('hex'));
         return;
@@ -108,6 +115,24 @@ describe('http mode: proxy correctness', () => {
     assert.equal(seen?.headers['transfer-encoding'], 'chunked', 'the upstream got it chunked (streamed, not buffered to a length)');
     const big = await request(sc.port(), { path: '/big' });
     assert.equal(big.body.length, 2 * 1024 * 1024);
+  });
+
+  it('trailer fields of a chunked response reach the app (they were dropped while Trailer announced them); hop-by-hop ones do not; a Connection: close among them retires the connection', async () => {
+    const got = await new Promise<{ body: string; trailers: NodeJS.Dict<string> }>((resolve, reject) => {
+      http.get({ host: '127.0.0.1', port: sc.port(), path: '/trailers', agent: false }, (res) => {
+        let body = '';
+        res.on('data', (c: Buffer) => (body += c.toString()));
+        res.on('end', () => resolve({ body, trailers: res.trailers }));
+      }).on('error', reject);
+    });
+    assert.equal(got.body, 'body');
+    assert.equal(got.trailers['x-checksum'], 'abc');
+    assert.equal(got.trailers['x-also'], '1');
+    assert.equal(got.trailers.connection, undefined);
+    // llhttp honours that `Connection: close` in the trailers: the connection is retired, never reused for
+    // the next request (which got 502 protocol_error, "Data after Connection: close").
+    const next = await request(sc.port(), { path: '/after-trailers' });
+    assert.equal(next.status, 200);
   });
 
   it('a content-length body within retry.maxBodyBytes is forwarded with its length', async () => {
