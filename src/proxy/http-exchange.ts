@@ -479,37 +479,42 @@ export class Attempt implements Dispatcher.DispatchHandler {
     if (this.ex.res.write(chunk)) return true;
     // Backpressure: undici pauses its parser (and so the upstream socket) until the app reads again.
     if (this.resumeUpstream !== undefined) {
-      this.ex.res.once('drain', this.onDrained);
+      // Closures only while backed up: none is allocated per request on the fast path.
+      this.ex.res.once('drain', () => this.onDrained());
       const ms = this.ex.host.route.http.downstreamWriteTimeoutMs;
-      // Only while backed up: no timer on the fast path.
-      if (ms > 0) this.stallTimer = this.ex.host.clock.setTimeout(this.onStalled, ms);
+      if (ms > 0 && this.stallTimer === undefined) this.stallTimer = this.ex.host.clock.setTimeout(() => this.onStalled(), ms);
     }
     return false;
   }
 
   private stallTimer: Timer | undefined;
 
-  private readonly onDrained = (): void => {
+  private onDrained(): void {
+    this.clearStall();
+    this.resumeUpstream?.();
+  }
+
+  private clearStall(): void {
     this.stallTimer?.clear();
     this.stallTimer = undefined;
-    this.resumeUpstream?.();
-  };
+  }
 
   /**
    * The app has not read for downstreamWriteTimeoutMs: close its connection. Its response's 'close' then
    * cancels this attempt (downstream_closed), so the upstream connection is released from an app that may
    * never read again.
    */
-  private readonly onStalled = (): void => {
+  private onStalled(): void {
     this.stallTimer = undefined;
     if (this.isSettled) return;
     this.ex.host.failed('downstream_closed', this.status);
     this.ex.res.destroy();
-  };
+  }
 
   onComplete(trailers?: ReadonlyArray<Buffer | string> | null): void {
     if (this.isSettled) return;
     this.isSettled = true;
+    if (this.stallTimer !== undefined) this.clearStall();
     const host = this.ex.host;
     const now = host.clock.now();
     this.lease.conn.noteReceived(now);
@@ -529,7 +534,7 @@ export class Attempt implements Dispatcher.DispatchHandler {
   }
 
   onError(err: Error): void {
-    this.stallTimer?.clear();
+    if (this.stallTimer !== undefined) this.clearStall();
     if (this.isSettled) return;
     this.isSettled = true;
     this.ex.host.unwatch(this);
@@ -584,7 +589,7 @@ export class Attempt implements Dispatcher.DispatchHandler {
 
   /** The downstream went away: close the upstream connection (its response has nowhere to go). */
   cancel(): void {
-    this.stallTimer?.clear();
+    if (this.stallTimer !== undefined) this.clearStall();
     if (this.isSettled) return;
     this.isSettled = true;
     this.ex.host.unwatch(this);
