@@ -174,6 +174,13 @@ describe('several endpoints: one dead pod (nft blackhole + SYN drop)', () => {
     t.after(() => sc.stop());
     const pool = sc.sidecar.routes[0]!.pool;
     for (let i = 0; i < 6; i++) assert.equal((await request(sc.port(), { timeoutMs: 5000 })).status, 200);
+    // Sequential requests may all have gone to one endpoint (P2C prefers the one with an idle connection):
+    // the live one must have an idle connection before its peer goes dark (bounded).
+    const liveEp = [...pool.endpoints.list()].find((e) => e.address === live)!;
+    for (let i = 0; i < 40 && liveEp.conns.idle.size === 0; i++) {
+      await Promise.all(Array.from({ length: 4 }, async () => assert.equal((await request(sc.port(), { timeoutMs: 5000 })).status, 200)));
+    }
+    assert.ok(liveEp.conns.idle.size > 0, 'the live endpoint got an idle connection during the warm-up');
     // The dead pod's connects now hang; its idle connections are gone (not ejected: nothing died yet).
     const hole = await blackholeEndpoint(dead, up.port, 'input');
     t.after(() => hole.remove());
@@ -183,7 +190,7 @@ describe('several endpoints: one dead pod (nft blackhole + SYN drop)', () => {
     // has idle connections, so idleCount > 0. At most 12 tries, each bounded.
     let freedMs: number | undefined;
     for (let i = 0; i < 12 && freedMs === undefined; i++) {
-      assert.ok(pool.idleCount > 0, 'the live endpoint has idle connections');
+      assert.ok(pool.idleCount > 0, `the live endpoint has idle connections (try ${i})`);
       const c = await connectClient(sc.port());
       c.on('error', () => {});
       c.write(`GET /try${i} HTTP/1.1\r\nHost: x\r\n\r\n`);
