@@ -71,8 +71,9 @@ export class H2Listener extends EventEmitter<H2ListenerEvents> implements H2Exch
     this.h2 = route.h2;
     this.budget = new RetryBudget(route.h2.retry);
     this.isGrpcIdempotent = grpcMethodMatcher(route.h2.retry.grpcIdempotentMethods);
-    // maxOutstandingSettings is missing from @types/node's ServerOptions: passed as a variable, not a literal.
-    const options: http2.ServerOptions & { maxOutstandingSettings: number } = {
+    // maxOutstandingSettings and streamReset* are missing from @types/node 20's ServerOptions: passed as a
+    // variable, not a literal.
+    const options: http2.ServerOptions & { maxOutstandingSettings: number; streamResetBurst: number; streamResetRate: number } = {
       maxSessionMemory: route.h2.maxSessionMemoryMiB,
       // Flood limits explicit (H2_LIMITS). unknownProtocolTimeout only acts on TLS sockets whose ALPN is not
       // h2 (none here: h2c); set so a later TLS listener does not inherit a silent default.
@@ -85,6 +86,13 @@ export class H2Listener extends EventEmitter<H2ListenerEvents> implements H2Exch
       // few too many gets an answer; nghttp2 resets only a flood (the 64 KiB list size bounds it too).
       maxHeaderListPairs: Math.max(H2_LIMITS.maxHeaderListPairsDownstream, 4 * (route.http.maxHeaderCount + H2_PSEUDO_HEADERS)),
       unknownProtocolTimeout: 10_000,
+      // nghttp2's rapid-reset limit on the app's RST_STREAMs (CVE-2023-44487) is 1000 at once, 33/s after, made
+      // for internet-facing servers: a pod's own gRPC client whose calls hit their deadlines 50 times a second
+      // would get its connection killed within a minute (a grpc-go server would not). Raised for the local
+      // app; the upstream side has its own budget (ResetBudget). Node >= 22.10 / 23 (the image); Node 20
+      // ignores the options and keeps nghttp2's defaults.
+      streamResetBurst: 10_000,
+      streamResetRate: 1_000,
       settings: { maxConcurrentStreams: DOWNSTREAM_MAX_STREAMS, initialWindowSize: H2_STREAM_WINDOW, enablePush: false, maxHeaderListSize: H2_LIMITS.maxHeaderListSize },
     };
     this.server = http2.createServer(options);
