@@ -1,11 +1,11 @@
 /**
- * getsockopt(2) through ffi-rs, the FFI runtime net-keepalive already loads (net-keepalive sets TCP_KEEPINTVL,
- * TCP_KEEPCNT and TCP_USER_TIMEOUT through it), so the process carries one FFI runtime, not two: with koffi,
- * used here before, an idle sidecar had ~4 MiB more RSS (bench/idle-rss.ts, 2026-12-02). The price is speed:
- * an ffi-rs call costs ~12-15 µs here against koffi's ~0.1-3 µs, paid 6 times per new upstream connection
- * (the read-back) and once per TCP_INFO read (early-retry sweep, /debug/connections).
+ * getsockopt(2) and setsockopt(2) (TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT, which net-keepalive set
+ * before) through ffi-rs, one FFI runtime: with koffi, used here before, an idle sidecar had ~4 MiB more RSS
+ * (bench/idle-rss.ts, 2026-12-02). The price is speed: an ffi-rs call costs ~12-15 µs here against koffi's
+ * ~0.1-3 µs, paid 9 times per new upstream connection (3 sets, 6 read-backs) and once per TCP_INFO read
+ * (early-retry sweep, /debug/connections).
  *
- * Out-parameters live in two blocks from libc malloc, allocated once and never freed, each viewed zero-copy
+ * Values and out-parameters live in two blocks from libc malloc, allocated once and never freed, each viewed zero-copy
  * as a Buffer (createExternalBuffer); the calls are synchronous, so one pair serves every call.
  */
 import type { Socket } from 'node:net';
