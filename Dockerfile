@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # keepalive-sidecar image (STYLE.md §8). Two stages: `build` compiles TypeScript with the dev dependencies;
 # `runtime` holds production dependencies, the bundled CLI (dist/bundle, made by scripts/bundle.mjs in the build stage) and config/ only.
-# The glibc base matters: ffi-rs (net-keepalive's FFI binding, also our getsockopt read-back) ships a prebuilt glibc binary, and
+# The glibc base matters: ffi-rs (our setsockopt and getsockopt binding, src/sockopts/native.ts) ships a prebuilt glibc binary, and
 # musl (alpine) would need a toolchain to build it.
 # test/integration/image-layout.test.ts replays the runtime stage below step by step, so keep its RUN
 # commands to the ones that test understands (npm ci, chmod, ln -s, mkdir).

@@ -67,6 +67,6 @@ const result = await build({
 
 // Fail loudly if a dependency we mean to bundle was left as a run-time require (a computed path, say).
 const bundled = new Set(Object.keys(result.metafile.inputs).filter((p) => p.includes('node_modules/')).map((p) => p.split('node_modules/').pop().split('/')[0]));
-for (const dep of ['pino', 'prom-client', 'convict', 'net-keepalive']) {
+for (const dep of ['pino', 'prom-client', 'convict']) {
   if (!bundled.has(dep)) throw new Error(`bundle: ${dep} is not in the bundle`);
 }

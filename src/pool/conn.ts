@@ -64,8 +64,11 @@ export class UpstreamConn {
   hasBeenLeased = false;
   /** We sent FIN first (the downstream ended), so a later upstream FIN is not the peer's initiative. */
   hasLocalEnded = false;
-  /** Bytes received while idle (e.g. a server greeting on a tcp warm spare), handed to the next lease first. */
-  idleData: Buffer[] = [];
+  /**
+   * Bytes received while idle (e.g. a server greeting on a tcp warm spare), handed to the next lease first.
+   * Created by the first such chunk: an http connection never has any (an empty array each: 32 B, idle).
+   */
+  idleData: Buffer[] | undefined;
   idleDataBytes = 0;
   private isIdleReading = false;
   /** Jittered deadline after which the connection is not reused. */
@@ -225,7 +228,7 @@ export class UpstreamConn {
       conn.owner.connFailed(conn, 'protocol_error');
       return;
     }
-    conn.idleData.push(chunk);
+    (conn.idleData ??= []).push(chunk);
     conn.idleDataBytes += chunk.length;
     if (conn.idleDataBytes > MAX_IDLE_DATA_BYTES) conn.owner.connFailed(conn, 'protocol_error');
   }

@@ -7,8 +7,11 @@
  */
 import type { Socket } from 'node:net';
 import { Client } from './undici-client.js';
-import type { Dispatcher } from 'undici';
+import type { Dispatcher, buildConnector } from 'undici';
 import type { Lease } from './lease.js';
+
+/** undici's per-Client webSocket / eventSource options: none, shared by every Client (undici only reads them). */
+const NO_OPTIONS = Object.freeze({});
 
 export class H1Driver {
   private client: Client | undefined;
@@ -70,22 +73,28 @@ export class H1Driver {
     this.isAwaitingHead = false;
   }
 
+  /** The socket went to undici's Client (its connector asks once per socket; see handOver). */
+  private isHandedOver = false;
+
+  /**
+   * undici's connector: hands it our connected socket exactly once. undici asks again only after that socket
+   * closed, and a closed connection is never leased again, so a second call is a bug we refuse loudly. The
+   * callback must run asynchronously: undici calls the connector from inside its resume loop and ignores a
+   * resume re-entered synchronously, which would leave the first request queued forever. One shared function
+   * bound to the driver (a bound function, 48 B) instead of a closure and its context per connection (~96 B).
+   */
+  private static handOver(this: H1Driver, _opts: unknown, cb: buildConnector.Callback): void {
+    if (this.isHandedOver || this.socket.destroyed) {
+      process.nextTick(cb, new Error('pooled connection already used'), null);
+    } else {
+      this.isHandedOver = true;
+      process.nextTick(cb, null, this.socket);
+    }
+  }
+
   private createClient(): Client {
-    const socket = this.socket;
-    let isHandedOver = false;
     return new Client(this.origin, {
-      // Hand undici our connected socket exactly once. undici asks again only after that socket closed,
-      // and a closed connection is never leased again, so a second call is a bug we refuse loudly.
-      // The callback must run asynchronously: undici calls the connector from inside its resume loop and
-      // ignores a resume re-entered synchronously, which would leave the first request queued forever.
-      connect: (_opts, cb) => {
-        if (isHandedOver || socket.destroyed) {
-          process.nextTick(cb, new Error('pooled connection already used'), null);
-        } else {
-          isHandedOver = true;
-          process.nextTick(cb, null, socket);
-        }
-      },
+      connect: H1Driver.handOver.bind(this),
       pipelining: 1,
       keepAliveTimeout: this.backstopMs,
       keepAliveMaxTimeout: this.backstopMs,
@@ -93,6 +102,10 @@ export class H1Driver {
       keepAliveTimeoutThreshold: 0,
       headersTimeout: 0,
       bodyTimeout: 0,
+      // undici keeps these as given (default: a new {} each, 56 B per connection) and only reads them, for
+      // WebSocket and EventSource use we never make of this Client: one shared empty object for all.
+      webSocket: NO_OPTIONS,
+      eventSource: NO_OPTIONS,
     });
   }
 }

@@ -7,6 +7,9 @@ import type { UpstreamConn } from './conn.js';
 import type { H1Driver } from './h1-driver.js';
 import type { Pool } from './pool.js';
 
+/** What takeIdleData returns when nothing arrived (shared, never written to). */
+const NO_DATA: readonly Buffer[] = [];
+
 export class Lease {
   private isEnded = false;
   constructor(
@@ -19,11 +22,11 @@ export class Lease {
   }
 
   /** Bytes that arrived while the connection was idle; the caller must forward them first. */
-  takeIdleData(): Buffer[] {
+  takeIdleData(): readonly Buffer[] {
     const data = this.conn.idleData;
-    this.conn.idleData = [];
+    this.conn.idleData = undefined;
     this.conn.idleDataBytes = 0;
-    return data;
+    return data ?? NO_DATA;
   }
 
   /** Half-closes towards the upstream (we send FIN) because the downstream did. */

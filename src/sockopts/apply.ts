@@ -14,19 +14,23 @@
  * also forces TCP_KEEPINTVL=1 and TCP_KEEPCNT=10, so ours are set after it.
  */
 import type { Socket } from 'node:net';
-import { createRequire } from 'node:module';
 import type { KeepaliveConfig } from '../config/index.js';
 import {
   IPPROTO_TCP, SO_KEEPALIVE, SOL_SOCKET, TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_NODELAY,
-  TCP_USER_TIMEOUT, getIntSockopt, socketFd,
+  TCP_USER_TIMEOUT, getIntSockopt, setIntSockopt, socketFd,
 } from './native.js';
 
-import { requireFfiRs } from './ffi-rs.js';
-
-// Required, not imported (CommonJS; an ESM import makes Node scan its source for named exports). ffi-rs first,
-// through our loader, so net-keepalive's require('ffi-rs') gets that cached copy (see ffi-rs.ts).
-requireFfiRs();
-const netKeepalive = createRequire(import.meta.url)('net-keepalive') as typeof import('net-keepalive');
+/**
+ * TCP_KEEPINTVL, TCP_KEEPCNT and TCP_USER_TIMEOUT through our own setsockopt binding (native.ts), with the
+ * values net-keepalive computed (seconds truncated; ints): net-keepalive's setters leak a native value
+ * pointer per call (see setIntSockopt). Like its setters, a socket without an fd is an error.
+ */
+function setTcpInt(socket: Socket, name: number, value: number): boolean {
+  const fd = socketFd(socket);
+  if (fd === undefined) throw new Error('Unable to get socket fd');
+  setIntSockopt(fd, IPPROTO_TCP, name, value);
+  return true;
+}
 
 /** Bounded set of option names, used as the `option` metric label. */
 export const SOCKOPT_NAMES = ['nodelay', 'keepalive', 'keepidle', 'keepintvl', 'keepcnt', 'user_timeout'] as const;
@@ -81,9 +85,9 @@ export function applySockopts(socket: Socket, ka: KeepaliveConfig): ApplyResult 
   const failures: SockoptFailure[] = [];
   attempt(failures, 'nodelay', () => socket.setNoDelay(true));
   attempt(failures, 'keepalive', () => socket.setKeepAlive(true, ka.idleMs));
-  attempt(failures, 'keepintvl', () => netKeepalive.setKeepAliveInterval(socket, ka.intervalMs));
-  attempt(failures, 'keepcnt', () => netKeepalive.setKeepAliveProbes(socket, ka.probes));
-  attempt(failures, 'user_timeout', () => netKeepalive.setUserTimeout(socket, ka.userTimeoutMs));
+  attempt(failures, 'keepintvl', () => setTcpInt(socket, TCP_KEEPINTVL, Math.trunc(ka.intervalMs / 1000)));
+  attempt(failures, 'keepcnt', () => setTcpInt(socket, TCP_KEEPCNT, Math.trunc(ka.probes)));
+  attempt(failures, 'user_timeout', () => setTcpInt(socket, TCP_USER_TIMEOUT, Math.trunc(ka.userTimeoutMs)));
   const effective = readSockopts(socket);
   if (effective === undefined) {
     return { effective, failures };

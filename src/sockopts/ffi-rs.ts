@@ -1,5 +1,6 @@
 /**
- * Loads ffi-rs (the FFI runtime net-keepalive and native.ts share) without its loader's libc probe.
+ * Loads ffi-rs (the FFI runtime of native.ts; net-keepalive, no longer used at run time, shares it) without its
+ * loader's libc probe.
  *
  * ffi-rs's napi-rs loader picks its glibc or musl prebuild by calling `process.report.getReport()`: a full
  * diagnostic report (stacks, every loaded library, libuv handles, environment) built once just to read

@@ -1,11 +1,11 @@
 /**
- * getsockopt(2) through ffi-rs, the FFI runtime net-keepalive already loads (net-keepalive sets TCP_KEEPINTVL,
- * TCP_KEEPCNT and TCP_USER_TIMEOUT through it), so the process carries one FFI runtime, not two: with koffi,
- * used here before, an idle sidecar had ~4 MiB more RSS (bench/idle-rss.ts, 2026-12-02). The price is speed:
- * an ffi-rs call costs ~12-15 µs here against koffi's ~0.1-3 µs, paid 6 times per new upstream connection
- * (the read-back) and once per TCP_INFO read (early-retry sweep, /debug/connections).
+ * getsockopt(2) and setsockopt(2) (TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT, which net-keepalive set
+ * before) through ffi-rs, one FFI runtime: with koffi, used here before, an idle sidecar had ~4 MiB more RSS
+ * (bench/idle-rss.ts, 2026-12-02). The price is speed: an ffi-rs call costs ~12-15 µs here against koffi's
+ * ~0.1-3 µs, paid 9 times per new upstream connection (3 sets, 6 read-backs) and once per TCP_INFO read
+ * (early-retry sweep, /debug/connections).
  *
- * Out-parameters live in two blocks from libc malloc, allocated once and never freed, each viewed zero-copy
+ * Values and out-parameters live in two blocks from libc malloc, allocated once and never freed, each viewed zero-copy
  * as a Buffer (createExternalBuffer); the calls are synchronous, so one pair serves every call.
  */
 import type { Socket } from 'node:net';
@@ -27,6 +27,7 @@ const VALUE_BYTES = 256;
 
 interface Binding {
   readonly getsockopt: (args: unknown[]) => { value: number; errnoCode: number };
+  readonly setsockopt: (args: unknown[]) => { value: number; errnoCode: number };
   readonly valuePtr: unknown;
   readonly lenPtr: unknown;
   /** Zero-copy views of the two native blocks. */
@@ -50,12 +51,19 @@ function bind(): Binding {
       paramsType: [DataType.I32, DataType.I32, DataType.I32, DataType.External, DataType.External],
       errno: true,
     },
+    setsockopt: {
+      library: 'keepalive_sidecar_libc',
+      retType: DataType.I32,
+      paramsType: [DataType.I32, DataType.I32, DataType.I32, DataType.External, DataType.I32],
+      errno: true,
+    },
     malloc: { library: 'keepalive_sidecar_libc', retType: DataType.External, paramsType: [DataType.U64] },
   });
   const valuePtr = fns.malloc([VALUE_BYTES]);
   const lenPtr = fns.malloc([8]);
   binding = {
     getsockopt: fns.getsockopt as unknown as Binding['getsockopt'],
+    setsockopt: fns.setsockopt as unknown as Binding['setsockopt'],
     valuePtr,
     lenPtr,
     value: ffi.createExternalBuffer(valuePtr, VALUE_BYTES),
@@ -81,6 +89,19 @@ function getsockopt(fd: number, level: number, name: number, bytes: number): num
 }
 
 /** Reads an int socket option. Throws with the errno on failure. */
+/**
+ * setsockopt(2) of an int option, the value passed in the same preallocated block. Replaces net-keepalive's
+ * setters, which call ffi-rs `createPointer` for the value on every call and never free it: ~0.24 KiB of
+ * native memory lost per call, three calls per new upstream connection, for the life of the process
+ * (bench/results/2026-12-02-conn-mem2). Throws on failure, like the getter.
+ */
+export function setIntSockopt(fd: number, level: number, name: number, value: number): void {
+  const b = bind();
+  b.value.writeInt32LE(value, 0);
+  const { value: rc, errnoCode } = b.setsockopt([fd, level, name, b.valuePtr, 4]);
+  if (rc !== 0) throw new Error(`setsockopt(${level}, ${name}) failed: errno ${errnoCode}`);
+}
+
 export function getIntSockopt(fd: number, level: number, name: number): number {
   getsockopt(fd, level, name, 4);
   return bind().value.readInt32LE(0);
