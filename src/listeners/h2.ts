@@ -16,7 +16,7 @@ import type { H2Config, RouteConfig } from '../config/index.js';
 import type { DownstreamRejectReason, DownstreamResetReason } from '../errors.js';
 import { H2_LIMITS, H2_SESSION_WINDOW, H2_STALL_CHECK_MS, H2_STREAM_WINDOW, StallWatch } from '../pool/h2-driver.js';
 import type { H2Pool } from '../pool/h2-pool.js';
-import { grpcMethodMatcher, proxyH2Stream } from '../proxy/h2-exchange.js';
+import { answerLocally, grpcMethodMatcher, isGrpcRequest, proxyH2Stream } from '../proxy/h2-exchange.js';
 import type { H2ErrorReason, H2ExchangeHost, H2StreamOutcome } from '../proxy/h2-exchange.js';
 import { RetryBudget } from '../proxy/retry-budget.js';
 import { resetSocket } from '../proxy/tcp-pipe.js';
@@ -220,16 +220,8 @@ export class H2Listener extends EventEmitter<H2ListenerEvents> implements H2Exch
    */
   private refuseHeaders(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, max: number): void {
     stream.on('error', () => {});
-    const msg = `request has more than ${max} header fields`;
-    const ct = headers['content-type'];
     try {
-      if (typeof ct === 'string' && ct.startsWith('application/grpc')) {
-        stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '8', 'grpc-message': `sidecar: ${msg}`, 'x-sidecar-error': 'protocol_error' }, { endStream: true });
-      } else {
-        const body = `${msg}\n`;
-        stream.respond({ ':status': 431, 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), 'x-sidecar-error': 'protocol_error' });
-        stream.end(body);
-      }
+      answerLocally(stream, isGrpcRequest(headers), 431, '8', `request has more than ${max} header fields`, 'protocol_error');
       if (!stream.endAfterHeaders) {
         stream.resume();
         stream.close(http2.constants.NGHTTP2_NO_ERROR);

@@ -143,6 +143,31 @@ export function grpcMethodMatcher(methods: readonly string[]): (path: string) =>
 }
 
 /** Starts proxying one downstream stream. */
+/** `content-type: application/grpc*` (gRPC over HTTP/2: +proto, +json, ...). */
+export function isGrpcRequest(headers: IncomingHttpHeaders): boolean {
+  const ct = headers['content-type'];
+  return typeof ct === 'string' && ct.startsWith('application/grpc');
+}
+
+/** The status fields of a gRPC answer the sidecar makes itself (trailers-only, or trailers after a head). */
+export function sidecarGrpcStatus(code: string, message: string, reason: string): OutgoingHttpHeaders {
+  return { 'grpc-status': code, 'grpc-message': `sidecar: ${message}`, 'x-sidecar-error': reason };
+}
+
+/**
+ * Answers the app's stream ourselves, before any response head went out: gRPC trailers-only (HTTP 200,
+ * `grpcCode`), plain h2 `status` with a one-line text body. Throws what respond() throws.
+ */
+export function answerLocally(down: ServerHttp2Stream, isGrpc: boolean, status: number, grpcCode: string, message: string, reason: string): void {
+  if (isGrpc) {
+    down.respond({ ':status': 200, 'content-type': 'application/grpc', ...sidecarGrpcStatus(grpcCode, message, reason) }, { endStream: true });
+    return;
+  }
+  const body = `sidecar: ${message}\n`;
+  down.respond({ ':status': status, 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), 'x-sidecar-error': reason });
+  down.end(body);
+}
+
 export function proxyH2Stream(host: H2ExchangeHost, down: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
   new H2Exchange(host, down, headers).start();
 }
@@ -239,8 +264,7 @@ class H2Exchange implements H2Requester {
   ) {
     this.startedAt = host.clock.now();
     this.upHeaders = forwardable(headers);
-    const ct = headers['content-type'];
-    this.isGrpc = typeof ct === 'string' && ct.startsWith('application/grpc');
+    this.isGrpc = isGrpcRequest(headers);
     const method = headers[':method'] ?? 'GET';
     const path = headers[':path'] ?? '/';
     this.isSafe = IDEMPOTENT.has(method) || headers['idempotency-key'] !== undefined || (this.isGrpc && host.isGrpcIdempotent(path));
@@ -552,7 +576,7 @@ class H2Exchange implements H2Requester {
       // (gRPC's HTTP/2 mapping: INTERNAL_ERROR -> INTERNAL; REFUSED_STREAM -> UNAVAILABLE would claim the call
       // was never processed), so the response head already sent is ended with trailers (status 14) instead,
       // after whatever DATA was forwarded (onWantTrailers sends them).
-      this.trailers ??= { 'grpc-status': '14', 'grpc-message': `sidecar: ${reason}`, 'x-sidecar-error': reason };
+      this.trailers ??= sidecarGrpcStatus('14', reason, reason);
       down.end();
       this.host.streamEnded('failed', reason);
       if (!this.isDownEnded && !down.destroyed) this.closeDownUnread();
@@ -564,17 +588,7 @@ class H2Exchange implements H2Requester {
       return;
     }
     try {
-      if (this.isGrpc) {
-        down.respond(
-          { ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '14', 'grpc-message': `sidecar: ${reason}`, 'x-sidecar-error': reason },
-          { endStream: true },
-        );
-      } else {
-        const status = UNAVAILABLE_503.has(reason) ? 503 : 502;
-        const body = `sidecar: ${reason}\n`;
-        down.respond({ ':status': status, 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), 'x-sidecar-error': reason });
-        down.end(body);
-      }
+      answerLocally(down, this.isGrpc, UNAVAILABLE_503.has(reason) ? 503 : 502, '14', reason, reason);
       this.host.streamEnded('failed', reason);
     } catch {
       down.close(NGHTTP2_INTERNAL_ERROR);
