@@ -25,11 +25,10 @@ import {
  * values net-keepalive computed (seconds truncated; ints): net-keepalive's setters leak a native value
  * pointer per call (see setIntSockopt). Like its setters, a socket without an fd is an error.
  */
-function setTcpInt(socket: Socket, name: number, value: number): boolean {
+function setTcpInt(socket: Socket, name: number, value: number): void {
   const fd = socketFd(socket);
   if (fd === undefined) throw new Error('Unable to get socket fd');
   setIntSockopt(fd, IPPROTO_TCP, name, value);
-  return true;
 }
 
 /** Bounded set of option names, used as the `option` metric label. */

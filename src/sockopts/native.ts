@@ -88,7 +88,6 @@ function getsockopt(fd: number, level: number, name: number, bytes: number): num
   return b.len.readUInt32LE(0);
 }
 
-/** Reads an int socket option. Throws with the errno on failure. */
 /**
  * setsockopt(2) of an int option, the value passed in the same preallocated block. Replaces net-keepalive's
  * setters, which call ffi-rs `createPointer` for the value on every call and never free it: ~0.24 KiB of
@@ -102,6 +101,7 @@ export function setIntSockopt(fd: number, level: number, name: number, value: nu
   if (rc !== 0) throw new Error(`setsockopt(${level}, ${name}) failed: errno ${errnoCode}`);
 }
 
+/** Reads an int socket option. Throws with the errno on failure. */
 export function getIntSockopt(fd: number, level: number, name: number): number {
   getsockopt(fd, level, name, 4);
   return bind().value.readInt32LE(0);
